@@ -1,0 +1,147 @@
+"""Typed inputs and outputs of every step, shared by the CLI, the DAG and the launchers.
+
+Each model serialises to JSON, so a step can run in another process or container and hand its
+result back as a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Device = Literal["cpu", "cuda", "auto"]
+Precision = Literal["fp32", "fp16", "bf16"]
+Engine = Literal["helical", "fast"]
+XFormat = Literal["csr", "csc", "dense"]
+GeneIdKind = Literal["ensembl", "symbol"]
+
+
+class RunParams(BaseModel):
+    """What the user asked for. None means: take it from the model's resource profile."""
+
+    model: str
+    shard_size: int = Field(default=1000, ge=1, description="cells per shard")
+    device: Device = "auto"
+    precision: Precision | None = None
+    batch_size: int | None = Field(default=None, ge=1)
+    layer: str | None = Field(default=None, description="layer holding raw counts; default X")
+    engine: Engine | None = None
+    seed: int = 0
+    cache_dir: str | None = Field(
+        default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)"
+    )
+
+
+class InputSummary(BaseModel):
+    """What validation learned about the input file, without loading X whole."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    n_cells: int
+    n_genes: int
+    x_source: str  # "X" or "layers/<name>"
+    x_format: XFormat
+    dtype: str
+    gene_id_kind: GeneIdKind
+    genes_in_vocab: int
+    vocab_overlap: float  # fraction of the file's genes the model knows
+
+
+class ShardSpec(BaseModel):
+    index: int
+    start: int  # first row, inclusive
+    stop: int  # last row, exclusive
+
+    @property
+    def cells(self) -> int:
+        return self.stop - self.start
+
+
+class Plan(BaseModel):
+    """Everything a launcher needs to embed any shard: written once as plan.json."""
+
+    run_key: str
+    dataset: str
+    out_dir: str
+    input: InputSummary
+    params: RunParams  # resolved: no None left for precision, batch_size, engine
+    model_family: str
+    helical_model_name: str
+    fixture: bool
+    weights_checksum: str
+    code_version: str
+    shards: list[ShardSpec]
+    created_at: str
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out_dir)
+
+    def shard_file(self, index: int) -> Path:
+        return self.out_path / "shards" / f"{index}.npy"
+
+    def shard_result_file(self, index: int) -> Path:
+        return self.out_path / "shards" / f"{index}.json"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.out_path / "plan.json"
+
+
+class ShardResult(BaseModel):
+    """Written next to shards/<i>.npy once the shard is complete."""
+
+    index: int
+    start: int
+    stop: int
+    cells: int
+    embedding_dim: int
+    seconds: float
+    model_load_seconds: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None = None
+    device: str
+    precision: Precision
+    engine: Engine
+    host: str
+    finished_at: str
+    reused: bool = False
+
+
+class QualityReport(BaseModel):
+    passed: bool
+    n_cells: int
+    embedding_dim: int
+    all_finite: bool
+    shape_ok: bool
+    mean_norm: float
+    min_std_over_dims: float
+    mean_pairwise_cosine: float
+    problems: list[str]
+
+
+class Manifest(BaseModel):
+    """How the embeddings were made: enough to reproduce or audit them."""
+
+    run_key: str
+    dataset: str
+    input: InputSummary
+    model: str
+    model_family: str
+    helical_model_name: str
+    fixture: bool
+    fixture_note: str | None
+    weights_checksum: str
+    params: RunParams
+    versions: dict[str, str]
+    host: dict[str, str]
+    shards: list[ShardResult]
+    total_cells: int
+    total_shard_seconds: float
+    max_peak_rss_mb: float
+    quality: QualityReport | None = None
+    created_at: str
+    outputs: dict[str, str]
