@@ -29,9 +29,7 @@ class RunParams(BaseModel):
     layer: str | None = Field(default=None, description="layer holding raw counts; default X")
     engine: Engine | None = None
     seed: int = 0
-    cache_dir: str | None = Field(
-        default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)"
-    )
+    cache_dir: str | None = Field(default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)")
 
 
 class InputSummary(BaseModel):

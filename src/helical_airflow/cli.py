@@ -1,0 +1,344 @@
+"""`helical-airflow`: embed a whole .h5ad with a Helical model, shard by shard."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from . import settings
+from .errors import HelicalAirflowError
+from .spec import Device, Engine, Plan, Precision, RunParams, ShardResult
+
+app = typer.Typer(
+    help=__doc__ + "\n\nTypical use: `helical-airflow models fixture --out .fixture-cache` (offline test "
+    "weights), then `helical-airflow run data/sample.h5ad --model geneformer --cache-dir .fixture-cache`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="The models helical-airflow can run, and the offline fixture cache.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Options shared by run / validate / plan.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name; see `helical-airflow models list`")]
+ShardSizeOpt = Annotated[int, typer.Option(min=1, help="cells per shard (memory grows with it, not with the file)")]
+DeviceOpt = Annotated[Device, typer.Option(help="cpu, cuda, or auto (cuda when torch sees a GPU)")]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(help="fp32, fp16 or bf16 on GPU (CPU always runs fp32); default: the model's profile"),
+]
+BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells per forward pass; default: the model's profile")]
+LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
+EngineOpt = Annotated[
+    Engine | None, typer.Option(help="helical (helical's get_embeddings) or fast (same weights, faster forward pass)")
+]
+CacheOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX); e.g. the folder `models fixture` wrote. "
+        "Default: $HELICAL_AIRFLOW_CACHE_DIR, else helical's default"
+    ),
+]
+SeedOpt = Annotated[int, typer.Option(help="random seed for anything stochastic in the model")]
+OutOpt = Annotated[Path, typer.Option(help="output root; the run goes to OUT/<dataset>/<run_key>/")]
+InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("h5py", "matplotlib", "numba", "urllib3", "filelock", "fsspec", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def friendly_errors[F: Callable[..., Any]](func: F) -> F:
+    """Print our errors as `error CODE: message / fix: hint` instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HelicalAirflowError as exc:
+            err.print(f"[bold red]error {exc.code}[/]: {exc.message}\n  [bold]fix[/]: {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    _setup_logging(verbose)
+
+
+def _params(
+    model: str,
+    shard_size: int,
+    device: Device,
+    precision: Precision | None,
+    batch_size: int | None,
+    layer: str | None,
+    engine: Engine | None,
+    seed: int,
+    cache_dir: str | None,
+) -> RunParams:
+    return RunParams(
+        model=model,
+        shard_size=shard_size,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        layer=layer,
+        engine=engine,
+        seed=seed,
+        cache_dir=str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir(),
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+@app.command()
+@friendly_errors
+def run(
+    input: InputArg,
+    model: ModelOpt = "geneformer",
+    shard_size: ShardSizeOpt = 1000,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = None,
+    batch_size: BatchOpt = None,
+    layer: LayerOpt = None,
+    engine: EngineOpt = None,
+    seed: SeedOpt = 0,
+    cache_dir: CacheOpt = None,
+    out: OutOpt = Path("outputs"),
+) -> None:
+    """Validate, plan, embed every shard, merge, check quality and write the report, in one go.
+
+    Re-running the same command reuses finished shards; a killed run resumes where it stopped.
+    """
+    from .pipeline import run as run_pipeline
+
+    params = _params(model, shard_size, device, precision, batch_size, layer, engine, seed, cache_dir)
+    with _progress() as progress:
+        bar: dict[str, Any] = {}
+
+        def on_plan(plan: Plan) -> None:
+            err.print(f"run [bold]{plan.run_key}[/] -> {plan.out_dir}  ({len(plan.shards)} shards)")
+            if plan.fixture:
+                err.print("[bold yellow]FIXTURE weights: random tiny models; embeddings carry no biology[/]")
+            bar["id"] = progress.add_task("embedding", total=plan.input.n_cells, info="")
+
+        def on_shard(plan: Plan, result: ShardResult) -> None:
+            rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} cells/s"
+            progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
+
+        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard)
+    plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
+    table = Table(title="helical-airflow run", show_header=False)
+    for key, value in [
+        ("cells", manifest.total_cells),
+        ("model", f"{manifest.model}{' (FIXTURE)' if manifest.fixture else ''}"),
+        ("shards", len(manifest.shards)),
+        ("reused shards", sum(s.reused for s in manifest.shards)),
+        ("embedding seconds", manifest.total_shard_seconds),
+        ("quality gate", "passed" if manifest.quality and manifest.quality.passed else "FAILED"),
+        ("embeddings", plan_dir / "embeddings.h5ad"),
+        ("manifest", plan_dir / "manifest.json"),
+        ("report", plan_dir / "report.html"),
+    ]:
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def validate(
+    input: InputArg,
+    model: ModelOpt = "geneformer",
+    layer: LayerOpt = None,
+    cache_dir: CacheOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Check that INPUT can be embedded by MODEL, without writing anything.
+
+    Exits 2 with an error code and a one-line fix when it cannot (see docs/errors.md).
+    """
+    from .validate import validate_input
+
+    with err.status("validating (streaming through the counts)..."):
+        summary = validate_input(
+            str(input), model, layer, _params(model, 1, "auto", None, None, layer, None, 0, cache_dir).cache_dir
+        )
+    if as_json:
+        out.print_json(summary.model_dump_json())
+        return
+    table = Table(title=f"{input} is valid for {model}", show_header=False)
+    for key, value in summary.model_dump().items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command()
+@friendly_errors
+def plan(
+    input: InputArg,
+    model: ModelOpt = "geneformer",
+    shard_size: ShardSizeOpt = 1000,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = None,
+    batch_size: BatchOpt = None,
+    layer: LayerOpt = None,
+    engine: EngineOpt = None,
+    seed: SeedOpt = 0,
+    cache_dir: CacheOpt = None,
+    out: OutOpt = Path("outputs"),
+) -> None:
+    """Validate INPUT and write plan.json (run key and shards); prints the plan's path on stdout."""
+    from .pipeline import prepare
+
+    params = _params(model, shard_size, device, precision, batch_size, layer, engine, seed, cache_dir)
+    made = prepare(input, params, out.resolve())
+    err.print(f"{len(made.shards)} shards of up to {params.shard_size} cells; run key {made.run_key}")
+    print(made.plan_file)
+
+
+@app.command("embed-shard")
+@friendly_errors
+def embed_shard_cmd(
+    plan_path: Annotated[Path, typer.Option("--plan", help="plan.json written by `plan`")],
+    shard: Annotated[int, typer.Option(help="shard index (0-based)", min=0)],
+) -> None:
+    """Embed one shard of a plan (what every launcher runs); prints the shard's result as JSON.
+
+    A finished shard is reused. The array is written atomically to shards/<i>.npy.
+    """
+    from .embed import embed_shard, use_cache_dir
+    from .plan import load_plan
+
+    loaded = load_plan(plan_path)
+    use_cache_dir(loaded.params.cache_dir)
+    result = embed_shard(loaded, shard)
+    verb = "reused" if result.reused else f"embedded {result.cells} cells in {result.seconds:.2f}s"
+    logging.getLogger("helical_airflow").info("shard %d %s (peak RSS %.0f MB)", shard, verb, result.peak_rss_mb)
+    print(result.model_dump_json())
+
+
+@app.command()
+@friendly_errors
+def merge(plan_path: Annotated[Path, typer.Option("--plan", help="plan.json written by `plan`")]) -> None:
+    """Merge the finished shards into embeddings.h5ad + manifest.json, run the quality gate, write report.html."""
+    from .pipeline import finish
+    from .plan import load_plan
+
+    loaded = load_plan(plan_path)
+    with err.status("merging shards, checking quality, writing the report..."):
+        manifest = finish(loaded)
+    err.print(f"merged {manifest.total_cells} cells from {len(manifest.shards)} shards into {loaded.out_dir}")
+    print(Path(loaded.out_dir) / "manifest.json")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
+    """Every model name, its modality and resource profile."""
+    from .models import MODELS
+
+    if as_json:
+        print(json.dumps({name: {"family": s.family, **vars(s.profile)} for name, s in MODELS.items()}, indent=1))
+        return
+    table = Table(title="helical-airflow models")
+    for col in ("name", "family", "modality", "GPU", "precision", "batch", "mem cap GB", "queue", "engine", "fixture"):
+        table.add_column(col)
+    for name, spec in MODELS.items():
+        p = spec.profile
+        table.add_row(
+            name,
+            spec.family,
+            p.modality,
+            p.gpu,
+            p.precision,
+            str(p.batch_size),
+            f"{p.memory_cap_gb:g}",
+            p.queue,
+            p.engine,
+            "yes" if p.has_fixture else "no",
+        )
+    out.print(table)
+
+
+@models_app.command("fixture")
+@friendly_errors
+def models_fixture(
+    out_dir: Annotated[Path, typer.Option("--out", help="cache root to write (pass it later as --cache-dir)")],
+    family: Annotated[
+        list[str] | None, typer.Option(help="model family to build (repeatable); default: all with a fixture")
+    ] = None,
+    shape: Annotated[
+        str, typer.Option(help="tiny (tests, seconds) or real (true layer sizes, random weights: benchmarks)")
+    ] = "tiny",
+    synthetic_genes: Annotated[int, typer.Option(min=0, help="extra synthetic genes in the vocabulary")] = 0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Build the OFFLINE fixture cache: tiny random-weight models and a synthetic vocabulary in helical's layout.
+
+    Lets `run --cache-dir DIR` exercise helical's real code with no network. Everything embedded with it is
+    marked as a fixture in its manifest, logs and report.
+    """
+    from .models.fixture import build_fixture
+
+    kwargs: dict[str, Any] = {"shape": shape, "n_synthetic_genes": synthetic_genes, "seed": seed}
+    if family:
+        kwargs["families"] = tuple(family)
+    with err.status(f"building fixture cache in {out_dir}..."):
+        built = build_fixture(out_dir.resolve(), **kwargs)
+    err.print_json(json.dumps(built, default=str))
+    print(out_dir.resolve())
+
+
+def _mount_stack() -> None:
+    try:
+        from .stack.cli import stack_app
+    except ImportError:  # the stack needs the airflow extra; the library works without it
+        return
+    app.add_typer(stack_app, name="stack", help="The local Airflow stack without Docker (Postgres, Redis, Celery).")
+
+
+_mount_stack()
+
+if __name__ == "__main__":
+    sys.exit(app())

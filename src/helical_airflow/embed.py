@@ -1,0 +1,156 @@
+"""Embed one shard: read its rows from the .h5ad, run the model, write shards/<i>.npy atomically.
+
+This is what every launcher runs (`helical-airflow embed-shard --plan PLAN --shard I`), normally in a
+process of its own so that memory is given back after every shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from . import h5io, telemetry
+from .errors import ConfigError, HelicalAirflowError, ShardError
+from .models import get_model
+from .spec import Plan, Precision, ShardResult
+from .store import finished_result, save_npy, write_json
+
+log = logging.getLogger(__name__)
+
+FIXTURE_WARNING = "FIXTURE model: random weights from `models fixture`; embeddings carry no biology"
+
+
+def use_cache_dir(cache_dir: str | None) -> None:
+    """Point helical at the weights cache. helical reads the variable once, when first imported."""
+    if cache_dir is None:
+        return
+    wanted = os.path.abspath(cache_dir)
+    current = os.environ.get("CACHE_DIR_HELICAL_PREFIX")
+    if "helical" in sys.modules and current != wanted:
+        raise ConfigError(
+            "E207",
+            f"helical was already imported with cache {current!r}, cannot switch to {wanted!r}",
+            "run each cache in its own process (helical-airflow embed-shard does this)",
+        )
+    os.environ["CACHE_DIR_HELICAL_PREFIX"] = wanted
+
+
+def resolve_device(requested: str, gpu_policy: str) -> str:
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if requested == "cuda" and not has_cuda:
+        raise ConfigError("E205", "--device cuda asked for, but torch sees no CUDA GPU", "use --device cpu or auto")
+    device = "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
+    if gpu_policy == "required" and device == "cpu":
+        raise ConfigError(
+            "E206", "this model's resource profile requires a GPU and none is available", "run on a gpu worker"
+        )
+    return device
+
+
+def effective_precision(device: str, requested: Precision) -> Precision:
+    """CPUs run fp32: half precision there is slower and less accurate."""
+    return requested if device == "cuda" else "fp32"
+
+
+def load_runner(plan: Plan, device: str) -> Any:
+    use_cache_dir(plan.params.cache_dir)
+    params = plan.params
+    return get_model(params.model).load_runner(
+        device=device,
+        precision=effective_precision(device, params.precision or "fp32"),
+        batch_size=params.batch_size,
+        engine=params.engine,
+        seed=params.seed,
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def embed_shard(plan: Plan, index: int, runner: Any = None, device: str | None = None) -> ShardResult:
+    """Embed shard `index` of `plan` (reusing it if already done). Pass a loaded runner to reuse it."""
+    if not 0 <= index < len(plan.shards):
+        raise ConfigError("E208", f"shard {index} is not in this plan (0..{len(plan.shards) - 1})", "check --shard")
+    done = finished_result(plan, index)
+    if done is not None:
+        log.info("shard %d already finished, reusing %s", index, plan.shard_file(index))
+        return done.model_copy(update={"reused": True})
+    if plan.fixture:
+        log.warning(FIXTURE_WARNING)
+    shard = plan.shards[index]
+    try:
+        load_seconds = 0.0
+        if runner is None:
+            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu)
+            started = time.perf_counter()
+            runner = load_runner(plan, device)
+            load_seconds = time.perf_counter() - started
+        device = device or "cpu"
+        _reset_peak_gpu(device)
+        started = time.perf_counter()
+        adata = h5io.read_shard(plan.input.path, shard.start, shard.stop, plan.params.layer)
+        embeddings = np.asarray(runner.embed(adata), dtype=np.float32)
+        seconds = time.perf_counter() - started
+        if embeddings.shape[0] != shard.cells:
+            raise ShardError(
+                "E302",
+                f"model returned {embeddings.shape[0]} rows for {shard.cells} cells in shard {index}",
+                "report this as a bug with the manifest attached",
+            )
+        save_npy(plan.shard_file(index), embeddings)
+    except HelicalAirflowError as exc:
+        telemetry.emit_failure(plan, exc.code)
+        raise
+    except MemoryError as exc:
+        telemetry.emit_failure(plan, "E303")
+        raise ShardError("E303", f"out of memory in shard {index}", "lower --shard-size or --batch-size") from exc
+    except Exception as exc:
+        telemetry.emit_failure(plan, "E301")
+        raise ShardError(
+            "E301", f"shard {index} failed: {type(exc).__name__}: {exc}", "see the log above; retry resumes"
+        ) from exc
+    result = ShardResult(
+        index=index,
+        start=shard.start,
+        stop=shard.stop,
+        cells=shard.cells,
+        embedding_dim=int(embeddings.shape[1]),
+        seconds=round(seconds, 4),
+        model_load_seconds=round(load_seconds, 4),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        peak_gpu_mb=_peak_gpu_mb(device),
+        device=device,
+        precision=effective_precision(device, plan.params.precision or "fp32"),
+        engine=plan.params.engine or "helical",
+        host=socket.gethostname(),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_json(plan.shard_result_file(index), result)
+    telemetry.emit_shard(plan, result)
+    return result
+
+
+def _reset_peak_gpu(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gpu_mb(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -1,0 +1,79 @@
+"""The whole job in one process: validate -> plan -> embed every shard -> merge -> quality -> report.
+
+`helical-airflow run` calls this; the Airflow DAG calls the same steps one task at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .embed import embed_shard, load_runner, resolve_device, use_cache_dir
+from .models import get_model
+from .plan import make_plan
+from .quality import quality_gate, require_passed
+from .report import write_report
+from .spec import Manifest, Plan, RunParams, ShardResult
+from .store import finished_result, load_manifest, manifest_file, merge
+from .validate import validate_input
+
+log = logging.getLogger(__name__)
+
+ShardCallback = Callable[[Plan, ShardResult], None]
+
+
+def prepare(input_path: str | Path, params: RunParams, out_root: Path) -> Plan:
+    summary = validate_input(str(input_path), params.model, params.layer, params.cache_dir)
+    return make_plan(summary, params, out_root)
+
+
+def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardResult]:
+    """Embed the shards not finished yet, loading the model once, only if there is work to do."""
+    results: list[ShardResult] = []
+    runner, device = None, None
+    for shard in plan.shards:
+        done = finished_result(plan, shard.index)
+        if done is None and runner is None:
+            use_cache_dir(plan.params.cache_dir)
+            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu)
+            runner = load_runner(plan, device)
+        result = embed_shard(plan, shard.index, runner=runner, device=device)
+        results.append(result)
+        if on_shard:
+            on_shard(plan, result)
+    return results
+
+
+def finish(plan: Plan) -> Manifest:
+    """merge + quality gate + report; reuses a finished merge when every shard was reused."""
+    merge(plan)
+    report = quality_gate(plan)
+    manifest = load_manifest(plan)
+    write_report(plan, manifest)
+    require_passed(report)
+    return manifest
+
+
+def run(
+    input_path: str | Path,
+    params: RunParams,
+    out_root: Path,
+    on_plan: Callable[[Plan], None] | None = None,
+    on_shard: ShardCallback | None = None,
+) -> Manifest:
+    plan = prepare(input_path, params, out_root)
+    if on_plan:
+        on_plan(plan)
+    results = embed_all(plan, on_shard)
+    if all(r.reused for r in results) and _outputs_current(plan):
+        log.info("every shard was already done; outputs in %s are current", plan.out_dir)
+        return load_manifest(plan)
+    return finish(plan)
+
+
+def _outputs_current(plan: Plan) -> bool:
+    if not (manifest_file(plan).is_file() and (plan.out_path / "report.html").is_file()):
+        return False
+    quality = load_manifest(plan).quality
+    return quality is not None and quality.passed

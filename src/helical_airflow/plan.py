@@ -1,0 +1,102 @@
+"""Turn a validated input and the user's parameters into a plan: a run key and row-range shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import ConfigError
+from .models import get_model, is_fixture_cache
+from .spec import InputSummary, Plan, RunParams, ShardSpec
+from .store import write_json
+from .versions import code_version
+
+
+def resolve_params(params: RunParams) -> RunParams:
+    """Fill what the user left open from the model's resource profile."""
+    profile = get_model(params.model).profile
+    return params.model_copy(
+        update={
+            "precision": params.precision or profile.precision,
+            "batch_size": params.batch_size or profile.batch_size,
+            "engine": params.engine or profile.engine,
+        }
+    )
+
+
+def shard_ranges(n_cells: int, shard_size: int) -> list[ShardSpec]:
+    return [
+        ShardSpec(index=i, start=start, stop=min(start + shard_size, n_cells))
+        for i, start in enumerate(range(0, n_cells, shard_size))
+    ]
+
+
+def weights_checksum(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def run_key(summary: InputSummary, params: RunParams, weights: str) -> str:
+    """Same input, model, weights, parameters and code -> same key -> finished shards are reused.
+
+    The cache location is left out on purpose: the weights checksum already pins what matters.
+    """
+    keyed = {
+        "input_sha256": summary.sha256,
+        "x_source": summary.x_source,
+        "params": params.model_dump(exclude={"cache_dir"}),
+        "weights": weights,
+        "code": code_version(),
+    }
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
+    """Write `<out_root>/<dataset>/<run_key>/plan.json` (kept if it exists) and return the plan."""
+    spec = get_model(params.model)
+    params = resolve_params(params)
+    files = spec.weights_files(params.cache_dir)
+    if not files:
+        raise ConfigError(
+            "E203",
+            f"no weight files for model {params.model!r} in the cache",
+            "build the offline fixture (helical-airflow models fixture --out DIR) or download the weights, "
+            "then pass --cache-dir DIR",
+        )
+    weights = weights_checksum(files)
+    key = run_key(summary, params, weights)
+    dataset = Path(summary.path).name.removesuffix(".h5ad")
+    out_dir = (out_root / dataset / key).resolve()
+    plan_file = out_dir / "plan.json"
+    if plan_file.exists():
+        return load_plan(plan_file)
+    plan = Plan(
+        run_key=key,
+        dataset=dataset,
+        out_dir=str(out_dir),
+        input=summary,
+        params=params,
+        model_family=spec.family,
+        helical_model_name=spec.helical_model_name,
+        fixture=is_fixture_cache(params.cache_dir),
+        weights_checksum=weights,
+        code_version=code_version(),
+        shards=shard_ranges(summary.n_cells, params.shard_size),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_json(plan_file, plan)
+    return plan
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("E204", f"plan file {path} does not exist", "create it with `helical-airflow plan`")
+    return Plan.model_validate_json(path.read_text())
