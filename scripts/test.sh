@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite, as CI runs it: installs the system services the tests use (when root and missing),
+# then runs pytest in the environment setup_helical_env.sh made. Extra arguments go to pytest, e.g.
+#   scripts/test.sh -m "not slow"      # the quick loop
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -f .helical-env ] || { echo "run ./setup_helical_env.sh first" >&2; exit 1; }
+bin="$(cat .helical-env)"
+scripts/install_test_deps.sh
+export PATH="$bin:$PATH"
+set +e
+"$bin/python" -m pytest "$@"
+rc=$?
+set -e
+[ $rc = 5 ] && { echo "pytest collected no tests: that is a failure here" >&2; exit 1; }
+exit $rc
