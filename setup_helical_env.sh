@@ -6,7 +6,7 @@
 #   ./setup_helical_env.sh --help
 #
 # Installs Python 3.12 packages: helical (pinned in requirements/helical.txt, with torch), Apache Airflow 3
-# with the Celery executor (extra `airflow`), test tools (extra `dev`) and this project in editable mode.
+# with the Celery executor (extra `airflow`), MLflow client (extra `tracking`), test tools (extra `dev`) and this project in editable mode.
 # Idempotent: a second run with nothing changed only checks and exits in seconds.
 # Writes .helical-env (the env's bin folder), which scripts/run_sample.sh and scripts/test.sh use.
 set -euo pipefail
@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 ENV_NAME="helical-package"
 VENV_DIR="${HELICAL_AIRFLOW_VENV:-$here/.venv}"
-EXTRAS="${HELICAL_AIRFLOW_EXTRAS:-airflow,dev}"
+EXTRAS="${HELICAL_AIRFLOW_EXTRAS:-airflow,tracking,dev}"
 mode="auto"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

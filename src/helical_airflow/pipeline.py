@@ -15,7 +15,8 @@ from .plan import make_plan
 from .quality import quality_gate, require_passed
 from .report import write_report
 from .spec import Manifest, Plan, RunParams, ShardResult
-from .store import finished_result, load_manifest, manifest_file, merge
+from .store import finished_result, load_manifest, manifest_file, merge, write_json
+from .tracking import track
 from .validate import validate_input
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,22 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
     return results
 
 
-def finish(plan: Plan) -> Manifest:
-    """merge + quality gate + report; reuses a finished merge when every shard was reused."""
-    merge(plan)
-    report = quality_gate(plan)
+def publish(plan: Plan) -> Manifest:
+    """After the quality gate: report.html, and the MLflow run when tracking is configured."""
     manifest = load_manifest(plan)
     write_report(plan, manifest)
+    run_id = track(plan, manifest)
+    if run_id:
+        manifest = manifest.model_copy(update={"tracking": {"mlflow_run_id": run_id}})
+        write_json(manifest_file(plan), manifest)
+    return manifest
+
+
+def finish(plan: Plan) -> Manifest:
+    """merge -> quality gate -> publish; raises QualityGateError (after writing the report) on failure."""
+    merge(plan)
+    report = quality_gate(plan)
+    manifest = publish(plan)
     require_passed(report)
     return manifest
 

@@ -143,3 +143,4 @@ class Manifest(BaseModel):
     quality: QualityReport | None = None
     created_at: str
     outputs: dict[str, str]
+    tracking: dict[str, str] | None = None
