@@ -1,0 +1,229 @@
+"""What every model adapter shares: the runner interface, offline-safe loading, precision, input prep.
+
+Adapters call helical's own `process_data` and `get_embeddings`; this module only prepares what
+helical is given and how it is loaded. helical and torch are imported inside functions, never at
+module import, because the scheduler side imports `helical_airflow.models`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ..errors import ConfigError, ShardError
+from ..spec import Engine, Precision
+from . import cache
+
+if TYPE_CHECKING:
+    import anndata
+
+    from .profiles import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner(Protocol):
+    """A loaded model that embeds one shard at a time."""
+
+    spec: ModelSpec
+    device: str
+    precision: Precision
+    batch_size: int
+    engine: Engine
+
+    @property
+    def embedding_dim(self) -> int: ...
+
+    def embed(self, adata: anndata.AnnData) -> np.ndarray:
+        """(n_obs, dim) float32 embeddings, rows in adata's order."""
+        ...
+
+
+def load_runner(
+    spec: ModelSpec, device: str, precision: Precision, batch_size: int, engine: Engine, seed: int
+) -> ModelRunner:
+    if engine != "helical":
+        raise ConfigError(
+            "E221",
+            f"engine {engine!r} is not available for {spec.name!r} in helical_airflow.models",
+            "use --engine helical",
+        )
+    if device == "cpu":
+        precision = "fp32"  # half precision on CPU is slower and less accurate
+    cache_dir = helical_prefix()
+    spec.require_files(cache_dir)
+    trust_cached_files(spec, cache_dir)
+    seed_everything(seed)
+    if spec.family == "geneformer":
+        from .geneformer import GeneformerRunner
+
+        return GeneformerRunner(spec, device, precision, batch_size, seed)
+    if spec.family == "scgpt":
+        from .scgpt import ScGPTRunner
+
+        return ScGPTRunner(spec, device, precision, batch_size, seed)
+    raise ConfigError(
+        "E222",
+        f"model family {spec.family!r} has no adapter in this version of helical-airflow",
+        "use a geneformer or scgpt model (helical-airflow models list)",
+    )
+
+
+def helical_prefix() -> str | None:
+    """The cache prefix helical uses in this process (it reads the variable once, at import)."""
+    import os
+    import sys
+
+    if "helical.constants.paths" in sys.modules:
+        from helical.constants.paths import CACHE_DIR_HELICAL
+
+        # <prefix>/.cache/helical/models -> <prefix>
+        return str(CACHE_DIR_HELICAL.parent.parent.parent)
+    return os.environ.get("CACHE_DIR_HELICAL_PREFIX")
+
+
+def trust_cached_files(spec: ModelSpec, cache_dir: str | None) -> None:
+    """Make helical's download step a no-op for files already in the cache.
+
+    helical's Downloader checks each cached file against S3 with a HEAD request (10 s timeout each
+    when a firewall drops packets) and, when S3 answers with a different size, deletes the file and
+    downloads S3's copy: that would swap a fixture for real weights behind the manifest's back.
+    Registering the files in its own `_validated` set (what it does itself after one check) skips
+    both; nothing on our code path touches the network.
+    """
+    from helical.utils.downloader import Downloader
+
+    root = cache.models_dir(cache_dir)
+    for rel in [*spec.required_files(), cache.ENSEMBL_MAPPING_FILE]:
+        if (root / rel).is_file():
+            Downloader._validated.add(root / rel)
+
+
+def require_mapping(cache_dir: str | None, needed: bool, spec: ModelSpec) -> None:
+    """helical maps between gene symbols and Ensembl ids with a table it downloads on first use."""
+    if needed and not (cache.models_dir(cache_dir) / cache.ENSEMBL_MAPPING_FILE).is_file():
+        raise ConfigError(
+            "E202",
+            f"{spec.name!r} needs helical's gene symbol <-> Ensembl table "
+            f"({cache.ENSEMBL_MAPPING_FILE}) to read this input's gene ids, and the cache lacks it",
+            cache.missing_hint(spec.profile.has_fixture),
+        )
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def precision_scope(device: str, precision: Precision) -> Iterator[None]:
+    """Run helical's forward passes in `precision`.
+
+    helical's get_embeddings wraps its loop in `torch.amp.autocast("cuda")` with no dtype, which takes
+    torch's current autocast dtype for CUDA (fp16 by default). Setting that dtype here (fp32 turns
+    the casts into no-ops) gives the profile's precision without touching helical's code.
+    """
+    if device == "cpu":
+        yield
+        return
+    import torch
+
+    wanted = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    previous = torch.get_autocast_dtype("cuda")
+    torch.set_autocast_dtype("cuda", wanted)
+    try:
+        yield
+    finally:
+        torch.set_autocast_dtype("cuda", previous)
+
+
+def clean_input(adata: anndata.AnnData) -> anndata.AnnData:
+    """A fresh AnnData holding only the counts and the gene ids, sharing X with the caller's.
+
+    helical writes into obs/var (`total_counts`, `index`, `ensembl_id`) and reads some obs columns
+    as instructions: `filter_pass` drops cells (rows would go missing), `n_counts` replaces the
+    library size, `batch_id` switches scGPT modes. Embeddings must depend on the counts alone, so
+    obs is reduced to the cell names and var to the gene names.
+    """
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    x: Any = adata.X
+    if x is None:
+        raise ShardError("E311", "the shard has no count matrix", "check the input's X or --layer")
+    if not sp.issparse(x):
+        x = np.asarray(x)
+    elif not sp.isspmatrix_csr(x):
+        x = sp.csr_matrix(x)
+    return ad.AnnData(
+        X=x,
+        obs=pd.DataFrame(index=pd.Index(adata.obs_names.astype(str), name=None)),
+        var=pd.DataFrame(index=pd.Index(adata.var_names.astype(str), name=None)),
+    )
+
+
+#: helical.utils.mapping.ENSEMBL_GENE_ID_PATTERN: how helical tells Ensembl ids from symbols, per gene
+ENSEMBL_RE = re.compile(r"^ENS[A-Z]{0,4}G\d{11}(\.\d+)?$")
+
+
+def is_ensembl(name: str) -> bool:
+    return bool(ENSEMBL_RE.match(name))
+
+
+def check_output(embeddings: Any, n_obs: int, spec: ModelSpec) -> np.ndarray:
+    out = np.asarray(embeddings, dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != n_obs:
+        raise ShardError(
+            "E302",
+            f"{spec.name} returned embeddings of shape {out.shape} for {n_obs} cells",
+            "report this as a bug with the manifest attached",
+        )
+    return out
+
+
+def known_gene_mask(var_names: list[str], symbols: frozenset[str], ensembl: frozenset[str]) -> np.ndarray:
+    """Which genes helical will find in the vocabulary: Ensembl ids (version stripped) or symbols."""
+    return np.array(
+        [name.split(".", 1)[0] in ensembl if is_ensembl(name) else name in symbols for name in var_names],
+        dtype=bool,
+    )
+
+
+def cells_with_known_genes(adata: anndata.AnnData, gene_mask: np.ndarray) -> np.ndarray:
+    """Cells with at least one count on a gene the model knows; the others have no embedding.
+
+    helical cannot embed a cell with no known expressed gene (scGPT fails on the empty row, Geneformer
+    averages zero tokens into NaN), and one such cell must not sink the whole shard.
+    """
+    import scipy.sparse as sp
+
+    x = adata.X[:, np.flatnonzero(gene_mask)]
+    totals = np.asarray(x.sum(axis=1)).ravel() if sp.issparse(x) else np.asarray(x).sum(axis=1)
+    return np.asarray(totals > 0)
+
+
+def embed_known_cells(
+    adata: anndata.AnnData, gene_mask: np.ndarray, dim: int, embed: Any, spec: ModelSpec
+) -> np.ndarray:
+    """Run `embed` (helical) on the cells that have known genes; the rest get NaN rows, logged."""
+    keep = cells_with_known_genes(adata, gene_mask)
+    out = np.full((adata.n_obs, dim), np.nan, dtype=np.float32)
+    if keep.any():
+        subset = adata if keep.all() else adata[np.flatnonzero(keep)].copy()
+        out[keep] = check_output(embed(subset), int(keep.sum()), spec)
+    if not keep.all():
+        log.warning(
+            "%d of %d cells express no gene in the %s vocabulary; their embeddings are NaN",
+            int((~keep).sum()), adata.n_obs, spec.name,
+        )
+    return out
