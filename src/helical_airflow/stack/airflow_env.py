@@ -1,0 +1,73 @@
+"""The environment every Airflow process of the local stack runs with (also used by tests and benchmarks).
+
+Shared settings come from `airflow/config/airflow.env` (the Compose stack reads the same file); this
+module adds what is local: paths, private ports and the generated secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import REPO_ROOT, StackConfig
+
+SHARED_ENV_FILE = REPO_ROOT / "airflow" / "config" / "airflow.env"
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip()
+    return env
+
+
+def passwords_file(cfg: StackConfig) -> Path:
+    """The simple auth manager's password file (we write it first, so the password is ours, not Airflow's)."""
+    return cfg.airflow_home / "passwords.json"
+
+
+def database_url(cfg: StackConfig, secrets: dict[str, str], driver: str = "postgresql+psycopg2") -> str:
+    return f"{driver}://airflow:{secrets['postgres_password']}@{cfg.host}:{cfg.ports['postgres']}/airflow"
+
+
+def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
+    ports = cfg.ports
+    env = read_env_file(SHARED_ENV_FILE)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(cfg.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.dags_folder),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(cfg, secrets),
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://:{secrets['redis_password']}@{cfg.host}:{ports['redis']}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": database_url(cfg, secrets, "db+postgresql"),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(cfg.worker_concurrency),
+            "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
+            "AIRFLOW__API__SECRET_KEY": secrets["api_secret_key"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(cfg)),
+            "AIRFLOW__API__HOST": cfg.host,
+            "AIRFLOW__API__PORT": str(ports["api"]),
+            "AIRFLOW__API__BASE_URL": cfg.api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.api_url}/execution/",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": cfg.host,
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(ports["scheduler_health"]),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_log"]),
+            "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
+            "AIRFLOW__METRICS__STATSD_PORT": str(ports["statsd"]),
+            # the file sensor of the incoming-data DAG looks under this connection's path
+            "AIRFLOW_CONN_HELICAL_DATA": json.dumps({"conn_type": "fs", "extra": {"path": str(cfg.data_dir)}}),
+            # what the DAG's tasks and the launchers read (settings.py, launchers/)
+            "HELICAL_AIRFLOW_DATA_DIR": str(cfg.data_dir),
+            "HELICAL_AIRFLOW_OUTPUT_DIR": str(cfg.output_dir),
+            "HELICAL_AIRFLOW_RUNNER_PYTHON": cfg.python,
+            "HELICAL_AIRFLOW_STATSD_HOST": cfg.statsd_host,
+            "HELICAL_AIRFLOW_STATSD_PORT": str(ports["statsd"]),
+        }
+    )
+    if cfg.cache_dir:
+        env["HELICAL_AIRFLOW_CACHE_DIR"] = str(Path(cfg.cache_dir).resolve())
+    return env

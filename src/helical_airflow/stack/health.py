@@ -1,0 +1,58 @@
+"""Readiness probes for the stack's services: plain TCP, HTTP, and Airflow's own health endpoint."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+Probe = Callable[[], bool]
+
+
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int, udp: bool = False) -> bool:
+    """True when nothing else is bound to host:port (what a service needs before it starts)."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if not udp:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def http_json(url: str, timeout: float = 2.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (local URL built by us)
+            return json.loads(resp.read() or b"{}") if resp.status == 200 else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def http_ok(url: str) -> Probe:
+    return lambda: http_json(url) is not None
+
+
+def airflow_component(api_url: str, component: str) -> Probe:
+    """`/api/v2/monitor/health` reports each component's last heartbeat (no login needed)."""
+
+    def probe() -> bool:
+        body = http_json(f"{api_url}/api/v2/monitor/health")
+        return bool(body) and (body.get(component) or {}).get("status") == "healthy"
+
+    return probe
+
+
+def tcp(host: str, port: int) -> Probe:
+    return lambda: tcp_open(host, port)

@@ -1,0 +1,166 @@
+"""Start, watch and stop one service as a detached process group with a PID file.
+
+Each service runs in its own session (so its process group id is its PID): `stop` signals the whole
+group plus any descendant that left it, waits, then escalates to SIGKILL. The PID file records the
+process start time too, so a recycled PID is never mistaken for the service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from . import errors
+
+
+@dataclass
+class Service:
+    """One long-running process of the stack (monitoring.py builds more of these)."""
+
+    name: str
+    argv: list[str]
+    log_file: Path
+    env: dict[str, str] = field(default_factory=dict)  # added on top of the caller's environment
+    port: int | None = None  # TCP port it listens on: must be free before it starts
+    udp_port: int | None = None  # UDP port it listens on (StatsD bridge)
+    health: Callable[[], bool] | None = None  # True once ready; None: being alive is enough
+    install_hint: str = ""  # how to get argv[0] when it is missing
+    user: str | None = None  # run as this user (Postgres refuses to run as root)
+    cwd: Path | None = None
+    stop_signal: int = signal.SIGTERM
+    prepare: Callable[[], None] | None = None  # one-time set-up before starting (e.g. initdb)
+    after_start: Callable[[], None] | None = None  # once healthy (e.g. create the database)
+
+
+@dataclass
+class Running:
+    pid: int
+    started: float  # process create time, to detect a recycled PID
+
+
+def pid_file(run_dir: Path, name: str) -> Path:
+    return run_dir / f"{name}.pid"
+
+
+def read_pid(run_dir: Path, name: str) -> Running | None:
+    """The service's process if its PID file names a live process that is still the one we started."""
+    path = pid_file(run_dir, name)
+    try:
+        data = json.loads(path.read_text())
+        proc = psutil.Process(data["pid"])
+        if abs(proc.create_time() - data["started"]) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return Running(data["pid"], data["started"])
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+
+
+def check_binary(service: Service) -> None:
+    exe = service.argv[0]
+    if not (os.path.isabs(exe) and os.access(exe, os.X_OK)) and shutil.which(exe) is None:
+        raise errors.missing_binary(exe, service.install_hint or f"install {exe}")
+
+
+def start(service: Service, run_dir: Path) -> Running:
+    """Launch the service detached (new session); stdout and stderr go to its log file."""
+    service.log_file.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(service.log_file, "ab") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {service.name}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            service.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **service.env},
+            cwd=service.cwd,
+            user=service.user,
+            start_new_session=True,
+        )
+    running = Running(proc.pid, psutil.Process(proc.pid).create_time())
+    path = pid_file(run_dir, service.name)
+    path.write_text(json.dumps({"pid": running.pid, "started": running.started, "argv": service.argv[:2]}))
+    return running
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(service: Service, running: Running, timeout_s: float) -> None:
+    """Poll the health probe until it passes; fail early, with the log tail, if the process dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            proc = psutil.Process(running.pid)
+            alive = proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if not alive:
+            code = _reap(running.pid)
+            raise errors.died(service.name, code, str(service.log_file), log_tail(service.log_file))
+        if service.health is None or service.health():
+            return
+        if time.monotonic() > deadline:
+            raise errors.unhealthy(service.name, timeout_s, str(service.log_file), log_tail(service.log_file))
+        time.sleep(0.5)
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        _, status = os.waitpid(pid, os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if status else None
+    except ChildProcessError:
+        return None
+
+
+def stop(name: str, run_dir: Path, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> bool:
+    """Ask the service to shut down (`sig` to its main process), then SIGKILL whatever of its tree is left.
+
+    True if something was running.
+    """
+    running = read_pid(run_dir, name)
+    pid_file(run_dir, name).unlink(missing_ok=True)
+    if running is None:
+        return False
+    try:
+        main = psutil.Process(running.pid)
+        tree = [main, *main.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    _signal(main, sig)
+    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    if alive:  # descendants that outlived the main process, or a main process that would not stop
+        _signal_group(running.pid, signal.SIGKILL)
+        for proc in alive:
+            _signal(proc, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+    _reap(running.pid)
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(proc: psutil.Process, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except psutil.Error:
+        pass
