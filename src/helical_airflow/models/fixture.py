@@ -229,33 +229,58 @@ def _build_geneformer(
 def _build_scgpt(
     root: Path, table: list[tuple[str, str]], shape: Shape, seed: int, written: list[str]
 ) -> dict[str, Any]:
-    import torch
-    from helical.models.scgpt.model_dir import TransformerModel
-
     symbols = [s for _, s in table if s and s not in SPECIAL_TOKENS]
     vocab = {tok: i for i, tok in enumerate(["<pad>", "<cls>", "<eoc>", *symbols])}
     dims = SCGPT_REAL if shape == "real" else SCGPT_TINY
-    torch.manual_seed(_stable_seed(seed, "scgpt"))
-    # the same constructor arguments helical's scgpt_utils.load_model uses
-    model = TransformerModel(
-        ntoken=len(vocab), d_model=dims["embsize"], nhead=dims["nheads"], d_hid=dims["d_hid"],
-        nlayers=dims["nlayers"], nlayers_cls=dims["n_layers_cls"], n_cls=1, vocab=vocab, dropout=0.2,
-        pad_token="<pad>", pad_value=-2, do_mvc=True, do_dab=False, use_batch_labels=False,
-        domain_spec_batchnorm=False, explicit_zero_prob=False, pre_norm=False,
-    ).eval()
     model_dir = root / "scgpt" / "scGPT_CP"
     _write(model_dir / "vocab.json", _json(vocab), written)
     _write(model_dir / "args.json", _json({**dims, "fixture": True}), written)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    _write(model_dir / "best_model.pt", _torch_bytes(state), written)
+    weights, parameters = _scgpt_weights(len(vocab), dims, _stable_seed(seed, "scgpt"))
+    _write(model_dir / "best_model.pt", weights, written)
     return {
         "family": "scgpt",
         "shape": shape,
         "dir": "scgpt/scGPT_CP",
         "hidden_size": dims["embsize"],
         "layers": dims["nlayers"],
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "parameters": parameters,
     }
+
+
+# Runs in a child process: importing helical fixes its cache prefix for the whole process (it reads
+# CACHE_DIR_HELICAL_PREFIX once), and the process that builds a fixture often embeds with it next.
+_SCGPT_CHILD = """
+import io, json, sys, torch
+from helical.models.scgpt.model_dir import TransformerModel
+ntoken, dims, seed, out = json.loads(sys.argv[1])
+vocab = {"<pad>": 0}
+torch.manual_seed(seed)
+# the constructor arguments helical's scgpt_utils.load_model uses
+model = TransformerModel(
+    ntoken=ntoken, d_model=dims["embsize"], nhead=dims["nheads"], d_hid=dims["d_hid"],
+    nlayers=dims["nlayers"], nlayers_cls=dims["n_layers_cls"], n_cls=1, vocab=vocab, dropout=0.2,
+    pad_token="<pad>", pad_value=-2, do_mvc=True, do_dab=False, use_batch_labels=False,
+    domain_spec_batchnorm=False, explicit_zero_prob=False, pre_norm=False,
+).eval()
+torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, out)
+print(sum(p.numel() for p in model.parameters()))
+"""
+
+
+def _scgpt_weights(ntoken: int, dims: dict[str, int], seed: int) -> tuple[bytes, int]:
+    """helical's own scGPT TransformerModel, randomly initialised, as best_model.pt bytes."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "best_model.pt"
+        done = subprocess.run(
+            [sys.executable, "-c", _SCGPT_CHILD, json.dumps([ntoken, dims, seed, str(out)])],
+            capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"building the scGPT fixture failed:\n{done.stderr[-2000:]}")
+        return out.read_bytes(), int(done.stdout.strip().splitlines()[-1])
 
 
 def _merge_marker(

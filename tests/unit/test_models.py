@@ -1,0 +1,131 @@
+"""The model table, the cache layout helpers and vocabulary reading: no helical, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from helical_airflow.errors import ConfigError
+from helical_airflow.models import FAMILY_DEFAULTS, MODELS, get_model, is_fixture_cache
+from helical_airflow.models import cache as model_cache
+from helical_airflow.models.runner import cells_with_known_genes, known_gene_mask, require_mapping
+
+
+def test_unknown_model_is_e201_and_lists_every_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        get_model("geneformer-xl")
+    assert err.value.code == "E201"
+    for name in MODELS:
+        assert name in err.value.message
+    assert err.value.hint
+
+
+def test_family_names_resolve_to_their_default_model() -> None:
+    for family, target in FAMILY_DEFAULTS.items():
+        alias, real = get_model(family), get_model(target)
+        assert alias.family == family
+        assert alias.helical_model_name == real.helical_model_name
+        assert alias.profile == real.profile
+
+
+def test_names_are_safe_as_file_names_and_obsm_keys() -> None:
+    for name in MODELS:
+        assert "/" not in name and " " not in name
+
+
+def test_profiles_are_consistent() -> None:
+    for spec in MODELS.values():
+        profile = spec.profile
+        assert profile.modality == "rna"
+        assert profile.batch_size >= 1 and profile.memory_cap_gb > 0
+        # a GPU-only model must be scheduled on the GPU queue and pool, and only those
+        assert (profile.gpu == "required") == (profile.queue == "gpu") == (profile.pool == "gpu_pool")
+        assert profile.has_fixture == (spec.family in ("geneformer", "scgpt"))
+
+
+def test_every_geneformer_model_helical_accepts_is_a_name() -> None:
+    geneformers = {s.helical_model_name for s in MODELS.values() if s.family == "geneformer"}
+    assert geneformers == set(model_cache.GENEFORMER_VERSION)
+
+
+def test_missing_cache_is_e202_with_fixture_hint(tmp_path: Path) -> None:
+    for name in ("geneformer", "scgpt"):
+        with pytest.raises(ConfigError) as err:
+            get_model(name).gene_vocabulary(str(tmp_path))
+        assert err.value.code == "E202"
+        assert "models fixture" in err.value.hint
+    assert get_model("scgpt").weights_files(str(tmp_path)) == []
+
+
+def test_model_without_fixture_says_so_when_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        get_model("tf_sapiens").gene_vocabulary(str(tmp_path))
+    assert err.value.code == "E202"
+    assert "no offline fixture" in err.value.hint
+
+
+def test_fixture_marker_detection(tmp_path: Path) -> None:
+    assert not is_fixture_cache(str(tmp_path))
+    (tmp_path / model_cache.FIXTURE_MARKER).write_text(json.dumps({"fixture": True}))
+    assert is_fixture_cache(str(tmp_path))
+    assert model_cache.fixture_info(str(tmp_path)) == {"fixture": True}
+
+
+def _write_scgpt_vocab(tmp_path: Path, genes: list[str], mapping: list[tuple[str, str]]) -> None:
+    root = model_cache.models_dir(str(tmp_path))
+    (root / "scgpt" / "scGPT_CP").mkdir(parents=True)
+    vocab = {g: i for i, g in enumerate(["<pad>", "<cls>", *genes])}
+    (root / "scgpt" / "scGPT_CP" / "vocab.json").write_text(json.dumps(vocab))
+    (root / "scgpt" / "scGPT_CP" / "best_model.pt").write_bytes(b"not read by gene_vocabulary")
+    rows = "\n".join(f"{i},{e},{s}" for i, (e, s) in enumerate(mapping))
+    (root / model_cache.ENSEMBL_MAPPING_FILE).write_text(",ensembl_id,gene_name\n" + rows + "\n")
+
+
+def test_scgpt_vocabulary_maps_ensembl_like_helical(tmp_path: Path) -> None:
+    # helical maps an Ensembl id to the first gene_name row that has it
+    mapping = [("ENSG00000000001", "CD3E"), ("ENSG00000000002", "NOTINVOCAB"), ("ENSG00000000001", "OTHER")]
+    _write_scgpt_vocab(tmp_path, ["CD3E", "MS4A1"], mapping)
+    vocab = get_model("scgpt").gene_vocabulary(str(tmp_path))
+    assert vocab.symbols == {"CD3E", "MS4A1"}
+    assert vocab.ensembl == {"ENSG00000000001"}
+    assert vocab.known(["ENSG00000000001.5", "ENSG00000000002"], "ensembl") == 1
+
+
+def test_gene_vocabulary_does_not_import_helical_or_torch(tmp_path: Path) -> None:
+    _write_scgpt_vocab(tmp_path, ["CD3E"], [("ENSG00000000001", "CD3E")])
+    code = (
+        "import sys; from helical_airflow.models import get_model; "
+        f"v = get_model('scgpt').gene_vocabulary({str(tmp_path)!r}); "
+        "assert 'CD3E' in v.symbols; "
+        "print(sorted(m for m in ('torch', 'helical') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_known_gene_mask_reads_each_identifier_in_its_own_system() -> None:
+    names = ["CD3E", "ENSG00000000001.3", "ENSG00000000009", "ENSA"]  # ENSA is a real symbol
+    mask = known_gene_mask(names, frozenset({"CD3E", "ENSA"}), frozenset({"ENSG00000000001"}))
+    assert mask.tolist() == [True, True, False, True]
+
+
+def test_cells_without_known_genes_are_found() -> None:
+    import anndata as ad
+
+    x = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 5], [0, 2, 0]]))
+    adata = ad.AnnData(X=x)
+    keep = cells_with_known_genes(adata, np.array([True, True, False]))
+    assert keep.tolist() == [True, False, True]
+
+
+def test_mapping_table_required_only_when_input_needs_it(tmp_path: Path) -> None:
+    require_mapping(str(tmp_path), False, get_model("geneformer"))
+    with pytest.raises(ConfigError) as err:
+        require_mapping(str(tmp_path), True, get_model("geneformer"))
+    assert err.value.code == "E202" and model_cache.ENSEMBL_MAPPING_FILE in err.value.message
