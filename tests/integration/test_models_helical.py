@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from helical_airflow.errors import ConfigError
-from helical_airflow.models import get_model, is_fixture_cache
 from helical_airflow.models import cache as model_cache
+from helical_airflow.models import get_model, is_fixture_cache
 from helical_airflow.models.fixture import build_fixture, default_genes
 
 FAMILIES = ("geneformer", "scgpt")
@@ -50,7 +50,8 @@ for name in ("geneformer", "scgpt"):
         ens.var_names = [to_ensembl[g] for g in adata.var_names]
         np.save(f"{out}/{name}_ensembl.npy", runner.embed(ens))
         # one extra cell expressing only a gene no model knows
-        x = sp.vstack([sp.hstack([adata.X, sp.csr_matrix((n, 1))]), sp.csr_matrix(([7.0], ([0], [adata.n_vars])), shape=(1, adata.n_vars + 1))])
+        only_unknown = sp.csr_matrix(([7.0], ([0], [adata.n_vars])), shape=(1, adata.n_vars + 1))
+        x = sp.vstack([sp.hstack([adata.X, sp.csr_matrix((n, 1))]), only_unknown])
         both = ad.AnnData(X=sp.csr_matrix(x, dtype=np.float32))
         both.var_names = list(adata.var_names) + ["NOT_A_GENE"]
         both.obs_names = list(adata.obs_names) + ["empty_cell"]
