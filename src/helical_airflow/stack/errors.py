@@ -10,7 +10,7 @@ class StackError(HelicalAirflowError):
 
 
 def port_taken(service: str, host: str, port: int) -> StackError:
-    env = "HELICAL_STACK_API_PORT" if service == "api-server" else f"HELICAL_STACK_{service.upper().replace('-', '_')}_PORT"
+    env = f"HELICAL_STACK_{service.upper().replace('-', '_')}_PORT".replace("API_SERVER", "API")
     return StackError(
         "E501",
         f"port {host}:{port} for {service} is already in use by another program",

@@ -7,6 +7,7 @@ process start time too, so a recycled PID is never mistaken for the service.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ class Service:
 class Running:
     pid: int
     started: float  # process create time, to detect a recycled PID
+    stop_signal: int = signal.SIGTERM
 
 
 def pid_file(run_dir: Path, name: str) -> Path:
@@ -59,7 +61,7 @@ def read_pid(run_dir: Path, name: str) -> Running | None:
         proc = psutil.Process(data["pid"])
         if abs(proc.create_time() - data["started"]) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return Running(data["pid"], data["started"])
+        return Running(data["pid"], data["started"], data.get("stop_signal", signal.SIGTERM))
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
 
@@ -87,9 +89,10 @@ def start(service: Service, run_dir: Path) -> Running:
             user=service.user,
             start_new_session=True,
         )
-    running = Running(proc.pid, psutil.Process(proc.pid).create_time())
+    running = Running(proc.pid, psutil.Process(proc.pid).create_time(), service.stop_signal)
     path = pid_file(run_dir, service.name)
-    path.write_text(json.dumps({"pid": running.pid, "started": running.started, "argv": service.argv[:2]}))
+    record = {"pid": running.pid, "started": running.started, "stop_signal": int(service.stop_signal)}
+    path.write_text(json.dumps({**record, "argv": service.argv[:2]}))
     return running
 
 
@@ -120,15 +123,16 @@ def wait_ready(service: Service, running: Running, timeout_s: float) -> None:
 
 
 def _reap(pid: int) -> int | None:
+    """Collect our own child's exit status (no-op for processes started by another `stack up`)."""
     try:
-        _, status = os.waitpid(pid, os.WNOHANG)
-        return os.waitstatus_to_exitcode(status) if status else None
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if done else None
     except ChildProcessError:
         return None
 
 
-def stop(name: str, run_dir: Path, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> bool:
-    """Ask the service to shut down (`sig` to its main process), then SIGKILL whatever of its tree is left.
+def stop(name: str, run_dir: Path, timeout_s: float = 20.0) -> bool:
+    """Ask the service to shut down (its stop signal to its main process), then SIGKILL what is left of its tree.
 
     True if something was running.
     """
@@ -141,26 +145,45 @@ def stop(name: str, run_dir: Path, sig: int = signal.SIGTERM, timeout_s: float =
         tree = [main, *main.children(recursive=True)]
     except psutil.NoSuchProcess:
         return False
-    _signal(main, sig)
-    _, alive = psutil.wait_procs(tree, timeout=timeout_s)
+    _signal(main, running.stop_signal)
+    alive = _wait_gone(tree, timeout_s)
     if alive:  # descendants that outlived the main process, or a main process that would not stop
         _signal_group(running.pid, signal.SIGKILL)
         for proc in alive:
             _signal(proc, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
+        _wait_gone(alive, 5)
     _reap(running.pid)
     return True
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until none is running; a zombie counts as gone (its parent may be slow to reap it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _reap_all(procs)
+        alive = [p for p in procs if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def _alive(proc: psutil.Process) -> bool:
     try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap_all(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        _reap(proc.pid)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
-    except psutil.Error:
-        pass

@@ -83,11 +83,16 @@ def postgres(cfg: StackConfig, secrets: dict[str, str]) -> Service:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'airflow'").fetchone():
                 conn.execute("CREATE DATABASE airflow")
 
+    options = {
+        "listen_addresses": cfg.host,
+        "unix_socket_directories": str(sock_dir),
+        "synchronous_commit": "off",  # a dev stack: faster commits, still crash-safe
+        "max_connections": "200",
+    }
+    pg_settings = [arg for key, value in options.items() for arg in ("-c", f"{key}={value}")]
     return Service(
         name="postgres",
-        argv=[find_pg_binary("postgres"), "-D", str(cfg.pg_data), "-p", str(cfg.ports["postgres"]),
-              "-c", f"listen_addresses={cfg.host}", "-c", f"unix_socket_directories={sock_dir}",
-              "-c", "synchronous_commit=off", "-c", "max_connections=200"],  # fmt: skip
+        argv=[find_pg_binary("postgres"), "-D", str(cfg.pg_data), "-p", str(cfg.ports["postgres"]), *pg_settings],
         log_file=cfg.log_dir / "postgres.log",
         port=cfg.ports["postgres"],
         health=health.tcp(cfg.host, cfg.ports["postgres"]),

@@ -1,0 +1,200 @@
+"""
+### helical_model_workflow
+Embed every cell of a `.h5ad` in the data folder with a Helical foundation model, shard by shard.
+
+`validate_input` -> `plan_shards` -> `route_to_queue` -> `embed_shard` (one mapped task per shard, each
+in its own process or container, through the chosen launcher) -> `merge` -> `quality_gate` -> `publish`.
+
+Shards run on the Celery queue and pool of the model's resource profile: `route_to_queue` follows
+`embed_shard` (queue `default`) or `embed_shard_gpu` (queue `gpu`, pool `gpu_pool`); the other is skipped.
+Outputs: `<output dir>/<dataset>/<run_key>/` (embeddings.h5ad, manifest.json, report.html);
+`<dataset>/latest` points at the newest published run. Triggering the same input and parameters
+again reuses every finished shard.
+
+This file is wiring only: the steps live in `helical_airflow.airflow_tasks`, and nothing imported
+here loads helical or torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
+
+from helical_airflow import airflow_tasks as steps
+from helical_airflow import settings
+from helical_airflow.launchers.base import LAUNCHERS
+from helical_airflow.models import MODELS
+
+DAG_ID = "helical_model_workflow"
+DATA_DIR = str(settings.data_dir())
+#: published runs, for DAGs that want to react to new embeddings
+EMBEDDINGS = Asset(name="helical_embeddings", uri=f"file://{settings.output_dir()}")
+
+
+def _regex_literal(text: str) -> str:
+    # re.escape would also escape `-` and `/`, which JavaScript's unicode regexes (the UI form) reject
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+#: a path inside the data folder: relative (sample.h5ad) or absolute under it, never `..`, ending in .h5ad
+INPUT_PATTERN = rf"^(?!.*(?:^|/)\.\.(?:/|$))(?:{_regex_literal(DATA_DIR)}/)?[^/].*\.h5ad$"
+
+
+def _embed_task_id(queue: str) -> str:
+    return "embed_shard" if queue == "default" else f"embed_shard_{queue}"
+
+
+#: (queue, pool) pairs the model table uses: one mapped embed task each
+ROUTES = sorted({(spec.profile.queue, spec.profile.pool) for spec in MODELS.values()})
+
+params = {
+    "input_path": Param(
+        "sample.h5ad",
+        type="string",
+        pattern=INPUT_PATTERN,
+        title="Input .h5ad",
+        description=f"Path of the .h5ad file inside the data folder ({DATA_DIR}), e.g. `sample.h5ad`.",
+    ),
+    "model": Param(
+        "geneformer",
+        type="string",
+        enum=list(MODELS),
+        title="Model",
+        description="A model name from `helical-airflow models list`; family names pick the family's default.",
+    ),
+    "shard_size": Param(
+        1000,
+        type="integer",
+        minimum=1,
+        maximum=1_000_000,
+        title="Shard size",
+        description="Cells per shard (one task each). Worker memory follows this, not the file size.",
+    ),  # fmt: skip
+    "device": Param(
+        "auto",
+        type="string",
+        enum=["auto", "cpu", "cuda"],
+        title="Device",
+        description="auto: CUDA when the worker has a GPU, else CPU.",
+    ),  # fmt: skip
+    "precision": Param(
+        None,
+        type=["null", "string"],
+        enum=[None, "fp32", "fp16", "bf16"],
+        title="Precision",
+        description="On GPU; empty: the model's profile. CPU always runs fp32.",
+    ),  # fmt: skip
+    "batch_size": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        title="Batch size",
+        description="Cells per forward pass; empty: the model's profile.",
+    ),  # fmt: skip
+    "layer": Param(
+        None,
+        type=["null", "string"],
+        title="Counts layer",
+        description="Layer holding raw integer counts; empty: X.",
+    ),  # fmt: skip
+    "engine": Param(
+        None,
+        type=["null", "string"],
+        enum=[None, "helical", "fast"],
+        title="Engine",
+        description="helical (helical's get_embeddings) or fast (same weights, faster forward pass); empty: profile.",
+    ),  # fmt: skip
+    "seed": Param(0, type="integer", minimum=0, title="Seed", description="Random seed for anything stochastic."),
+    "launcher": Param(
+        os.environ.get("HELICAL_AIRFLOW_LAUNCHER", "local"),
+        type="string",
+        enum=list(LAUNCHERS),
+        title="Launcher",
+        description="local: a subprocess on the worker; docker: a container (DockerOperator) per shard.",
+    ),  # fmt: skip
+}
+
+default_args: dict[str, Any] = {
+    "owner": "helical-airflow",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": 2.0,  # 20 s, 40 s, ...
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+with DAG(
+    dag_id=DAG_ID,
+    dag_display_name="Helical model workflow",
+    description="Embed a .h5ad with a Helical model: validate, shard, embed on Celery workers, merge, check, publish",
+    doc_md=__doc__,
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    params=params,
+    default_args=default_args,
+    tags=["helical", "embeddings", "single-cell"],
+    max_active_runs=4,
+    dagrun_timeout=timedelta(hours=24),
+    is_paused_upon_creation=False,  # runs only when triggered, so it can start unpaused
+) as dag:
+
+    @task(execution_timeout=timedelta(minutes=20))
+    def validate_input(**context: Any) -> dict[str, Any]:
+        return steps.validate_input(dict(context["params"]))
+
+    @task(execution_timeout=timedelta(minutes=10))
+    def plan_shards(summary: dict[str, Any], **context: Any) -> list[dict[str, Any]]:
+        """Write plan.json; returns one {plan_path, shard} per shard, the list the embed task maps over."""
+        plan = steps.plan_shards(dict(context["params"]), summary)
+        for key in ("plan_path", "queue", "run_key", "out_dir"):
+            context["ti"].xcom_push(key=key, value=plan[key])
+        return [{"plan_path": plan["plan_path"], "shard": index} for index in plan["shards"]]
+
+    @task.branch(execution_timeout=timedelta(minutes=5))
+    def route_to_queue(queue: str) -> str:
+        """Follow the embed task on the Celery queue (and pool) of the model's resource profile."""
+        return _embed_task_id(queue)
+
+    planned = plan_shards(validate_input())
+    routed = route_to_queue(planned["queue"])
+    embedded = []
+    for queue, pool in ROUTES:
+
+        @task(
+            task_id=_embed_task_id(queue),
+            queue=queue,
+            pool=pool,
+            execution_timeout=timedelta(hours=4),
+            map_index_template="{{ shard_label }}",
+            max_active_tis_per_dagrun=32,
+        )
+        def embed_shard(plan_path: str, shard: int, **context: Any) -> dict[str, Any]:
+            get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
+            return steps.embed_shard(plan_path, shard, context["params"]["launcher"])
+
+        shards = embed_shard.expand_kwargs(planned)
+        routed >> shards
+        embedded.append(shards)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, execution_timeout=timedelta(hours=1))
+    def merge(plan_path: str) -> dict[str, Any]:
+        return steps.merge(plan_path)
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def quality_gate(plan_path: str) -> dict[str, Any]:
+        return steps.quality_gate(plan_path)
+
+    @task(execution_timeout=timedelta(minutes=30), outlets=[EMBEDDINGS])
+    def publish(plan_path: str, **context: Any) -> dict[str, Any]:
+        outputs = steps.publish(plan_path)
+        context["outlet_events"][EMBEDDINGS].extra = outputs
+        return outputs
+
+    merged = merge(planned["plan_path"])
+    embedded >> merged
+    merged >> quality_gate(planned["plan_path"]) >> publish(planned["plan_path"])

@@ -1,0 +1,184 @@
+"""The functions the DAG's tasks call: each takes and returns plain JSON-able values (task XComs).
+
+The DAG file only wires these together. Nothing here imports helical or torch at import time (the
+DAG processor imports this module); the model runs in the shard's own process, through a launcher.
+A user error (bad input, unknown model, failed quality gate) fails the task at once: retrying cannot
+fix it. A shard crash or a killed process is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import settings
+from .errors import ConfigError, HelicalAirflowError
+from .spec import RunParams
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the Param names the DAG passes through to RunParams
+RUN_PARAM_NAMES = ("model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed")
+
+
+def fail_fast_on_user_errors[F: Callable[..., Any]](func: F) -> F:
+    """Turn errors a retry cannot fix into AirflowFailException (no retries), with the code and the fix."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HelicalAirflowError as exc:
+            if getattr(exc, "retryable", exc.code.startswith("E3")):
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(exc.render()) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_input(input_path: str) -> Path:
+    """The input file, which must be inside the data folder (relative paths are relative to it)."""
+    root = settings.data_dir()
+    path = Path(input_path)
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise ConfigError(
+            "E513",
+            f"input {input_path!r} is outside the data folder {root}",
+            f"copy the file into {root} and pass its path relative to that folder (e.g. sample.h5ad)",
+        )
+    return resolved
+
+
+def run_params(params: dict[str, Any]) -> RunParams:
+    """RunParams from the DAG's Params; the weights cache comes from the worker (HELICAL_AIRFLOW_CACHE_DIR)."""
+    chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) is not None}
+    return RunParams(**chosen, cache_dir=settings.cache_dir())
+
+
+@fail_fast_on_user_errors
+def validate_input(params: dict[str, Any]) -> dict[str, Any]:
+    from .validate import validate_input as validate
+
+    path = resolve_input(params["input_path"])
+    summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir())
+    log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
+             path, summary.n_cells, summary.n_genes, 100 * summary.vocab_overlap)  # fmt: skip
+    return summary.model_dump()
+
+
+@fail_fast_on_user_errors
+def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Write plan.json; returns where it is, the shard indices to map over and the queue to run them on."""
+    from .models import get_model
+    from .plan import make_plan
+    from .spec import InputSummary
+
+    plan = make_plan(InputSummary(**summary), run_params(params), settings.output_dir())
+    profile = get_model(plan.params.model).profile
+    if plan.fixture:
+        log.warning("FIXTURE weights (random tiny models): the embeddings carry no biology")
+    log.info("run %s: %d shard(s) of up to %d cells -> %s", plan.run_key, len(plan.shards), plan.params.shard_size,
+             plan.out_dir)  # fmt: skip
+    return {
+        "plan_path": str(plan.plan_file),
+        "run_key": plan.run_key,
+        "out_dir": plan.out_dir,
+        "shards": [shard.index for shard in plan.shards],
+        "queue": profile.queue,
+        "pool": profile.pool,
+    }
+
+
+@fail_fast_on_user_errors
+def embed_shard(plan_path: str, shard: int, launcher: str) -> dict[str, Any]:
+    """Run one shard through the launcher the user picked; its output streams into the task log."""
+    from .launchers import launch
+
+    result = launch(launcher, plan_path, shard)
+    verb = "reused (already done)" if result.get("reused") else f"embedded in {result.get('seconds', 0):.1f}s"
+    log.info("shard %d: %d cells %s on %s", shard, result.get("cells", 0), verb, result.get("host"))
+    return result
+
+
+@fail_fast_on_user_errors
+def merge(plan_path: str) -> dict[str, Any]:
+    from .plan import load_plan
+    from .store import merge as merge_shards
+
+    manifest = merge_shards(load_plan(plan_path))
+    log.info("merged %d cells from %d shards", manifest.total_cells, len(manifest.shards))
+    return {"total_cells": manifest.total_cells, "shards": len(manifest.shards), **manifest.outputs}
+
+
+@fail_fast_on_user_errors
+def quality_gate(plan_path: str) -> dict[str, Any]:
+    from .plan import load_plan
+    from .quality import quality_gate as assess
+    from .quality import require_passed
+
+    report = assess(load_plan(plan_path))
+    log.info("quality gate %s: %s", "passed" if report.passed else "FAILED", report.model_dump())
+    require_passed(report)
+    return report.model_dump()
+
+
+@fail_fast_on_user_errors
+def publish(plan_path: str) -> dict[str, Any]:
+    """report.html (+ MLflow when configured), then point `<dataset>/latest` at this run."""
+    from .pipeline import publish as publish_run
+    from .plan import load_plan
+
+    plan = load_plan(plan_path)
+    manifest = publish_run(plan)
+    latest = plan.out_path.parent / "latest"
+    tmp = latest.with_name(f".latest.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(plan.run_key)
+    tmp.replace(latest)  # atomic: readers never see a missing `latest`
+    outputs = {
+        "run_key": plan.run_key,
+        "out_dir": plan.out_dir,
+        "embeddings": str(plan.out_path / "embeddings.h5ad"),
+        "manifest": str(plan.out_path / "manifest.json"),
+        "report": str(plan.out_path / "report.html"),
+        "fixture": manifest.fixture,
+    }
+    log.info("published: %s", outputs)
+    return outputs
+
+
+def claim_incoming(incoming: str = "incoming", min_age_s: float = 5.0, wait_s: float = 120.0) -> list[str]:
+    """Move each finished .h5ad out of data/<incoming>/ into <incoming>/accepted/; return their data paths.
+
+    A file still being copied is left until its size stops changing (writers can also copy to a
+    `.part` name and rename, which is atomic). Moving it first means it is picked up exactly once.
+    """
+    root = settings.data_dir()
+    folder = root / incoming
+    accepted = folder / "accepted"
+    deadline = time.monotonic() + wait_s
+    claimed: list[str] = []
+    while True:
+        pending = [p for p in sorted(folder.glob("*.h5ad")) if p.is_file()]
+        stable = [p for p in pending if time.time() - p.stat().st_mtime >= min_age_s]
+        for path in stable:
+            accepted.mkdir(parents=True, exist_ok=True)
+            target = accepted / path.name
+            if target.exists():
+                target = accepted / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}{path.suffix}"
+            shutil.move(str(path), target)
+            claimed.append(str(target.relative_to(root)))
+            log.info("claimed %s -> %s", path, target)
+        if claimed or not pending or time.monotonic() > deadline:
+            return claimed
+        time.sleep(min_age_s)

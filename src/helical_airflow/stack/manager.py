@@ -1,0 +1,184 @@
+"""`stack up / down / status / logs`: bring the services up in order, check health, stop them reliably."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors, health, process
+from .airflow_env import airflow_env, passwords_file
+from .config import StackConfig
+from .process import Service
+from .secrets import load_or_create, write_private
+from .services import airflow_services, all_services
+
+#: stopped last, in this order, once everything that uses them is gone
+_STOP_LAST = ["redis", "postgres"]
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    healthy: bool | None  # None: not running
+    port: int | None
+    log_file: Path
+
+
+Echo = Callable[[str], None]
+
+
+def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
+    """Start whatever is not running yet; returns (secrets, whether they were just generated)."""
+    t0 = time.monotonic()
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    secrets, created = load_or_create(cfg.secrets_file)
+    services = all_services(cfg, secrets)
+    airflow_names = {s.name for s in airflow_services(cfg, secrets)}
+    todo = [s for s in services if process.read_pid(cfg.run_dir, s.name) is None]
+    _preflight(cfg, todo)
+    _write_airflow_passwords(cfg, secrets)
+    started: list[str] = []
+    try:
+        _start_all(cfg, [s for s in todo if s.name not in airflow_names], echo, started)
+        _bootstrap_airflow(cfg, secrets, echo)
+        _start_all(cfg, [s for s in todo if s.name in airflow_names], echo, started)
+    except BaseException:
+        for name in reversed(started):  # leave nothing half-started behind; the logs stay
+            process.stop(name, cfg.run_dir)
+        raise
+    echo(f"stack up in {time.monotonic() - t0:.0f}s: Airflow at {cfg.api_url} (user admin)")
+    return secrets, created
+
+
+def _preflight(cfg: StackConfig, services: list[Service]) -> None:
+    """Missing binaries and taken ports, before anything starts."""
+    for service in services:
+        process.check_binary(service)
+        if service.port and not health.port_free(cfg.host, service.port):
+            raise errors.port_taken(service.name, cfg.host, service.port)
+        if service.udp_port and not health.port_free(cfg.host, service.udp_port, udp=True):
+            raise errors.port_taken(service.name, cfg.host, service.udp_port)
+
+
+def _write_airflow_passwords(cfg: StackConfig, secrets: dict[str, str]) -> None:
+    """Airflow's simple auth manager keeps passwords in this file; writing it first makes the password ours."""
+    path = passwords_file(cfg)
+    wanted = {"admin": secrets["admin_password"]}
+    if not path.is_file() or json.loads(path.read_text() or "{}") != wanted:
+        write_private(path, json.dumps(wanted) + "\n")
+
+
+def _start_all(cfg: StackConfig, services: list[Service], echo: Echo, started: list[str]) -> None:
+    """Start a group in parallel, then wait for each to be healthy."""
+    running = []
+    for service in services:
+        if service.prepare:
+            service.prepare()
+        running.append((service, process.start(service, cfg.run_dir)))
+        started.append(service.name)
+    for service, proc in running:
+        t0 = time.monotonic()
+        process.wait_ready(service, proc, cfg.ready_timeout_s)
+        if service.after_start:
+            service.after_start()
+        echo(f"  {service.name:<14} ready (pid {proc.pid}, {time.monotonic() - t0:.1f}s)")
+
+
+def _bootstrap_airflow(cfg: StackConfig, secrets: dict[str, str], echo: Echo) -> None:
+    """Migrate the metadata DB and create pools, once per state dir (a marker records it)."""
+    marker = cfg.airflow_home / ".bootstrapped"
+    stamp = f"{_airflow_version(cfg)} gpu_pool_slots={cfg.gpu_pool_slots}"
+    if marker.is_file() and marker.read_text() == stamp:
+        return
+    cfg.airflow_home.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    log = cfg.log_dir / "bootstrap.log"
+    with open(log, "ab") as out:
+        result = subprocess.run(
+            [cfg.python, "-m", "helical_airflow.stack.bootstrap", str(cfg.gpu_pool_slots)],
+            env={**os.environ, **airflow_env(cfg, secrets)},
+            stdout=out, stderr=subprocess.STDOUT, cwd=cfg.airflow_home,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise errors.StackError(
+            "E508",
+            f"Airflow database migration failed:\n{process.log_tail(log)}",
+            f"read {log}; `helical-airflow stack down --purge` starts from a clean state",
+        )
+    marker.write_text(stamp)
+    echo(f"  {'airflow db':<14} migrated ({time.monotonic() - t0:.1f}s)")
+
+
+def _airflow_version(cfg: StackConfig) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("apache-airflow-core")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _known_names(cfg: StackConfig) -> list[str]:
+    """Services with a PID file, in shutdown order."""
+    names = sorted(p.stem for p in cfg.run_dir.glob("*.pid")) if cfg.run_dir.is_dir() else []
+    return [n for n in names if n not in _STOP_LAST] + [n for n in _STOP_LAST if n in names]
+
+
+def down(cfg: StackConfig, echo: Echo = print, purge: bool = False) -> list[str]:
+    """Stop every service that has a PID file; `purge` also deletes the state dir (database, secrets).
+
+    Everything but the databases stops in parallel; Redis and Postgres stop last.
+    """
+    names = _known_names(cfg)
+    first = [n for n in names if n not in _STOP_LAST]
+
+    def stop(name: str) -> str | None:
+        t0 = time.monotonic()
+        if not process.stop(name, cfg.run_dir):
+            return None
+        echo(f"  {name:<14} stopped ({time.monotonic() - t0:.1f}s)")
+        return name
+
+    with ThreadPoolExecutor(max_workers=max(len(first), 1)) as pool:
+        stopped = [n for n in pool.map(stop, first) if n]
+    stopped += [n for n in map(stop, [n for n in names if n in _STOP_LAST]) if n]
+    if purge and cfg.state_dir.is_dir():
+        shutil.rmtree(cfg.state_dir)
+        echo(f"  removed {cfg.state_dir}")
+    return stopped
+
+
+def status(cfg: StackConfig) -> list[ServiceStatus]:
+    secrets = json.loads(cfg.secrets_file.read_text()) if cfg.secrets_file.is_file() else None
+    if secrets is None:
+        return []
+    rows = []
+    for service in all_services(cfg, secrets):
+        running = process.read_pid(cfg.run_dir, service.name)
+        healthy = None if running is None else (service.health() if service.health else True)
+        rows.append(ServiceStatus(service.name, running.pid if running else None, healthy, service.port,
+                                  service.log_file))  # fmt: skip
+    return rows
+
+
+def log_lines(cfg: StackConfig, name: str, lines: int = 50, follow: bool = False) -> Iterator[str]:
+    path = cfg.log_dir / f"{name}.log"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in cfg.log_dir.glob("*.log"))) or "none yet"
+        raise errors.StackError("E509", f"no log for service {name!r}", f"pick one of: {known}")
+    with open(path, errors="replace") as fh:
+        yield from fh.read().splitlines()[-lines:]
+        while follow:
+            line = fh.readline()
+            if line:
+                yield line.rstrip("\n")
+            else:
+                time.sleep(0.5)
