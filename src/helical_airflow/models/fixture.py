@@ -106,6 +106,10 @@ def build_fixture(
     _refuse_real_cache(out)
 
     table = gene_table(genes if genes is not None else default_genes(), n_synthetic_genes)
+    key = _build_key(families, table, shape, seed, geneformer_models)
+    previous = cache.fixture_info(str(out)) or {}
+    if _unchanged(out, previous.get("builds", {}).get(key)):
+        return {**previous, "written": []}  # same arguments, files intact: nothing to do
     root = cache.models_dir(str(out))
     written: list[str] = []
     _write(root / cache.ENSEMBL_MAPPING_FILE, _mapping_csv(table), written)
@@ -116,7 +120,8 @@ def build_fixture(
     if "scgpt" in families:
         models["scgpt"] = _build_scgpt(root, table, shape, seed, written)
 
-    marker = _merge_marker(out, models, table, n_synthetic_genes, seed)
+    marker = _merge_marker(previous, models, table, n_synthetic_genes, seed)
+    marker["builds"][key] = {rel: _sha256(out / rel) for rel in sorted(_files_of(out, models))}
     _write(out / cache.FIXTURE_MARKER, (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode(), written)
     log.info("fixture cache %s: %d file(s) written, %d model(s)", out, len(written), len(models))
     marker["written"] = written
@@ -283,12 +288,50 @@ def _scgpt_weights(ntoken: int, dims: dict[str, int], seed: int) -> tuple[bytes,
         return out.read_bytes(), int(done.stdout.strip().splitlines()[-1])
 
 
+def _build_key(
+    families: tuple[str, ...], table: list[tuple[str, str]], shape: str, seed: int, geneformer_models: Sequence[str]
+) -> str:
+    args = {
+        "families": sorted(families), "genes": _genes_hash(table), "shape": shape, "seed": seed,
+        "geneformer_models": sorted(geneformer_models) if "geneformer" in families else [],
+        "version": FIXTURE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _files_of(out: Path, models: dict[str, dict[str, Any]]) -> list[str]:
+    """Every file of the built models, relative to `out`."""
+    from .profiles import get_model
+
+    prefix = cache.models_dir(str(out)).relative_to(out)
+    files = {str(prefix / cache.ENSEMBL_MAPPING_FILE)}
+    for name in models:
+        files.update(str(prefix / rel) for rel in get_model(name).required_files())
+    if "scgpt" in models:
+        files.add(str(prefix / "scgpt" / "scGPT_CP" / "args.json"))
+    return sorted(files)
+
+
+def _unchanged(out: Path, recorded: dict[str, str] | None) -> bool:
+    return bool(recorded) and all(
+        (out / rel).is_file() and _sha256(out / rel) == digest for rel, digest in (recorded or {}).items()
+    )
+
+
+def _genes_hash(table: list[tuple[str, str]]) -> str:
+    return hashlib.sha256("\n".join(f"{e}\t{s}" for e, s in table).encode()).hexdigest()[:16]
+
+
 def _merge_marker(
-    out: Path, models: dict[str, dict[str, Any]], table: list[tuple[str, str]], n_synthetic: int, seed: int
+    previous: dict[str, Any], models: dict[str, dict[str, Any]], table: list[tuple[str, str]], n_synthetic: int,
+    seed: int,
 ) -> dict[str, Any]:
     """FIXTURE.json: what was built; a later build into the same folder adds its models."""
-    previous = cache.fixture_info(str(out)) or {}
-    genes_hash = hashlib.sha256("\n".join(f"{e}\t{s}" for e, s in table).encode()).hexdigest()[:16]
+    genes_hash = _genes_hash(table)
     if previous and previous.get("genes_sha256") != genes_hash:
         previous = {}  # a different vocabulary replaced every vocabulary file: older entries are stale
     return {
@@ -303,4 +346,5 @@ def _merge_marker(
         "genes_sha256": genes_hash,
         "ensembl_ids": "synthetic (ENSG9 + 10 digits; real ids start ENSG00)",
         "models": {**previous.get("models", {}), **models},
+        "builds": dict(previous.get("builds", {})),  # argument hash -> sha256 of each file it wrote
     }
