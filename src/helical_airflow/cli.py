@@ -39,7 +39,7 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 
 err = Console(stderr=True)
-out = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # stdout; tables stay readable in logs
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Options shared by run / validate / plan.
@@ -165,6 +165,7 @@ def run(
             bar["id"] = progress.add_task("embedding", total=plan.input.n_cells, info="")
 
         def on_shard(plan: Plan, result: ShardResult) -> None:
+            bar["reused"] = bar.get("reused", 0) + int(result.reused)
             rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} cells/s"
             progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
 
@@ -175,7 +176,7 @@ def run(
         ("cells", manifest.total_cells),
         ("model", f"{manifest.model}{' (FIXTURE)' if manifest.fixture else ''}"),
         ("shards", len(manifest.shards)),
-        ("reused shards", sum(s.reused for s in manifest.shards)),
+        ("shards reused this time", bar.get("reused", 0)),
         ("embedding seconds", manifest.total_shard_seconds),
         ("quality gate", "passed" if manifest.quality and manifest.quality.passed else "FAILED"),
         ("embeddings", plan_dir / "embeddings.h5ad"),
@@ -183,7 +184,7 @@ def run(
         ("report", plan_dir / "report.html"),
     ]:
         table.add_row(key, str(value))
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -206,12 +207,12 @@ def validate(
             str(input), model, layer, _params(model, 1, "auto", None, None, layer, None, 0, cache_dir).cache_dir
         )
     if as_json:
-        out.print_json(summary.model_dump_json())
+        console.print_json(summary.model_dump_json())
         return
     table = Table(title=f"{input} is valid for {model}", show_header=False)
     for key, value in summary.model_dump().items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -298,7 +299,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as J
             p.engine,
             "yes" if p.has_fixture else "no",
         )
-    out.print(table)
+    console.print(table)
 
 
 @models_app.command("fixture")

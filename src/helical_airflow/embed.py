@@ -78,8 +78,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def embed_shard(plan: Plan, index: int, runner: Any = None, device: str | None = None) -> ShardResult:
-    """Embed shard `index` of `plan` (reusing it if already done). Pass a loaded runner to reuse it."""
+def embed_shard(
+    plan: Plan, index: int, runner: Any = None, device: str | None = None, load_seconds: float = 0.0
+) -> ShardResult:
+    """Embed shard `index` of `plan` (reusing it if already done).
+
+    Pass a loaded runner (with its device and the seconds its loading took) to reuse one model for many shards.
+    """
     if not 0 <= index < len(plan.shards):
         raise ConfigError("E208", f"shard {index} is not in this plan (0..{len(plan.shards) - 1})", "check --shard")
     done = finished_result(plan, index)
@@ -90,7 +95,6 @@ def embed_shard(plan: Plan, index: int, runner: Any = None, device: str | None =
         log.warning(FIXTURE_WARNING)
     shard = plan.shards[index]
     try:
-        load_seconds = 0.0
         if runner is None:
             device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu)
             started = time.perf_counter()

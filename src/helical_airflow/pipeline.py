@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,12 +35,14 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
     results: list[ShardResult] = []
     runner, device = None, None
     for shard in plan.shards:
-        done = finished_result(plan, shard.index)
-        if done is None and runner is None:
+        load_seconds = 0.0  # charged to the shard that needed the model first
+        if runner is None and finished_result(plan, shard.index) is None:
             use_cache_dir(plan.params.cache_dir)
             device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu)
+            started = time.perf_counter()
             runner = load_runner(plan, device)
-        result = embed_shard(plan, shard.index, runner=runner, device=device)
+            load_seconds = time.perf_counter() - started
+        result = embed_shard(plan, shard.index, runner=runner, device=device, load_seconds=load_seconds)
         results.append(result)
         if on_shard:
             on_shard(plan, result)
