@@ -1,16 +1,119 @@
-"""The runner's own metrics over StatsD (placeholder API; the observability work fills it in).
+"""The runner's own metrics over StatsD, sent by every `embed-shard` process.
 
-Sends nothing unless HELICAL_AIRFLOW_STATSD_HOST is set, so library use stays quiet.
+Off unless HELICAL_AIRFLOW_STATSD_HOST is set (HELICAL_AIRFLOW_STATSD_PORT defaults to 9125, the
+StatsD port of statsd-exporter and of the local bridge), so library use stays quiet. Sending never
+fails a shard: a bad setting or an unreachable host is logged and the metrics are skipped.
+
+Plain StatsD has no tags, so the labels travel in the name, one dot-separated component each, in
+the order monitoring/statsd/mapping.yml reads them back:
+
+    helical.shard.<metric>.<model>.<device>.<dataset>.<run_key>   metric: cells (c), done (c),
+        cells_per_second (g), seconds (ms), model_load_seconds (ms), peak_rss_bytes (g),
+        peak_gpu_bytes (g, GPU only), memory_cap_bytes (g, from the model's resource profile)
+    helical.failure.<code>.<model>.<dataset>.<run_key>            1 (c) per failed shard
+
+They become helical_embed_cells_total, helical_embed_cells_per_second,
+helical_embed_shard_duration_seconds, ... with labels model, device, dataset, run_key (and code).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import socket
+
+from .errors import ConfigError
 from .spec import Plan, ShardResult
+
+log = logging.getLogger(__name__)
+
+HOST_ENV = "HELICAL_AIRFLOW_STATSD_HOST"
+PORT_ENV = "HELICAL_AIRFLOW_STATSD_PORT"
+DEFAULT_PORT = 9125
+PREFIX = "helical"
+MB = 2**20
+
+
+def label(value: object) -> str:
+    """One name component: StatsD's separators (. : | @ # ,) and anything unusual become `_`."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", str(value)) or "unknown"
+
+
+def _number(value: float) -> str:
+    # never a leading sign: in a StatsD gauge, "+n" / "-n" means "change by n"
+    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 6))
+
+
+def target() -> tuple[str, int] | None:
+    """(host, port) from the environment, None when telemetry is off."""
+    host = os.environ.get(HOST_ENV, "").strip()
+    if not host:
+        return None
+    port = os.environ.get(PORT_ENV, "").strip() or str(DEFAULT_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("E604", f"{PORT_ENV}={port!r} is not a UDP port number", f"set {PORT_ENV}=9125 or unset it")
+    return host, int(port)
+
+
+def _memory_cap_bytes(model: str) -> float | None:
+    from .models import get_model  # the model table; imports neither helical nor torch
+
+    try:
+        return get_model(model).profile.memory_cap_gb * 1024 * MB
+    except Exception:  # an unknown model already failed the shard; the cap is only a gauge
+        return None
+
+
+def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
+    """The StatsD lines for one finished shard."""
+    tail = ".".join(label(v) for v in (plan.params.model, result.device, plan.dataset, plan.run_key))
+    metrics: list[tuple[str, float, str]] = [
+        ("cells", result.cells, "c"),
+        ("done", 1, "c"),
+        ("seconds", result.seconds * 1000, "ms"),
+        ("peak_rss_bytes", result.peak_rss_mb * MB, "g"),
+    ]
+    if result.seconds > 0:
+        metrics.append(("cells_per_second", result.cells / result.seconds, "g"))
+    if result.model_load_seconds > 0:  # 0: the model was already loaded in this process
+        metrics.append(("model_load_seconds", result.model_load_seconds * 1000, "ms"))
+    if result.peak_gpu_mb is not None:
+        metrics.append(("peak_gpu_bytes", result.peak_gpu_mb * MB, "g"))
+    cap = _memory_cap_bytes(plan.params.model)
+    if cap is not None:
+        metrics.append(("memory_cap_bytes", cap, "g"))
+    return [f"{PREFIX}.shard.{name}.{tail}:{_number(value)}|{kind}" for name, value, kind in metrics]
+
+
+def failure_lines(plan: Plan, code: str) -> list[str]:
+    tail = ".".join(label(v) for v in (code, plan.params.model, plan.dataset, plan.run_key))
+    return [f"{PREFIX}.failure.{tail}:1|c"]
+
+
+def send(lines: list[str]) -> bool:
+    """Send lines in one datagram to the configured StatsD; False when off or it could not be sent."""
+    try:
+        address = target()
+    except ConfigError as exc:
+        log.warning("runner metrics not sent: %s", exc.render())
+        return False
+    if address is None or not lines:
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto("\n".join(lines).encode(), address)
+    except OSError as exc:  # unknown host, no route: metrics are best effort
+        log.warning("runner metrics not sent to %s:%d: %s", *address, exc)
+        return False
+    return True
 
 
 def emit_shard(plan: Plan, result: ShardResult) -> None:
     """cells embedded, cells/s, shard seconds, model load seconds, peak RSS, peak GPU memory."""
+    send(shard_lines(plan, result))
 
 
 def emit_failure(plan: Plan, code: str) -> None:
     """One failure of a shard, by error code."""
+    send(failure_lines(plan, code))
