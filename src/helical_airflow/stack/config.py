@@ -50,6 +50,7 @@ class StackConfig:
     python: str = sys.executable  # the Python environment with Airflow and helical-airflow
     worker_concurrency: int = 2
     worker_queues: tuple[str, ...] = ("default", "gpu")
+    worker_name: str = "helical-stack@%h"  # Celery node name (%h: this host); recorded with every task result
     gpu_pool_slots: int = 1
     statsd_host: str = "127.0.0.1"
     monitoring: bool = True  # also start the monitoring services (stack/monitoring.py)

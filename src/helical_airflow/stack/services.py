@@ -177,7 +177,18 @@ def airflow_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]
         svc("triggerer", ["triggerer"], health.airflow_component(cfg.api_url, "triggerer"), ports["trigger_log"]),
         svc(
             "worker",
-            ["celery", "worker", "--queues", ",".join(cfg.worker_queues), "--concurrency", str(cfg.worker_concurrency)],
+            [
+                "celery",
+                "worker",
+                "--queues",
+                ",".join(cfg.worker_queues),
+                "--concurrency",
+                str(cfg.worker_concurrency),
+                "--celery-hostname",
+                cfg.worker_name,
+                "--without-gossip",
+                "--without-mingle",
+            ],  # fmt: skip
             health.tcp(cfg.host, ports["worker_log"]),  # its log server answers once the worker is up
             ports["worker_log"],
         ),

@@ -1,0 +1,135 @@
+"""DAG integrity: every DAG imports (without helical or torch), has owners, retries, tags and timeouts,
+routes shards to the queue and pool of each model's profile, and its Params reject bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("airflow")
+
+from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "airflow" / "dags"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def dagbag(data_dir: Path) -> DagBag:
+    os.environ["HELICAL_AIRFLOW_DATA_DIR"] = str(data_dir)  # the DAG builds its path rule from it
+    try:
+        return DagBag(str(DAGS))
+    finally:
+        os.environ.pop("HELICAL_AIRFLOW_DATA_DIR", None)
+
+
+def test_dags_import_without_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert {"helical_model_workflow", "helical_incoming_watcher"} <= set(dagbag.dags)
+
+
+def test_parsing_never_imports_helical_or_torch() -> None:
+    """What the scheduler and DAG processor import must stay light: checked in a fresh interpreter."""
+    code = (
+        "import sys, json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag({str(DAGS)!r})\n"
+        "print(json.dumps({'errors': list(bag.import_errors), 'dags': sorted(bag.dags),"
+        " 'heavy': sorted(m for m in ('helical', 'torch', 'transformers') if m in sys.modules)}))\n"
+    )
+    env = {**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == [] and "helical_model_workflow" in result["dags"]
+    assert result["heavy"] == []
+
+
+def test_every_task_has_owner_retries_and_timeout(dagbag: DagBag) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.tags, f"{dag.dag_id} has no tags"
+        for task in dag.tasks:
+            where = f"{dag.dag_id}.{task.task_id}"
+            assert task.owner not in ("", "airflow"), f"{where} has no owner"
+            assert task.retries >= 1, f"{where} has no retries"
+            assert task.execution_timeout is not None, f"{where} has no execution timeout"
+            if task.retries:
+                assert task.retry_exponential_backoff, f"{where} retries without backoff"
+
+
+def test_workflow_shape(dagbag: DagBag) -> None:
+    dag = dagbag.dags["helical_model_workflow"]
+    assert dag.schedule is None or str(dag.timetable.summary).lower() in ("none", "never")
+    chain = ["validate_input", "plan_shards", "route_to_queue", "embed_shard", "merge", "quality_gate", "publish"]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} -> {downstream}"
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dag.get_task("embed_shard"), MappedOperator)  # one task instance per shard
+
+
+def test_each_models_queue_and_pool_has_an_embed_task(dagbag: DagBag) -> None:
+    from helical_airflow.models import MODELS
+
+    dag = dagbag.dags["helical_model_workflow"]
+    embed = {(t.queue, t.pool) for t in dag.tasks if t.task_id.startswith("embed_shard")}
+    needed = {(spec.profile.queue, spec.profile.pool) for spec in MODELS.values()}
+    assert needed <= embed
+    assert ("gpu", "gpu_pool") in embed  # GPU models exist in the table and go to the gpu queue
+    assert dag.get_task("embed_shard").queue == "default"
+
+
+def _valid(dag, **conf: object) -> None:  # type: ignore[no-untyped-def]
+    """What a trigger does with its conf: set each value on a copy of the DAG's Params, then validate all."""
+    params = copy.deepcopy(dag.params)
+    for key, value in conf.items():
+        params[key] = value
+    params.validate()
+
+
+def test_params_accept_defaults_and_paths_inside_the_data_folder(dagbag: DagBag, data_dir: Path) -> None:
+    dag = dagbag.dags["helical_model_workflow"]
+    _valid(dag)
+    _valid(dag, input_path="incoming/accepted/pbmc.h5ad", model="scgpt", shard_size=5, launcher="docker")
+    _valid(dag, input_path=f"{data_dir}/sub/x.h5ad", precision="bf16", engine="fast", batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"model": "no-such-model"},
+        {"input_path": "/etc/passwd.h5ad"},
+        {"input_path": "../outside.h5ad"},
+        {"input_path": "ok/../../outside.h5ad"},
+        {"input_path": "sample.csv"},
+        {"shard_size": 0},
+        {"device": "tpu"},
+        {"launcher": "ssh"},
+        {"precision": "int8"},
+    ],
+)
+def test_params_reject(dagbag: DagBag, conf: dict[str, object]) -> None:
+    dag = dagbag.dags["helical_model_workflow"]
+    with pytest.raises(ParamValidationError):
+        _valid(dag, **conf)
+
+
+def test_model_param_lists_exactly_the_model_table(dagbag: DagBag) -> None:
+    from helical_airflow.models import MODELS
+
+    schema = dagbag.dags["helical_model_workflow"].params.get_param("model").schema
+    assert schema["enum"] == list(MODELS)
+    for name, param in dagbag.dags["helical_model_workflow"].params.items():
+        assert param.description, f"param {name} has no description"
