@@ -1,0 +1,172 @@
+"""End to end: the real local stack (Postgres, Redis, Airflow with the CeleryExecutor) runs
+helical_model_workflow on the sample through the REST API, and its outputs equal a direct
+`helical-airflow run`; a second trigger reuses every finished shard; `stack down` leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+pytest.importorskip("airflow")
+pytest.importorskip("psycopg")
+
+from helical_airflow.stack import manager, process  # noqa: E402
+from helical_airflow.stack.airflow_env import database_url  # noqa: E402
+from helical_airflow.stack.client import AirflowClient  # noqa: E402
+from helical_airflow.stack.config import StackConfig  # noqa: E402
+from helical_airflow.stack.errors import StackError  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.stack]
+
+DAG = "helical_model_workflow"
+SHARD_SIZE = 250  # 700 cells -> 3 shards
+CONF = {"input_path": "sample.h5ad", "model": "geneformer", "shard_size": SHARD_SIZE, "device": "cpu"}
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[tuple[StackConfig, AirflowClient, dict[str, str]]]:
+    for binary in ("redis-server",):
+        if shutil.which(binary) is None:
+            pytest.skip(f"{binary} is not installed (scripts/install_test_deps.sh)")
+    root = Path(tempfile.mkdtemp(prefix="helical-e2e-"))
+    root.chmod(0o755)  # the postgres user must be able to enter it when the tests run as root
+    data = root / "data"
+    data.mkdir()
+    shutil.copy(sample_h5ad, data / "sample.h5ad")
+    ports = dict(zip(["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log"], _free_ports(6),
+                     strict=True))  # fmt: skip
+    cfg = StackConfig.from_env(state_dir=root / "state", data_dir=data, output_dir=data / "outputs",
+                               cache_dir=fixture_cache, monitoring=False, python=sys.executable)  # fmt: skip
+    cfg.ports.update(ports)
+    secrets, created = manager.up(cfg)
+    assert created
+    try:
+        client = AirflowClient(cfg.api_url, "admin", secrets["admin_password"])
+        client.wait_for_dag(DAG)
+        yield cfg, client, secrets
+    finally:
+        pids = [r.pid for name in manager._known_names(cfg) if (r := process.read_pid(cfg.run_dir, name))]
+        manager.down(cfg)
+        leftover = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        assert leftover == [], f"stack down left processes running: {leftover}"
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_secrets_are_private_and_no_default_password(stack: tuple[StackConfig, AirflowClient, dict[str, str]]) -> None:
+    cfg, client, secrets = stack
+    assert cfg.secrets_file.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(StackError, match="HTTP 401"):
+        AirflowClient(cfg.api_url, "admin", "admin").token()
+    assert client.token()
+
+
+def test_params_are_validated_at_trigger(stack: tuple[StackConfig, AirflowClient, dict[str, str]]) -> None:
+    _, client, _ = stack
+    for bad in ({"model": "no-such-model"}, {"input_path": "/etc/passwd.h5ad"}, {"input_path": "../x.h5ad"}):
+        with pytest.raises(StackError, match="HTTP 400"):
+            client.trigger(DAG, {**CONF, **bad})
+
+
+def _celery_results(cfg: StackConfig, secrets: dict[str, str], run_id: str) -> dict[int, tuple[str, str, str]]:
+    """For each embed_shard task instance: the Celery result row of the task id the executor assigned it."""
+    import psycopg
+
+    url = database_url(cfg, secrets, "postgresql")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT ti.map_index, m.status, m.worker, m.queue FROM task_instance ti "
+            "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id = 'embed_shard'",
+            (DAG, run_id),
+        ).fetchall()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def _shard_results(client: AirflowClient, run_id: str, n: int) -> list[dict]:
+    base = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/embed_shard/xcomEntries/return_value"
+    return [client.get(f"{base}?map_index={i}&deserialize=true")["value"] for i in range(n)]
+
+
+def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
+    stack: tuple[StackConfig, AirflowClient, dict[str, str]], fixture_cache: str, tmp_path: Path
+) -> None:
+    cfg, client, secrets = stack
+    run_id = client.trigger(DAG, CONF)
+    run = client.wait_for_run(DAG, run_id, timeout_s=900)
+    tis = client.task_instances(DAG, run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+
+    # every mapped embed_shard ran, on the default queue, through the Celery worker
+    shards = sorted((t for t in tis if t["task_id"] == "embed_shard"), key=lambda t: t["map_index"])
+    n = len(shards)
+    assert n == -(-700 // SHARD_SIZE) >= 3
+    assert [t["map_index"] for t in shards] == list(range(n))
+    assert all(t["state"] == "success" and t["queue"] == "default" for t in shards)
+    assert {t["state"] for t in tis if t["task_id"] == "embed_shard_gpu"} == {"skipped"}
+    celery = _celery_results(cfg, secrets, run_id)
+    assert sorted(celery) == list(range(n)), "a shard has no Celery result: it did not run on the Celery worker"
+    worker = cfg.worker_name.replace("%h", socket.gethostname())
+    assert all(status == "SUCCESS" and node == worker for status, node, _ in celery.values()), celery
+
+    # the published run
+    published = client.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value"
+                           "?deserialize=true")["value"]  # fmt: skip
+    out_dir = Path(published["out_dir"])
+    assert out_dir.is_relative_to(cfg.output_dir)
+    assert (out_dir.parent / "latest").resolve() == out_dir.resolve()
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["total_cells"] == 700 and len(manifest["shards"]) == n
+    assert sorted(s["index"] for s in manifest["shards"]) == list(range(n))
+    assert manifest["quality"]["passed"] and manifest["fixture"] is True
+    for i in range(n):
+        assert (out_dir / "shards" / f"{i}.npy").is_file()
+    assert (out_dir / "report.html").is_file()
+
+    # the same input through `helical-airflow run`, in another output root: same run key, same numbers
+    direct_root = tmp_path / "direct"
+    done = subprocess.run(
+        [sys.executable, "-m", "helical_airflow.cli", "run", str(cfg.data_dir / "sample.h5ad"), "--model", "geneformer",
+         "--shard-size", str(SHARD_SIZE), "--device", "cpu", "--cache-dir", fixture_cache, "--out", str(direct_root)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    direct = direct_root / "sample" / out_dir.name
+    assert direct.is_dir(), f"the direct run used another run key: {list((direct_root / 'sample').iterdir())}"
+    import anndata as ad
+
+    ours, theirs = ad.read_h5ad(out_dir / "embeddings.h5ad"), ad.read_h5ad(direct / "embeddings.h5ad")
+    key = next(iter(ours.obsm))
+    assert ours.obsm[key].shape[0] == 700
+    np.testing.assert_allclose(ours.obsm[key], theirs.obsm[key], rtol=1e-5, atol=1e-6)
+    assert list(ours.obs_names) == list(theirs.obs_names)
+
+    # a second trigger reuses every finished shard (nothing is re-embedded, files untouched)
+    first = _shard_results(client, run_id, n)
+    assert not any(r["reused"] for r in first)
+    mtimes = {i: os.stat(out_dir / "shards" / f"{i}.npy").st_mtime_ns for i in range(n)}
+    again = client.trigger(DAG, CONF)
+    assert client.wait_for_run(DAG, again, timeout_s=600)["state"] == "success"
+    assert all(r["reused"] for r in _shard_results(client, again, n))
+    assert {i: os.stat(out_dir / "shards" / f"{i}.npy").st_mtime_ns for i in range(n)} == mtimes

@@ -1,0 +1,120 @@
+"""Launchers: the shared command line, failures surfaced with the shard's own error, the local
+subprocess for real (failure, success, and no orphan when the task dies), the container spec."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from helical_airflow.launchers import LAUNCHERS, LaunchError, launch, shard_command
+from helical_airflow.launchers.base import failure, parse_result
+from helical_airflow.launchers.local import run_local, runner_program
+
+
+def test_every_launcher_runs_the_same_command() -> None:
+    expected = ["helical-airflow", "embed-shard", "--plan", "/d/plan.json", "--shard", "3"]
+    assert shard_command("/d/plan.json", 3) == expected
+    assert set(LAUNCHERS) == {"local", "docker"}
+    with pytest.raises(Exception, match="E510"):
+        launch("ssh", "/d/plan.json", 0)
+
+
+def test_runner_program_uses_the_configured_environment(tmp_path: Path) -> None:
+    assert runner_program(sys.executable) == [str(Path(sys.executable).parent / "helical-airflow")]
+    bare = tmp_path / "python"  # an environment without the console script
+    assert runner_program(str(bare)) == [str(bare), "-m", "helical_airflow.cli"]
+
+
+def test_failure_quotes_the_shard_error_and_decides_retries() -> None:
+    user = failure("shard 0", 2, ["loading", "error E204: plan file /x does not exist", "  fix: create it"])
+    assert user.code == "E511" and "E204: plan file /x does not exist" in user.message
+    assert user.process_exit_code == 2 and not user.retryable
+    crash = failure("shard 1", 3, ["error E301: shard read failed"])
+    assert crash.retryable and "E301" in crash.message
+    killed = failure("container of shard 2", 137, ["Killed"])
+    assert killed.retryable and "memory" in killed.hint
+
+
+def test_parse_result_takes_the_last_json_line() -> None:
+    assert parse_result(["log {not json", '{"index": 1}', "[info] done", '{"index": 2, "cells": 5}', ""]) == {
+        "index": 2,
+        "cells": 5,
+    }
+    with pytest.raises(LaunchError, match="E512"):
+        parse_result(["no result here"])
+
+
+def test_local_launcher_surfaces_exit_code_and_error_line(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with pytest.raises(LaunchError) as err:
+        run_local(str(tmp_path / "missing-plan.json"), 0, emit=lines.append)
+    assert err.value.process_exit_code == 2 and not err.value.retryable
+    assert "E204" in err.value.message
+    assert any("E204" in line for line in lines), "the shard's output must reach the task log"
+
+
+@pytest.fixture(scope="module")
+def plan_path(tmp_path_factory: pytest.TempPathFactory, sample_h5ad: Path, fixture_cache: str) -> str:
+    from helical_airflow.pipeline import prepare
+    from helical_airflow.spec import RunParams
+
+    out = tmp_path_factory.mktemp("out")
+    params = RunParams(model="geneformer", shard_size=300, device="cpu", cache_dir=fixture_cache)
+    return str(prepare(sample_h5ad, params, out).plan_file)
+
+
+@pytest.mark.slow
+def test_local_launcher_embeds_a_shard_then_reuses_it(plan_path: str) -> None:
+    lines: list[str] = []
+    result = run_local(plan_path, 1, emit=lines.append)
+    assert result["index"] == 1 and result["start"] == 300 and result["cells"] == 300 and not result["reused"]
+    assert (Path(plan_path).parent / "shards" / "1.npy").is_file()
+    assert any("FIXTURE" in line for line in lines)
+    assert run_local(plan_path, 1)["reused"] is True
+
+
+def _shard_processes(plan: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "embed-shard" in cmd and plan in cmd and proc.pid != os.getpid():
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_task_takes_its_shard_process_down(plan_path: str) -> None:
+    """Airflow stops a timed-out or killed task by raising inside it; the shard must not outlive it."""
+
+    class TaskKilled(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def emit(line: str) -> None:
+        if not line.startswith("launching"):
+            seen.extend(p.pid for p in _shard_processes(plan_path))
+            raise TaskKilled  # what AirflowTaskTimeout does: an exception in the middle of the task
+
+    box: dict[str, BaseException] = {}
+    thread = threading.Thread(target=lambda: _catch(box, lambda: run_local(plan_path, 2, emit=emit)))
+    thread.start()
+    thread.join(120)
+    assert isinstance(box.get("error"), TaskKilled)
+    assert seen, "the shard process was running when the task died"
+    time.sleep(0.5)
+    assert [p for p in _shard_processes(plan_path) if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert not (Path(plan_path).parent / "shards" / "2.npy").exists()  # nothing half-written
+
+
+def _catch(box: dict[str, BaseException], fn) -> None:  # type: ignore[no-untyped-def]
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+        box["error"] = exc

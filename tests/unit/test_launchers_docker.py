@@ -1,0 +1,74 @@
+"""The docker launcher's container spec: mounts, GPU requests, removal, the command line (the real
+container run is tests/integration/test_docker_launcher.py, against podman)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("airflow.providers.docker")
+
+from helical_airflow.launchers.docker import (  # noqa: E402
+    CONTAINER_CACHE,
+    CONTAINER_DATA,
+    DockerSettings,
+    container_mounts,
+    docker_operator,
+)
+from helical_airflow.spec import InputSummary, Plan, RunParams  # noqa: E402
+
+
+def _mounts(mounts: list) -> dict[str, tuple[str, str, bool]]:  # type: ignore[type-arg]
+    return {m["Target"]: (m["Source"], m["Type"], m["ReadOnly"]) for m in mounts}
+
+
+def test_data_is_at_opt_data_and_at_the_workers_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("HELICAL_AIRFLOW_OUTPUT_DIR", raising=False)
+    cfg = DockerSettings(host_data_dir="/srv/host/data", cache_source="helical-weights",
+                         extra_mounts=["/opt/py:/opt/py:ro"])  # fmt: skip
+    got = _mounts(container_mounts(cfg, "/worker/cache"))
+    assert got[CONTAINER_DATA] == ("/srv/host/data", "bind", False)
+    assert got[str(tmp_path / "data")] == ("/srv/host/data", "bind", False)  # plan.json's paths resolve
+    assert got[CONTAINER_CACHE] == ("helical-weights", "volume", False)  # a bare name is a named volume
+    assert got["/worker/cache"] == ("helical-weights", "volume", False)
+    assert got["/opt/py"] == ("/opt/py", "bind", True)
+    assert len(got) == 5  # outputs live inside the data folder: no extra mount
+
+
+def test_in_compose_paths_match_so_each_folder_is_mounted_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", CONTAINER_DATA)
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", f"{CONTAINER_DATA}/outputs")
+    got = _mounts(container_mounts(DockerSettings(host_data_dir="/home/me/data", cache_source="w"), CONTAINER_CACHE))
+    assert set(got) == {CONTAINER_DATA, CONTAINER_CACHE}
+
+
+def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
+    summary = InputSummary(path=str(tmp_path / "x.h5ad"), sha256="0" * 64, size_bytes=1, n_cells=10, n_genes=5,
+                           x_source="X", x_format="csr", dtype="int32", gene_id_kind="symbol", genes_in_vocab=5,
+                           vocab_overlap=1.0)  # fmt: skip
+    plan = Plan(run_key="abc123", dataset="x", out_dir=str(tmp_path / "out"), input=summary,
+                params=RunParams(model=model, device=device, cache_dir="/worker/cache"), model_family="geneformer",
+                helical_model_name=model, fixture=True, weights_checksum="w", code_version="c", shards=[],
+                created_at="now")  # fmt: skip
+    path = tmp_path / f"{model}-{device}.json"
+    path.write_text(plan.model_dump_json())
+    return str(path)
+
+
+def test_gpu_profiles_request_gpus_and_containers_are_always_removed(tmp_path: Path) -> None:
+    from helical_airflow.models import get_model
+
+    cfg = DockerSettings(image="runner:test", docker_url="unix:///tmp/none.sock")
+    gpu_model = next(n for n in ("gf-20L-151M-i4096", "tf_sapiens") if get_model(n).profile.gpu == "required")
+    op = docker_operator(_plan(tmp_path, gpu_model), 4, cfg)
+    assert op.command == ["helical-airflow", "embed-shard", "--plan", _plan(tmp_path, gpu_model), "--shard", "4"]
+    assert op.device_requests and op.device_requests[0]["Capabilities"] == [["gpu"]]
+    assert op.auto_remove == "force" and op.mount_tmp_dir is False
+    assert op.mem_limit == f"{get_model(gpu_model).profile.memory_cap_gb:g}g"
+    assert op.image == "runner:test" and op.docker_url == "unix:///tmp/none.sock"
+
+    cpu = docker_operator(_plan(tmp_path, "geneformer", "cpu"), 0, cfg)
+    assert cpu.device_requests is None
+    assert docker_operator(_plan(tmp_path, "geneformer", "cuda"), 0, cfg).device_requests  # asked for CUDA
