@@ -239,6 +239,17 @@ def test_fixture_refuses_to_write_into_a_real_cache(tmp_path: Path) -> None:
     assert (real / "best_model.pt").read_bytes() == b"real weights"
 
 
+def test_a_build_cut_short_is_still_a_fixture(tmp_path: Path) -> None:
+    # the marker is written before anything else, so a crashed build can be rebuilt in place
+    with pytest.raises(ConfigError):
+        build_fixture(tmp_path, families=("geneformer",), geneformer_models=["not-a-model"])
+    assert not (tmp_path / model_cache.FIXTURE_MARKER).exists()  # argument errors write nothing
+    build_fixture(tmp_path, families=("geneformer",), geneformer_models=["gf-6L-10M-i2048"])
+    (tmp_path / model_cache.FIXTURE_MARKER).write_text(json.dumps({"fixture": True, "complete": False}))
+    info = build_fixture(tmp_path, families=("geneformer",), geneformer_models=["gf-6L-10M-i2048"])
+    assert info["written"] == [str(tmp_path / model_cache.FIXTURE_MARKER)]  # only the marker was missing
+
+
 def test_fixture_for_a_family_without_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_fixture(tmp_path, families=("uce",))

@@ -112,6 +112,8 @@ def build_fixture(
         return {**previous, "written": []}  # same arguments, files intact: nothing to do
     root = cache.models_dir(str(out))
     written: list[str] = []
+    if not previous:  # claim the folder first, so a build cut short is still known to be a fixture
+        _write(out / cache.FIXTURE_MARKER, _json({"fixture": True, "weights": "random", "complete": False}), [])
     _write(root / cache.ENSEMBL_MAPPING_FILE, _mapping_csv(table), written)
     models: dict[str, dict[str, Any]] = {}
     if "geneformer" in families:
