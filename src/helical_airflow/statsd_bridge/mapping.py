@@ -92,7 +92,7 @@ def parse_duration(value: Any) -> float:
     text = str(value).strip()
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(num + unit for num, unit in parts) != text:
-        raise MappingError(f"invalid duration {value!r}: use Go syntax such as 30s, 10m, 2h")
+        raise ValueError(f"invalid duration {value!r}: use Go syntax such as 30s, 10m, 2h")
     return sum(float(num) * _UNIT_S[unit] for num, unit in parts)
 
 
@@ -143,7 +143,10 @@ def _observer_options(raw: dict[str, Any], defaults: dict[str, Any], rule: Rule,
         rule.quantiles = [(float(q["quantile"]), float(q.get("error", 0.0))) for q in quantiles]
     max_age = (summ or {}).get("max_age") or d_summ.get("max_age")
     if max_age:
-        rule.max_age_s = parse_duration(max_age)
+        try:
+            rule.max_age_s = parse_duration(max_age)
+        except ValueError as exc:
+            raise MappingError(f"{where}: summary_options.max_age: {exc}") from None
 
 
 def _rule(index: int, raw: dict[str, Any], defaults: dict[str, Any]) -> Rule:
@@ -181,10 +184,14 @@ def _rule(index: int, raw: dict[str, Any], defaults: dict[str, Any]) -> Rule:
             pattern = re.compile(match)
         except re.error as exc:
             raise MappingError(f"{where}: invalid regex: {exc}") from None
+    try:
+        ttl_s = parse_duration(raw.get("ttl") or defaults.get("ttl") or 0)
+    except ValueError as exc:
+        raise MappingError(f"{where}: {exc}") from None
     rule = Rule(
         match=match, name=name, match_type=match_type, labels=labels, action=action,
         match_metric_type=_metric_type(raw.get("match_metric_type"), where), help=str(raw.get("help") or ""),
-        ttl_s=parse_duration(raw.get("ttl") or defaults.get("ttl") or 0), index=index, pattern=pattern,
+        ttl_s=ttl_s, index=index, pattern=pattern,
     )  # fmt: skip
     _observer_options(raw, defaults, rule, where)
     return rule
@@ -209,7 +216,10 @@ class Mapper:
         if not isinstance(doc, dict) or not isinstance(doc.get("mappings", []), list):
             raise MappingError("expected a mapping with a `mappings:` list")
         defaults = doc.get("defaults") or {}
-        default = Rule(match="", name="", ttl_s=parse_duration(defaults.get("ttl") or 0))
+        try:
+            default = Rule(match="", name="", ttl_s=parse_duration(defaults.get("ttl") or 0))
+        except ValueError as exc:
+            raise MappingError(f"defaults: {exc}") from None
         _observer_options({}, defaults, default, "defaults")
         return cls([_rule(i, raw, defaults) for i, raw in enumerate(doc.get("mappings") or [])], default)
 

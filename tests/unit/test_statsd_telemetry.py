@@ -1,0 +1,74 @@
+"""telemetry.py: off by default, sends one datagram per shard to HELICAL_AIRFLOW_STATSD_HOST/PORT, never
+fails a shard over metrics."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+
+import pytest
+from test_statsd_mapping import _plan, _result  # same folder: pytest puts it on sys.path
+
+from helical_airflow import telemetry
+
+
+@pytest.fixture
+def udp_server() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def test_off_unless_the_host_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(telemetry.HOST_ENV, raising=False)
+    assert telemetry.target() is None
+    assert telemetry.send(["x:1|c"]) is False
+
+
+def test_port_defaults_to_statsd_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(telemetry.HOST_ENV, "statsd-exporter")
+    monkeypatch.delenv(telemetry.PORT_ENV, raising=False)
+    assert telemetry.target() == ("statsd-exporter", 9125)
+
+
+def test_emit_shard_and_failure_reach_the_configured_udp_port(
+    monkeypatch: pytest.MonkeyPatch, udp_server: socket.socket
+) -> None:
+    monkeypatch.setenv(telemetry.HOST_ENV, "127.0.0.1")
+    monkeypatch.setenv(telemetry.PORT_ENV, str(udp_server.getsockname()[1]))
+    plan, result = _plan(), _result()
+    telemetry.emit_shard(plan, result)
+    received = udp_server.recvfrom(65535)[0].decode().splitlines()
+    assert received == telemetry.shard_lines(plan, result)
+    assert f"helical.shard.cells.{plan.params.model}.cpu.pbmc_v2__raw_.{plan.run_key}:{result.cells}|c" in received
+    telemetry.emit_failure(plan, "E301")
+    assert (
+        udp_server.recvfrom(65535)[0].decode()
+        == f"helical.failure.E301.{plan.params.model}.pbmc_v2__raw_.{plan.run_key}:1|c"
+    )
+
+
+def test_gauge_values_never_carry_a_sign(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In StatsD `+n` / `-n` on a gauge means "change by n": absolute values must be bare numbers."""
+    lines = telemetry.shard_lines(_plan(), _result(seconds=0.333, cells=7, peak_rss_mb=0.5))
+    for line in lines:
+        value = line.split(":", 1)[1].split("|")[0]
+        assert value[0].isdigit() and float(value) >= 0, line
+
+
+def test_bad_settings_or_unknown_host_are_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setenv(telemetry.HOST_ENV, "127.0.0.1")
+    monkeypatch.setenv(telemetry.PORT_ENV, "statsd")
+    telemetry.emit_failure(_plan(), "E301")
+    assert "E604" in caplog.text and telemetry.PORT_ENV in caplog.text
+    caplog.clear()
+    monkeypatch.setenv(telemetry.HOST_ENV, "no-such-host.invalid")
+    monkeypatch.setenv(telemetry.PORT_ENV, "9125")
+    telemetry.emit_shard(_plan(), _result())
+    assert "not sent" in caplog.text
