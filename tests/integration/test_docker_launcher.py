@@ -1,0 +1,96 @@
+"""The docker launcher for real: Airflow's DockerOperator (docker-py) against podman's Docker-API socket,
+with an image built without a registry (scripts/podman_service.sh, scripts/podman_image.sh). The shard
+runs in a container, reads the mounted input, writes its shard; exit code and logs come back."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("airflow.providers.docker")
+pytestmark = [pytest.mark.slow, pytest.mark.podman]
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "helical-airflow-runner:podman-test"
+
+
+@pytest.fixture(scope="module")
+def engine() -> str:
+    missing = [b for b in ("podman", "runc", "debootstrap") if shutil.which(b) is None]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"needs root and {', '.join(missing) or 'podman'} (apt-get install podman runc debootstrap)")
+    url = subprocess.run([str(REPO / "scripts" / "podman_service.sh")], capture_output=True, text=True, check=True)
+    subprocess.run([str(REPO / "scripts" / "podman_image.sh"), IMAGE], capture_output=True, text=True, check=True,
+                   timeout=900)  # fmt: skip
+    return url.stdout.strip()
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path, sample_h5ad: Path, fixture_cache: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A data folder with the sample and a plan in it, as a worker would have made them."""
+    from helical_airflow.pipeline import prepare
+    from helical_airflow.spec import RunParams
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_h5ad, data / "sample.h5ad")
+    monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", str(data))
+    monkeypatch.delenv("HELICAL_AIRFLOW_OUTPUT_DIR", raising=False)
+    params = RunParams(model="geneformer", shard_size=300, device="cpu", cache_dir=fixture_cache)
+    plan = prepare(data / "sample.h5ad", params, data / "outputs")
+    return {"data": data, "plan": plan}
+
+
+def _settings(url: str):  # type: ignore[no-untyped-def]
+    from helical_airflow.launchers.docker import DockerSettings
+
+    # the image has only system libraries: Python and the project's environment come in read-only
+    return DockerSettings(
+        image=IMAGE,
+        docker_url=url,
+        network="none",
+        extra_mounts=[f"{sys.base_prefix}:{sys.base_prefix}:ro", f"{REPO}:{REPO}:ro"],
+    )
+
+
+def _containers(url: str, run_key: str) -> list:  # type: ignore[type-arg]
+    import docker
+
+    client = docker.DockerClient(base_url=url)
+    return client.containers.list(all=True, filters={"label": f"helical_airflow.run_key={run_key}"})
+
+
+def test_shard_runs_in_a_container_and_comes_back(engine: str, workspace: dict, capfd) -> None:  # type: ignore[no-untyped-def]
+    from helical_airflow.launchers import launch
+
+    plan = workspace["plan"]
+    result = launch("docker", str(plan.plan_file), 1, cfg=_settings(engine))
+    assert result["index"] == 1 and result["start"] == 300 and result["cells"] == 300 and not result["reused"]
+    assert result["host"] != socket.gethostname()  # embedded inside the container, not here
+    shard = np.load(plan.shard_file(1))
+    assert shard.shape[0] == 300 and np.isfinite(shard).all()
+    # the container's output went through the operator's logger (the task log under Airflow)
+    logged = capfd.readouterr().out
+    assert "DockerOperator" in logged and "FIXTURE" in logged and '"host":"' + result["host"] in logged
+    assert _containers(engine, plan.run_key) == []  # removed on success
+
+
+def test_a_failing_container_reports_exit_code_and_error_and_is_removed(engine: str, workspace: dict) -> None:
+    from helical_airflow.launchers import LaunchError
+    from helical_airflow.launchers.docker import run_docker
+
+    plan = workspace["plan"]
+    with pytest.raises(LaunchError) as err:
+        run_docker(str(plan.plan_file), 99, cfg=_settings(engine))  # no shard 99 in a 3-shard plan
+    # the runner's own error (code and message) and exit code 2 (a user error: not retried)
+    assert err.value.process_exit_code == 2 and not err.value.retryable
+    assert "E208: shard 99 is not in this plan" in err.value.message
+    assert _containers(engine, plan.run_key) == []  # removed on failure too
+    assert not plan.shard_file(99).exists()
