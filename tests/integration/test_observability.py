@@ -28,14 +28,14 @@ import yaml
 from helical_airflow.stack.config import StackConfig
 from helical_airflow.stack.monitoring import local_prometheus_config, statsd_argv
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "monitoring"))
+import check_queries as cq  # noqa: E402  (monitoring/check_queries.py: the query checker the docs describe)
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURE = REPO / "tests" / "data" / "airflow_statsd_capture.txt"
-DASHBOARDS = sorted((REPO / "monitoring" / "grafana" / "dashboards").glob("*.json"))
-RULE_FILES = sorted((REPO / "monitoring" / "rules").glob("*.rules.yml"))
-DOCS = REPO / "docs" / "observability.md"
-# What Grafana would put in; $dag/$task/$model as "All".
+# What Grafana would put in with a 1 s scrape interval; $dag/$task/$model as "All".
 VARIABLES = {"$__rate_interval": "5s", "$__interval": "1s", "$__range": "5m", "$dag": ".*", "$task": ".*",
              "$model": ".*"}  # fmt: skip
 
@@ -192,27 +192,11 @@ def fed(pipeline: Pipeline, runner_run: RunnerRun) -> tuple[Pipeline, RunnerRun,
     return pipeline, runner_run, lines
 
 
-def substitute(expr: str) -> str:
-    for name, value in VARIABLES.items():
-        expr = expr.replace(name, value)
-    return expr
-
-
-def dashboard_queries() -> list[tuple[str, str, bool]]:
-    """(where, expr, instant) for every target of every panel."""
-    out = []
-    for path in DASHBOARDS:
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                out.append((f"{path.name}: {panel['title']}", substitute(target["expr"]), bool(target.get("instant"))))
-    return out
-
-
 def panel_series(p: Pipeline, title: str) -> list[dict]:
     """Series of the first query of the panel with this title (all dashboards)."""
-    for where, expr, instant in dashboard_queries():
-        if where.endswith(f": {title}"):
-            return p.instant(expr) if instant else p.range(expr)
+    for q in cq.dashboard_queries(VARIABLES):
+        if q.where.endswith(f": {title}"):
+            return p.instant(q.expr) if q.instant else p.range(q.expr)
     raise AssertionError(f"no panel titled {title!r}")
 
 
@@ -222,30 +206,14 @@ def capture_ids(lines: list[str], pattern: str) -> set[tuple[str, ...]]:
 
 def test_every_dashboard_rule_and_docs_query_parses(fed: tuple[Pipeline, RunnerRun, list[str]]) -> None:
     p, _, _ = fed
-    queries = dashboard_queries()
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            queries += [(f"{path.name}: {r.get('alert') or r['record']}", r["expr"], True) for r in group["rules"]]
-    with_data = 0
-    for where, expr, instant in queries:
-        try:
-            result = p.instant(expr) if instant else p.range(expr)  # asserts HTTP 200 + status success
-        except AssertionError as exc:
-            raise AssertionError(f"{where}: {exc}") from None
-        with_data += bool(result)
-    print(f"\n{len(queries)} dashboard/rule queries parsed by Prometheus; {with_data} returned series here "
-          "(cAdvisor/node panels and quiet alerts return none without Docker or trouble)")  # fmt: skip
-    assert len(queries) > 30
-
-
-def test_docs_verification_queries_return_data(fed: tuple[Pipeline, RunnerRun, list[str]]) -> None:
-    p, _, _ = fed
-    blocks = re.findall(r"```promql\n(.*?)```", DOCS.read_text(), re.S)
-    queries = [q.strip() for block in blocks for q in block.strip().split("\n\n") if q.strip()]
-    assert queries, "docs/observability.md has no ```promql block"
-    empty = [q for q in queries if not p.instant(substitute(q))]
-    print(f"\n{len(queries)} documented queries, {len(queries) - len(empty)} return data")
+    queries = cq.all_queries(VARIABLES)
+    prometheus = cq.Prometheus(p.prometheus, window_s=time.time() - p.started)
+    errors, empty, with_data = cq.check(prometheus, queries)
+    print(f"\n{len(queries)} dashboard/rule/docs queries parsed by Prometheus; {with_data} returned series here "
+          "(cAdvisor panels and quiet alerts return none without Docker or trouble)")  # fmt: skip
+    assert errors == []
     assert empty == [], f"documented queries that return nothing after a run: {empty}"
+    assert len(queries) > 40 and any(q.documented for q in queries)
 
 
 def test_scheduler_heartbeat_panel_shows_beats(fed: tuple[Pipeline, RunnerRun, list[str]]) -> None:
