@@ -8,10 +8,12 @@ both read monitoring/statsd/mapping.yml. Grafana, cAdvisor, Loki and Promtail ru
 
 Ports (override with HELICAL_STACK_<NAME>_PORT): statsd (UDP, shared with the Airflow settings),
 statsd_http 28102, prometheus 28090, alertmanager 28093, node_exporter 28100.
+HELICAL_STACK_STATSD_CAPTURE=FILE makes the bridge also append every StatsD line it receives to FILE.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -26,6 +28,7 @@ from .process import Service
 MONITORING_DIR = REPO_ROOT / "monitoring"
 MAPPING_FILE = MONITORING_DIR / "statsd" / "mapping.yml"
 INSTALL_HINT = "./scripts/install_monitoring.sh (apt), or run without monitoring: HELICAL_STACK_MONITORING=0"
+CAPTURE_ENV = "HELICAL_STACK_STATSD_CAPTURE"  # file the bridge appends every received StatsD line to
 DEFAULT_PORTS = {"statsd_http": 28102, "prometheus": 28090, "alertmanager": 28093, "node_exporter": 28100}
 
 
@@ -59,7 +62,10 @@ def statsd_argv(cfg: StackConfig) -> list[str]:
         f"--web.listen-address={cfg.host}:{_port(cfg, 'statsd_http')}",
     ]
     exporter = shutil.which("statsd_exporter")
-    return [exporter, *flags] if exporter else [cfg.python, "-m", "helical_airflow.statsd_bridge", *flags]
+    if exporter:
+        return [exporter, *flags]
+    capture = os.environ.get(CAPTURE_ENV)  # record every StatsD line (to check a new Airflow's names)
+    return [cfg.python, "-m", "helical_airflow.statsd_bridge", *flags, *([f"--capture={capture}"] if capture else [])]
 
 
 def local_prometheus_config(cfg: StackConfig) -> dict[str, Any]:
