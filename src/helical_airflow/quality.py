@@ -29,7 +29,8 @@ def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0) -> Qualit
     if not finite:
         bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
         problems.append(f"{bad} cells have NaN or infinite values")
-    safe = np.nan_to_num(embeddings.astype(np.float64)) if n else np.zeros((0, max(dim, 1)))
+    # Non-finite rows are reported above; zero them so the spread numbers stay meaningful for the rest.
+    safe = np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64) if n else np.zeros((0, max(dim, 1)))
     spread = float(safe.std(axis=0).max()) if n > 1 else 0.0
     cosine = _mean_pairwise_cosine(safe, seed) if n > 1 else 1.0
     if n > 1 and spread < MIN_SPREAD:
