@@ -57,9 +57,9 @@ def target() -> tuple[str, int] | None:
 
 
 def _memory_cap_bytes(model: str) -> float | None:
-    from .models import get_model  # the model table; imports neither helical nor torch
-
     try:
+        from .models import get_model  # the model table; imports neither helical nor torch
+
         return get_model(model).profile.memory_cap_gb * 1024 * MB
     except Exception:  # an unknown model already failed the shard; the cap is only a gauge
         return None
@@ -111,9 +111,15 @@ def send(lines: list[str]) -> bool:
 
 def emit_shard(plan: Plan, result: ShardResult) -> None:
     """cells embedded, cells/s, shard seconds, model load seconds, peak RSS, peak GPU memory."""
-    send(shard_lines(plan, result))
+    if target_is_set():
+        send(shard_lines(plan, result))
 
 
 def emit_failure(plan: Plan, code: str) -> None:
     """One failure of a shard, by error code."""
-    send(failure_lines(plan, code))
+    if target_is_set():
+        send(failure_lines(plan, code))
+
+
+def target_is_set() -> bool:
+    return bool(os.environ.get(HOST_ENV, "").strip())
