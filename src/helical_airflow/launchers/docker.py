@@ -147,7 +147,7 @@ def run_docker(
     (emit or log.info)(f"launching container {operator.container_name} from {operator.image}")
     try:
         # A nested operator: the launcher is chosen per run (a DAG param), so the mapped task calls it.
-        lines = operator.execute(context={})  # type: ignore[arg-type]
+        lines = operator.execute(context={})
     except DockerContainerFailedException as exc:
         found = re.search(r"'StatusCode': (-?\d+)", str(exc))
         logs = [str(line) for line in (exc.logs or [])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +13,7 @@ from rich.table import Table
 
 from ..errors import HelicalAirflowError
 from . import manager
+from .airflow_env import airflow_env
 from .config import StackConfig
 
 stack_app = typer.Typer(
@@ -18,8 +21,8 @@ stack_app = typer.Typer(
     "triggerer and a Celery worker as local processes (PID files and logs under the state dir).",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 StateOpt = Annotated[
     Path | None, typer.Option(help="state folder (PID files, logs, database, secrets); env HELICAL_STACK_STATE_DIR")
@@ -94,6 +97,20 @@ def status(state_dir: StateOpt = None) -> None:
     out.print(table if rows else "the stack has never been started here (helical-airflow stack up)")
     if not rows or any(not row.healthy for row in rows):
         raise typer.Exit(1)
+
+
+@stack_app.command()
+def env(state_dir: StateOpt = None) -> None:
+    """Print `export ...` lines for using the `airflow` CLI against the stack: eval "$(helical-airflow stack env)".
+
+    They contain the stack's secrets: do not paste them anywhere.
+    """
+    cfg = _cfg(state_dir)
+    if not cfg.secrets_file.is_file():
+        raise _fail(HelicalAirflowError("E509", "the stack has never been started here", "helical-airflow stack up"))
+    saved = manager.saved_config(cfg)
+    for key, value in sorted(airflow_env(saved, json.loads(cfg.secrets_file.read_text())).items()):
+        print(f"export {key}={shlex.quote(value)}")
 
 
 @stack_app.command()

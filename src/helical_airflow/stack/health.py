@@ -48,8 +48,8 @@ def airflow_component(api_url: str, component: str) -> Probe:
     """`/api/v2/monitor/health` reports each component's last heartbeat (no login needed)."""
 
     def probe() -> bool:
-        body = http_json(f"{api_url}/api/v2/monitor/health")
-        return bool(body) and (body.get(component) or {}).get("status") == "healthy"
+        body = http_json(f"{api_url}/api/v2/monitor/health") or {}
+        return (body.get(component) or {}).get("status") == "healthy"
 
     return probe
 

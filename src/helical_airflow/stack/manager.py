@@ -45,6 +45,7 @@ def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
     todo = [s for s in services if process.read_pid(cfg.run_dir, s.name) is None]
     _preflight(cfg, todo)
     _write_airflow_passwords(cfg, secrets)
+    _save_config(cfg)
     started: list[str] = []
     try:
         _start_all(cfg, [s for s in todo if s.name not in airflow_names], echo, started)
@@ -56,6 +57,29 @@ def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
         raise
     echo(f"stack up in {time.monotonic() - t0:.0f}s: Airflow at {cfg.api_url} (user admin)")
     return secrets, created
+
+
+#: StackConfig fields `up` records, so status/env/logs later see the ports and folders it used
+_SAVED = ("host", "ports", "data_dir", "output_dir", "cache_dir", "dags_folder", "python", "worker_concurrency",
+          "worker_name", "gpu_pool_slots", "statsd_host", "monitoring")  # fmt: skip
+
+
+def _save_config(cfg: StackConfig) -> None:
+    saved = {name: getattr(cfg, name) for name in _SAVED}
+    (cfg.state_dir / "stack.json").write_text(json.dumps(saved, default=str, indent=1) + "\n")
+
+
+def saved_config(cfg: StackConfig) -> StackConfig:
+    """`cfg` with the settings the last `stack up` in this state dir used (ports, folders, ...)."""
+    path = cfg.state_dir / "stack.json"
+    if not path.is_file():
+        return cfg
+    saved = json.loads(path.read_text())
+    for name in _SAVED:
+        if name in saved:
+            value = saved[name]
+            setattr(cfg, name, Path(value) if name in ("data_dir", "output_dir", "dags_folder") else value)
+    return cfg
 
 
 def _preflight(cfg: StackConfig, services: list[Service]) -> None:
@@ -157,6 +181,7 @@ def down(cfg: StackConfig, echo: Echo = print, purge: bool = False) -> list[str]
 
 
 def status(cfg: StackConfig) -> list[ServiceStatus]:
+    cfg = saved_config(cfg)
     secrets = json.loads(cfg.secrets_file.read_text()) if cfg.secrets_file.is_file() else None
     if secrets is None:
         return []
