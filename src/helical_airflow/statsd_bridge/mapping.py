@@ -110,7 +110,7 @@ def expand(template: str, groups: list[str], named: dict[str, str] | None = None
 
 def _glob_regex(match: str) -> re.Pattern[str]:
     parts = [r"([^.]*)" if part == "*" else re.escape(part) for part in match.split(".")]
-    return re.compile("^" + r"\.".join(parts) + "$")
+    return re.compile(r"\.".join(parts))  # used with fullmatch
 
 
 def _metric_type(value: Any, where: str) -> MetricType | None:
@@ -241,7 +241,7 @@ class Mapper:
         for rule in self._globs:
             if rule.match_metric_type not in (None, metric_type):
                 continue
-            m = rule.pattern.match(name)
+            m = rule.pattern.fullmatch(name)
             if m:
                 groups = list(m.groups())
                 labels = {k: expand(v, groups) for k, v in rule.labels.items()}
