@@ -167,6 +167,7 @@ def main() -> int:
     print("\nDAG tasks (seconds):")
     for name, seconds in rows:
         print(f"  {name:<28} {seconds:8.1f}")
+    print(f"  {'scheduling and hand-offs':<28} {dag_s - sum(s for _, s in rows):8.1f}")
     print(f"\n{'helical-airflow run (baseline)':<36} {cli_s:8.1f} s")
     print(f"{'helical_model_workflow on the stack':<36} {dag_s:8.1f} s")
     ok = ratio < TARGET_RATIO and cli_s >= MIN_BASELINE_S
@@ -179,7 +180,10 @@ def main() -> int:
 def compare_outputs(dag_root: Path, cli_root: Path) -> bool:
     import anndata as ad
 
-    dag_runs, cli_runs = sorted(dag_root.glob("*/embeddings.h5ad")), sorted(cli_root.glob("*/embeddings.h5ad"))
+    def runs(root: Path) -> list[Path]:  # run folders, not the `latest` link
+        return [p for p in sorted(root.glob("*/embeddings.h5ad")) if not p.parent.is_symlink()]
+
+    dag_runs, cli_runs = runs(dag_root), runs(cli_root)
     if len(dag_runs) != 1 or len(cli_runs) != 1 or dag_runs[0].parent.name != cli_runs[0].parent.name:
         return False
     a, b = ad.read_h5ad(dag_runs[0]), ad.read_h5ad(cli_runs[0])

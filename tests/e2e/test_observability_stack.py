@@ -51,7 +51,9 @@ def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[tuple[StackConfig, AirflowClient, Path]]:
+def stack(
+    sample_h5ad: Path, fixture_cache: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[StackConfig, AirflowClient, Path]]:
     for binary in ("redis-server", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter"):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (scripts/install_test_deps.sh, scripts/install_monitoring.sh)")
@@ -64,7 +66,7 @@ def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[tuple[StackConfig, 
                                cache_dir=fixture_cache, monitoring=True, python=sys.executable)  # fmt: skip
     cfg.ports.update(dict(zip(PORTS, free_ports(len(PORTS)), strict=True)))
     cfg.ports["statsd"] = free_ports(1, socket.SOCK_DGRAM)[0]
-    capture = root / "statsd_capture.txt"
+    capture = tmp_path_factory.mktemp("statsd") / "capture.txt"  # kept by pytest after the run, for a look
     os.environ[CAPTURE_ENV] = str(capture)  # the bridge records what it receives
     try:
         secrets, _ = manager.up(cfg)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from helical_airflow.stack.errors import StackError  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 DAG = "helical_model_workflow"
+Stack = tuple[StackConfig, AirflowClient, dict[str, str]]
 SHARD_SIZE = 250  # 700 cells -> 3 shards
 CONF = {"input_path": "sample.h5ad", "model": "geneformer", "shard_size": SHARD_SIZE, "device": "cpu"}
 
@@ -46,7 +48,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[tuple[StackConfig, AirflowClient, dict[str, str]]]:
+def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[Stack]:
     for binary in ("redis-server",):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (scripts/install_test_deps.sh)")
@@ -74,7 +76,7 @@ def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[tuple[StackConfig, 
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_secrets_are_private_and_no_default_password(stack: tuple[StackConfig, AirflowClient, dict[str, str]]) -> None:
+def test_secrets_are_private_and_no_default_password(stack: Stack) -> None:
     cfg, client, secrets = stack
     assert cfg.secrets_file.stat().st_mode & 0o777 == 0o600
     with pytest.raises(StackError, match="HTTP 401"):
@@ -82,7 +84,7 @@ def test_secrets_are_private_and_no_default_password(stack: tuple[StackConfig, A
     assert client.token()
 
 
-def test_params_are_validated_at_trigger(stack: tuple[StackConfig, AirflowClient, dict[str, str]]) -> None:
+def test_params_are_validated_at_trigger(stack: Stack) -> None:
     _, client, _ = stack
     for bad in ({"model": "no-such-model"}, {"input_path": "/etc/passwd.h5ad"}, {"input_path": "../x.h5ad"}):
         with pytest.raises(StackError, match="HTTP 400"):
@@ -110,7 +112,7 @@ def _shard_results(client: AirflowClient, run_id: str, n: int) -> list[dict]:
 
 
 def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
-    stack: tuple[StackConfig, AirflowClient, dict[str, str]], fixture_cache: str, tmp_path: Path
+    stack: Stack, fixture_cache: str, tmp_path: Path
 ) -> None:
     cfg, client, secrets = stack
     run_id = client.trigger(DAG, CONF)
@@ -170,3 +172,23 @@ def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
     assert client.wait_for_run(DAG, again, timeout_s=600)["state"] == "success"
     assert all(r["reused"] for r in _shard_results(client, again, n))
     assert {i: os.stat(out_dir / "shards" / f"{i}.npy").st_mtime_ns for i in range(n)} == mtimes
+
+
+def test_a_file_dropped_in_incoming_triggers_the_workflow(stack: Stack) -> None:
+    cfg, client, _ = stack
+    incoming = cfg.data_dir / "incoming"
+    incoming.mkdir(exist_ok=True)
+    part = incoming / "dropped.h5ad.part"
+    shutil.copy(cfg.data_dir / "sample.h5ad", part)
+    part.rename(incoming / "dropped.h5ad")  # complete files appear atomically
+    deadline = time.monotonic() + 300
+    runs: list[dict] = []
+    while time.monotonic() < deadline and not runs:
+        time.sleep(3)
+        listed = client.get(f"/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+        runs = [r for r in listed if (r.get("conf") or {}).get("input_path") == "incoming/accepted/dropped.h5ad"]
+    assert runs, "no workflow run was triggered for the dropped file"
+    assert not (incoming / "dropped.h5ad").exists() and (incoming / "accepted" / "dropped.h5ad").is_file()
+    run = client.wait_for_run(DAG, runs[0]["dag_run_id"], timeout_s=900)
+    assert run["state"] == "success"
+    assert (cfg.output_dir / "dropped" / "latest" / "embeddings.h5ad").is_file()

@@ -3,6 +3,7 @@ subprocess for real (failure, success, and no orphan when the task dies), the co
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -118,3 +119,21 @@ def _catch(box: dict[str, BaseException], fn) -> None:  # type: ignore[no-untype
         fn()
     except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
         box["error"] = exc
+
+
+def test_concurrent_shards_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helical_airflow.launchers.local import thread_limits
+
+    def plan(n: int) -> str:
+        path = tmp_path / f"plan{n}.json"
+        path.write_text(json.dumps({"shards": [{"index": i} for i in range(n)]}))
+        return str(path)
+
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("AIRFLOW__CELERY__WORKER_CONCURRENCY", "4")
+    assert thread_limits(plan(10))["OMP_NUM_THREADS"] == str(max(1, cores // 4))
+    assert thread_limits(plan(1))["OMP_NUM_THREADS"] == str(cores)  # alone on the worker: every core
+    assert thread_limits(plan(2))["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_limits(plan(10)) == {}  # an explicit setting wins

@@ -6,6 +6,8 @@ own process group, so a killed or timed-out task also kills the shard and nothin
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -26,6 +28,23 @@ def runner_program(python: str | None = None) -> list[str]:
     return [str(script)] if script.is_file() else [python, "-m", "helical_airflow.cli"]
 
 
+def thread_limits(plan_path: str) -> dict[str, str]:
+    """Share the CPU cores between the shards that can run side by side on this worker.
+
+    Each shard process would otherwise start one math thread per core, and N concurrent shards would
+    fight over the cores (N x cores threads). N is the worker's concurrency, or the plan's shard count
+    when smaller (a one-shard plan keeps every core). Explicit OMP_NUM_THREADS settings are left alone.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    concurrency = int(os.environ.get("AIRFLOW__CELERY__WORKER_CONCURRENCY", "1") or 1)
+    # a missing or broken plan is reported by the shard process itself
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        concurrency = min(concurrency, len(json.loads(Path(plan_path).read_text())["shards"]))
+    threads = str(max(1, (os.cpu_count() or 1) // max(concurrency, 1)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def run_local(
     plan_path: str,
     shard: int,
@@ -42,7 +61,7 @@ def run_local(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "COLUMNS": "160"},
+        env={**os.environ, **thread_limits(plan_path), **(env or {}), "PYTHONUNBUFFERED": "1", "COLUMNS": "160"},
         text=True,
         errors="replace",
         start_new_session=True,

@@ -40,6 +40,8 @@ def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
     t0 = time.monotonic()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     secrets, created = load_or_create(cfg.secrets_file)
+    if any(process.read_pid(cfg.run_dir, name) for name in _known_names(cfg)):
+        cfg = saved_config(cfg)  # part of the stack runs: keep the ports and folders it was started with
     services = all_services(cfg, secrets)
     airflow_names = {s.name for s in airflow_services(cfg, secrets)}
     todo = [s for s in services if process.read_pid(cfg.run_dir, s.name) is None]
