@@ -36,10 +36,14 @@ log = logging.getLogger(__name__)
 class GeneformerRunner:
     engine: Engine = "helical"
 
-    def __init__(self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int,
+        engine: Engine = "helical",
+    ) -> None:
         from helical.models.geneformer import Geneformer, GeneformerConfig
 
         self.spec, self.device, self.precision, self.batch_size, self.seed = spec, device, precision, batch_size, seed
+        self.engine = engine
         self.cache_dir = helical_prefix()
         self.vocab = read_vocabulary(spec, self.cache_dir)
         config = GeneformerConfig(
@@ -60,5 +64,9 @@ class GeneformerRunner:
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")
+        if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
+            from .fast_geneformer import geneformer_embeddings
+
+            return geneformer_embeddings(self.model, dataset, precision=self.precision)
         with precision_scope(self.device, self.precision):
             return np.asarray(self.model.get_embeddings(dataset))

@@ -77,10 +77,14 @@ def check_fully_loaded(model: Any, checkpoint: Path, spec: ModelSpec) -> None:
 class ScGPTRunner:
     engine: Engine = "helical"
 
-    def __init__(self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int,
+        engine: Engine = "helical",
+    ) -> None:
         from helical.models.scgpt import scGPT, scGPTConfig
 
         self.spec, self.device, self.precision, self.batch_size, self.seed = spec, device, precision, batch_size, seed
+        self.engine = engine
         self.cache_dir = helical_prefix()
         self.vocab = read_vocabulary(spec, self.cache_dir)
         model_dir = cache.models_dir(self.cache_dir) / "scgpt" / "scGPT_CP"
@@ -104,5 +108,9 @@ class ScGPTRunner:
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")
+        if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
+            from .fast_scgpt import scgpt_embeddings
+
+            return scgpt_embeddings(self.model, dataset, precision=self.precision)
         with precision_scope(self.device, self.precision):
             return np.asarray(self.model.get_embeddings(dataset))
