@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
-# System packages the integration tests use: Redis (Celery broker), Prometheus + promtool, Alertmanager
-# + amtool, node-exporter, podman + runc + debootstrap (Docker launcher against a Docker-API engine).
-# PostgreSQL's server binaries (initdb, pg_ctl) come from the distribution's postgresql package.
-# Idempotent: installs only what is missing; needs root (or sudo) for apt-get.
+# System packages the integration tests use, installed only when missing (root or sudo for apt-get):
+# Redis (Celery broker), PostgreSQL server binaries (initdb, pg_ctl), podman + runc + debootstrap (the Docker
+# launcher against a Docker-API engine), and the monitoring binaries via scripts/install_monitoring.sh.
 set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 need=()
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/lib/postgresql/15/bin/$1" ]; }
+have() { command -v "$1" >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/"$1" >/dev/null 2>&1; }
 have redis-server || need+=(redis-server)
-have prometheus || need+=(prometheus)
-have promtool || need+=(prometheus)
-have prometheus-alertmanager || need+=(prometheus-alertmanager)
-have prometheus-node-exporter || need+=(prometheus-node-exporter)
+have initdb || need+=(postgresql)
 have podman || need+=(podman)
 have runc || need+=(runc)
 have debootstrap || need+=(debootstrap)
-have initdb || need+=(postgresql)
-[ ${#need[@]} = 0 ] && exit 0
-sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-echo "[test deps] installing: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-# --no-install-recommends keeps it small; the packages' own services are not started (policy-rc.d).
-$sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "[test deps] installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+"$here/install_monitoring.sh" >/dev/null
