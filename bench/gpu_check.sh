@@ -63,7 +63,7 @@ run_bench() {  # name, timeout, args...
 }
 
 # the target shape: helical (fp16 autocast, batch 24) vs the fast path, two kernels, two budgets
-run_bench gf-12L-104M-i4096 240 --model gf-12L-104M-i4096 --kernels padded,packed --token-budget 65536,131072
+run_bench gf-12L-104M-i4096 240 --model gf-12L-104M-i4096 --kernels padded,packed --token-budget 65536,131072,262144
 # the small shape, where host-side work (tokenisation, batching) shows first
 run_bench gf-6L-10M-i2048 100 --model gf-6L-10M-i2048 --kernels padded,packed
 

@@ -124,8 +124,13 @@ def main() -> int:
                               .read_text()))
     genes = [g for g in genes if not g.startswith("<")]
 
+    import datasets.config
     import torch
     from helical.models.geneformer import Geneformer, GeneformerConfig
+
+    # datasets 3.6 (helical's) imports torchvision.io.VideoReader when formatting torch tensors if
+    # torchvision is loaded; torchvision 0.26 (GPU images) removed it. Tokenised cells hold no video.
+    datasets.config.TORCHVISION_AVAILABLE = False
 
     from helical_airflow.models.fast_geneformer import Ragged, geneformer_embeddings
 
