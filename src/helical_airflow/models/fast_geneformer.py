@@ -38,7 +38,7 @@ Kernel = Literal["auto", "padded", "packed"]
 
 #: tokens per batch (cells x longest cell) by device; large enough to fill the device, small
 #: enough that attention scores of the longest cells fit (measured in bench/throughput.py)
-DEFAULT_TOKEN_BUDGET = {"cpu": 16_384, "cuda": 65_536}
+DEFAULT_TOKEN_BUDGET = {"cpu": 16_384, "cuda": 131_072}
 
 
 @dataclass(frozen=True)
