@@ -5,9 +5,11 @@ Runs the real CLI three times on the same input, in fresh processes, and times e
 2. the identical command again (same run key: every shard and the merged outputs are reused),
 3. negative control: the same command with another --seed (a new run key), which must embed every
    shard again; if this one were fast too, the bench would not be measuring reuse.
-Prints run 2 / run 1 (target <= 5%) and checks that run 2 rewrote no shard file.
+Prints run 2 / run 1 (target <= 5%) and checks that run 2 rewrote no shard file. The default
+weights are the fixture of the real architecture (random weights, true layer sizes), so the first
+run costs what a real model costs; with the tiny test fixture a run is mostly process start-up.
 
-    .venv/bin/python bench/cache.py                       # data/sample.h5ad, fixture geneformer
+    .venv/bin/python bench/cache.py                       # data/sample.h5ad, geneformer, real-size fixture
     .venv/bin/python bench/cache.py --input BIG.h5ad --shard-size 1000 --cache-dir DIR
 """
 
@@ -55,6 +57,8 @@ def main() -> int:
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--engine", choices=["helical", "fast"], default=None)
     p.add_argument("--cache-dir", default=None, help="weights cache (default: build the offline fixture in a temp dir)")
+    p.add_argument("--fixture-shape", choices=["real", "tiny"], default="real",
+                   help="fixture built when no --cache-dir: real layer sizes (a model's true cost) or tiny")
     p.add_argument("--no-control", action="store_true", help="skip the negative-control run")
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args()
@@ -65,8 +69,8 @@ def main() -> int:
     if cache_dir is None:  # the CLI's own fixture builder, in its own process like everything here
         cache_dir = str(work / "fixture")
         family = get_model(args.model).family
-        subprocess.run([*cli(), "models", "fixture", "--out", cache_dir, "--family", family],
-                       check=True, capture_output=True)
+        subprocess.run([*cli(), "models", "fixture", "--out", cache_dir, "--family", family,
+                         "--shape", args.fixture_shape], check=True, capture_output=True)
     out = work / "outputs"
     base = [*cli(), "run", args.input, "--model", args.model, "--cache-dir", cache_dir, "--out", str(out),
             "--shard-size", str(args.shard_size), "--device", "cpu"]
