@@ -133,14 +133,19 @@ def main() -> int:
     datasets.config.TORCHVISION_AVAILABLE = False
 
     from helical_airflow.models.fast_geneformer import Ragged, geneformer_embeddings
+    from helical_airflow.models.tokenize_fast import geneformer_tokens
 
     logging.disable(logging.WARNING)  # helical logs every batch and every file check
     torch.manual_seed(args.seed)
     trust_cached_files(get_model(model_name), str(cache_dir))
     gf = Geneformer(GeneformerConfig(model_name=model_name, batch_size=args.batch_size, device=args.device))
     adata = synthetic_counts(n_cells, genes, args.mean_genes, args.seed)
-    dataset, tokenise_s = timed(lambda: gf.process_data(adata, gene_names="index"), "cpu")
-    lengths = Ragged.from_dataset(dataset).lengths
+    dataset, tokenise_s = timed(lambda: gf.process_data(adata.copy(), gene_names="index"), "cpu")
+    helical_tokens = Ragged.from_dataset(dataset)
+    lengths = helical_tokens.lengths
+    fast_tokens, fast_tokenise_s = timed(lambda: geneformer_tokens(gf, adata.copy(), gene_names="index"), "cpu")
+    same_tokens = bool(np.array_equal(fast_tokens.offsets, helical_tokens.offsets)
+                       and np.array_equal(fast_tokens.values, helical_tokens.values))
     flops = model_flops(gf.model.config, lengths)
 
     def run_helical(ds: Any) -> np.ndarray:
@@ -184,13 +189,15 @@ def main() -> int:
         "max_tokens": int(lengths.max()), "helical_batch_size": args.batch_size,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "fixture_parameters": info["models"][model_name]["parameters"], "fixture_build_s": round(fixture_s, 1),
-        "tokenise_cells_per_s": n_cells / tokenise_s, "rows": rows, "failed_kernels": failed,
+        "tokenise_cells_per_s": n_cells / tokenise_s, "fast_tokenise_cells_per_s": n_cells / fast_tokenise_s,
+        "fast_tokens_identical": same_tokens, "rows": rows, "failed_kernels": failed,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
     }
     print(f"\n{model_name} (random weights, {result['fixture_parameters'] / 1e6:.1f}M parameters) on "
           f"{device_name} [{args.device}, {precision}, torch {torch.__version__}, {result['threads']} threads]")
     print(f"{n_cells} cells, {args.genes} genes, mean {lengths.mean():.0f} tokens/cell (max {lengths.max()}); "
-          f"helical tokenisation {result['tokenise_cells_per_s']:.0f} cells/s")
+          f"tokenisation: helical {result['tokenise_cells_per_s']:.0f} cells/s, fast "
+          f"{result['fast_tokenise_cells_per_s']:.0f} cells/s (identical tokens: {same_tokens})")
     print(f"{'path':<32}{'seconds':>9}{'cells/s':>10}{'ratio':>8}{'TFLOP/s':>9}  min cos vs helical")
     for row in rows:
         cos_text = f"{row['min_cosine_vs_helical']:.6f}" if "min_cosine_vs_helical" in row else "-"
