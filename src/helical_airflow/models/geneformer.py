@@ -63,10 +63,12 @@ class GeneformerRunner:
         return embed_known_cells(data, mask, self.embedding_dim, self._embed_helical, self.spec)
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
-        dataset = self.model.process_data(data, gene_names="index")
-        if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
+        if self.engine == "fast":  # same tokens and weights, faster tokeniser and forward pass (docs/fast_path.md)
             from .fast_geneformer import geneformer_embeddings
+            from .tokenize_fast import geneformer_tokens
 
-            return geneformer_embeddings(self.model, dataset, precision=self.precision)
+            tokens = geneformer_tokens(self.model, data, gene_names="index")
+            return geneformer_embeddings(self.model, tokens, precision=self.precision)
+        dataset = self.model.process_data(data, gene_names="index")
         with precision_scope(self.device, self.precision):
             return np.asarray(self.model.get_embeddings(dataset))
