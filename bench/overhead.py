@@ -19,6 +19,7 @@ first --cells cells of data/sample.h5ad, so the baseline lasts long enough to be
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -169,6 +170,7 @@ def main() -> int:
                   f"({'CLI' if cli_first else 'DAG'} first)")  # fmt: skip
         rows = breakdown(client, run_id)
         same = compare_outputs(cfg.output_dir / "bench", direct_out / "bench")
+        shard_stats = {"CLI": shard_seconds(direct_out / "bench"), "DAG": shard_seconds(cfg.output_dir / "bench")}
     finally:
         manager.down(cfg, echo=lambda _: None)
     n_shards = -(-n_cells // args.shard_size)
@@ -182,6 +184,9 @@ def main() -> int:
     for name, seconds in rows:
         print(f"  {name:<28} {seconds:8.1f}")
     print(f"  {'scheduling and hand-offs':<28} {dag_times[-1] - sum(s for _, s in rows):8.1f}")
+    print("\nper shard, last run (model load s / embedding s, as the runner measured them):")
+    for side, stats in shard_stats.items():
+        print(f"  {side}: " + ", ".join(f"shard {i}: {load:.1f} / {emb:.1f}" for i, load, emb in stats))
     print(f"\n{'helical-airflow run (baseline)':<36} {cli_s:8.1f} s  (median of {len(cli_times)}: {_fmt(cli_times)})")
     print(
         f"{'helical_model_workflow on the stack':<36} {dag_s:8.1f} s  (median of {len(dag_times)}: {_fmt(dag_times)})"
@@ -191,6 +196,15 @@ def main() -> int:
     print(f"ratio DAG / CLI (medians): {ratio:.3f} (target < {TARGET_RATIO}){note} -> {'PASS' if ok else 'FAIL'}")
     shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
+
+
+def shard_seconds(root: Path) -> list[tuple[int, float, float]]:
+    """(index, model load seconds, embedding seconds) of each shard of the run under `root`."""
+    runs = [p for p in sorted(root.glob("*/manifest.json")) if not p.parent.is_symlink()]
+    if not runs:
+        return []
+    shards = json.loads(runs[0].read_text())["shards"]
+    return [(s["index"], s["model_load_seconds"], s["seconds"]) for s in shards]
 
 
 def _fmt(values: list[float]) -> str:
