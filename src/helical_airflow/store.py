@@ -46,7 +46,10 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    _atomic(path, write)
 
 
 def write_json(path: Path, data: BaseModel | dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ class ModelRunner(Protocol):
 def load_runner(
     spec: ModelSpec, device: str, precision: Precision, batch_size: int, engine: Engine, seed: int
 ) -> ModelRunner:
-    if engine != "helical":
+    if engine != "helical" and spec.family not in ("geneformer", "scgpt"):
         raise ConfigError(
             "E221",
             f"engine {engine!r} is not available for {spec.name!r} in helical_airflow.models",
@@ -63,11 +63,11 @@ def load_runner(
     if spec.family == "geneformer":
         from .geneformer import GeneformerRunner
 
-        return GeneformerRunner(spec, device, precision, batch_size, seed)
+        return GeneformerRunner(spec, device, precision, batch_size, seed, engine=engine)
     if spec.family == "scgpt":
         from .scgpt import ScGPTRunner
 
-        return ScGPTRunner(spec, device, precision, batch_size, seed)
+        return ScGPTRunner(spec, device, precision, batch_size, seed, engine=engine)
     raise ConfigError(
         "E222",
         f"model family {spec.family!r} has no adapter in this version of helical-airflow",
