@@ -169,4 +169,4 @@ def test_status_of_a_stack_never_started(cfg: StackConfig) -> None:
     assert manager.status(cfg) == []
     with pytest.raises(StackError) as err:
         list(manager.log_lines(cfg, "scheduler"))
-    assert err.value.code == "E509"
+    assert err.value.code == "E514"

@@ -200,7 +200,7 @@ def log_lines(cfg: StackConfig, name: str, lines: int = 50, follow: bool = False
     path = cfg.log_dir / f"{name}.log"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in cfg.log_dir.glob("*.log"))) or "none yet"
-        raise errors.StackError("E509", f"no log for service {name!r}", f"pick one of: {known}")
+        raise errors.StackError("E514", f"no log for service {name!r}", f"pick one of: {known}")
     with open(path, errors="replace") as fh:
         yield from fh.read().splitlines()[-lines:]
         while follow:
