@@ -33,7 +33,9 @@ def engine() -> str:
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path, sample_h5ad: Path, fixture_cache: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+def workspace(
+    engine: str, tmp_path: Path, sample_h5ad: Path, fixture_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> dict:
     """A data folder with the sample and a plan in it, as a worker would have made them."""
     from helical_airflow.pipeline import prepare
     from helical_airflow.spec import RunParams
@@ -45,6 +47,10 @@ def workspace(tmp_path: Path, sample_h5ad: Path, fixture_cache: str, monkeypatch
     monkeypatch.delenv("HELICAL_AIRFLOW_OUTPUT_DIR", raising=False)
     params = RunParams(model="geneformer", shard_size=300, device="cpu", cache_dir=fixture_cache)
     plan = prepare(data / "sample.h5ad", params, data / "outputs")
+    # The run key is a content hash, so an earlier session's test on this machine used the same one: clear its
+    # leftovers so the "removed after the run" assertions speak only of this run's containers.
+    for container in _containers(engine, plan.run_key):
+        container.remove(force=True)
     return {"data": data, "plan": plan}
 
 
