@@ -12,7 +12,12 @@ venv="${HELICAL_VENV:-$here/.venv}"
 state="${HELICAL_PODMAN_DIR:-/tmp/helical-podman}"
 export CONTAINERS_CONF="$state/containers.conf"
 [ -f "$CONTAINERS_CONF" ] || { echo "error: start the service first: scripts/podman_service.sh" >&2; exit 1; }
-if podman image exists "$name"; then echo "$name"; exit 0; fi
+# Reuse the image only if it points at this checkout's venv: the PATH is baked in, and another clone
+# (CI runs in a fresh one) would otherwise get an image whose helical-airflow is not mounted.
+if podman image exists "$name"; then
+  if podman image inspect --format '{{.Config.Env}}' "$name" | grep -q "PATH=$venv/bin:"; then echo "$name"; exit 0; fi
+  podman rmi -f "$name" >/dev/null
+fi
 command -v debootstrap >/dev/null || { echo "error: debootstrap not found; fix: apt-get install debootstrap" >&2; exit 1; }
 # the mirror apt already uses (deb822 .sources or sources.list), so this works where apt works
 mirror="$(grep -rhE '^(URIs:|deb )' /etc/apt/sources.list.d/ /etc/apt/sources.list 2>/dev/null \
