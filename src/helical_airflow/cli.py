@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -97,28 +98,71 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug lo
     _setup_logging(verbose)
 
 
-def _params(
-    model: str,
-    shard_size: int,
-    device: Device,
-    precision: Precision | None,
-    batch_size: int | None,
-    layer: str | None,
-    engine: Engine | None,
-    seed: int,
-    cache_dir: str | None,
-) -> RunParams:
-    return RunParams(
-        model=model,
-        shard_size=shard_size,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        layer=layer,
-        engine=engine,
-        seed=seed,
-        cache_dir=str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir(),
-    )
+def _default(field: str) -> Any:
+    return RunParams.model_fields[field].default
+
+
+#: The options that fill RunParams, each written once: its typer option and its default (RunParams' own
+#: default where it has one, so the CLI and the library agree).
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (ModelOpt, "geneformer"),
+    "shard_size": (ShardSizeOpt, _default("shard_size")),
+    "device": (DeviceOpt, _default("device")),
+    "precision": (PrecisionOpt, _default("precision")),
+    "batch_size": (BatchOpt, _default("batch_size")),
+    "layer": (LayerOpt, _default("layer")),
+    "engine": (EngineOpt, _default("engine")),
+    "seed": (SeedOpt, _default("seed")),
+    "cache_dir": (CacheOpt, _default("cache_dir")),
+}
+DEFAULT_OUT = Path("outputs")
+
+
+def _params(**options: Any) -> RunParams:
+    """RunParams from the CLI options given; the others take their RUN_OPTIONS default."""
+    values = {name: options.get(name, default) for name, (_, default) in RUN_OPTIONS.items()}
+    cache_dir = values["cache_dir"]
+    values["cache_dir"] = str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir()
+    return RunParams(**values)
+
+
+def run_options(*names: str) -> Callable[[F], F]:
+    """Give a command the RUN_OPTIONS in `names` (all of them when none is named) in place of `params: RunParams`.
+
+    The command is called with `params` built from those options; its other parameters stay where they were.
+    typer reads the options from the signature made here, so `--help` shows each with its help and default.
+    """
+    chosen = names or tuple(RUN_OPTIONS)
+    unknown = sorted(set(chosen) - set(RUN_OPTIONS))
+    if unknown:
+        raise ValueError(f"not run options: {unknown}")
+    options = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=RUN_OPTIONS[name][0],
+                          default=RUN_OPTIONS[name][1])
+        for name in chosen
+    ]
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        own = list(signature.parameters.values())
+        names_here = [param.name for param in own]
+        if "params" not in names_here:
+            raise TypeError(f"{func.__name__} has no `params` parameter for the run options to replace")
+        at = names_here.index("params")
+        after = [param.replace(kind=inspect.Parameter.KEYWORD_ONLY) for param in own[at + 1 :]]
+        parameters = [*own[:at], *options, *after]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in chosen if name in kwargs}
+            return func(*args, params=_params(**given), **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {param.name: param.annotation for param in parameters}
+        wrapper.__annotations__["return"] = signature.return_annotation
+        return cast(F, wrapper)
+
+    return decorate
 
 
 def _progress() -> Progress:
@@ -135,26 +179,14 @@ def _progress() -> Progress:
 
 @app.command()
 @friendly_errors
-def run(
-    input: InputArg,
-    model: ModelOpt = "geneformer",
-    shard_size: ShardSizeOpt = 1000,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    batch_size: BatchOpt = None,
-    layer: LayerOpt = None,
-    engine: EngineOpt = None,
-    seed: SeedOpt = 0,
-    cache_dir: CacheOpt = None,
-    out: OutOpt = Path("outputs"),
-) -> None:
+@run_options()
+def run(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
     """Validate, plan, embed every shard, merge, check quality and write the report, in one go.
 
     Re-running the same command reuses finished shards; a killed run resumes where it stopped.
     """
     from .pipeline import run as run_pipeline
 
-    params = _params(model, shard_size, device, precision, batch_size, layer, engine, seed, cache_dir)
     with _progress() as progress:
         bar: dict[str, Any] = {}
 
@@ -189,11 +221,10 @@ def run(
 
 @app.command()
 @friendly_errors
+@run_options("model", "layer", "cache_dir")
 def validate(
     input: InputArg,
-    model: ModelOpt = "geneformer",
-    layer: LayerOpt = None,
-    cache_dir: CacheOpt = None,
+    params: RunParams,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Check that INPUT can be embedded by MODEL, without writing anything.
@@ -203,13 +234,11 @@ def validate(
     from .validate import validate_input
 
     with err.status("validating (streaming through the counts)..."):
-        summary = validate_input(
-            str(input), model, layer, _params(model, 1, "auto", None, None, layer, None, 0, cache_dir).cache_dir
-        )
+        summary = validate_input(str(input), params.model, params.layer, params.cache_dir)
     if as_json:
         console.print_json(summary.model_dump_json())
         return
-    table = Table(title=f"{input} is valid for {model}", show_header=False)
+    table = Table(title=f"{input} is valid for {params.model}", show_header=False)
     for key, value in summary.model_dump().items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -217,23 +246,11 @@ def validate(
 
 @app.command()
 @friendly_errors
-def plan(
-    input: InputArg,
-    model: ModelOpt = "geneformer",
-    shard_size: ShardSizeOpt = 1000,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    batch_size: BatchOpt = None,
-    layer: LayerOpt = None,
-    engine: EngineOpt = None,
-    seed: SeedOpt = 0,
-    cache_dir: CacheOpt = None,
-    out: OutOpt = Path("outputs"),
-) -> None:
+@run_options()
+def plan(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
     """Validate INPUT and write plan.json (run key and shards); prints the plan's path on stdout."""
     from .pipeline import prepare
 
-    params = _params(model, shard_size, device, precision, batch_size, layer, engine, seed, cache_dir)
     made = prepare(input, params, out.resolve())
     err.print(f"{len(made.shards)} shards of up to {params.shard_size} cells; run key {made.run_key}")
     print(made.plan_file)
