@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ import scipy.sparse as sp
 from helical_airflow.errors import ConfigError
 from helical_airflow.models import FAMILY_DEFAULTS, MODELS, get_model, is_fixture_cache
 from helical_airflow.models import cache as model_cache
-from helical_airflow.models.runner import cells_with_known_genes, known_gene_mask, require_mapping
+from helical_airflow.models import runner as runner_module
+from helical_airflow.models.runner import HelicalRunner, cells_with_known_genes, known_gene_mask, require_mapping
+from helical_airflow.models.vocab import read_vocabulary
 
 
 def test_unknown_model_is_e201_and_lists_every_name() -> None:
@@ -129,3 +132,75 @@ def test_mapping_table_required_only_when_input_needs_it(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as err:
         require_mapping(str(tmp_path), True, get_model("geneformer"))
     assert err.value.code == "E202" and model_cache.ENSEMBL_MAPPING_FILE in err.value.message
+
+
+def test_family_without_adapter_is_e222_when_reading_its_vocabulary(tmp_path: Path) -> None:
+    family_without_adapter = next(spec for spec in MODELS.values() if spec.family not in ("geneformer", "scgpt"))
+    with pytest.raises(ConfigError) as err:
+        read_vocabulary(family_without_adapter, str(tmp_path))
+    assert err.value.code == "E222" and repr(family_without_adapter.family) in err.value.message
+
+
+class _ZerosRunner(HelicalRunner):
+    """An adapter whose forward pass gives zeros: what HelicalRunner does around helical, without helical."""
+
+    def load_model(self) -> Any:
+        return {"loaded_with_vocab": len(self.vocab.symbols | self.vocab.ensembl), "cache_dir": self.cache_dir}
+
+    @property
+    def embedding_dim(self) -> int:
+        return 3
+
+    def _embed_helical(self, data: Any) -> np.ndarray:
+        self.forwarded = list(data.obs_names)
+        return np.zeros((data.n_obs, 3))
+
+
+def _runner_on(tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> _ZerosRunner:
+    monkeypatch.setattr(runner_module, "helical_prefix", lambda: str(tmp_path))  # helical may be imported already
+    return _ZerosRunner(get_model(model), "cpu", "fp32", 8, 1, engine="fast")
+
+
+def _adata(genes: list[str], counts: list[list[int]]) -> Any:
+    import anndata as ad
+
+    return ad.AnnData(X=sp.csr_matrix(np.array(counts, dtype=np.float32)),
+                      obs={"obs_names": [f"c{i}" for i in range(len(counts))]}, var={"var_names": genes})
+
+
+def test_runner_base_keeps_settings_and_loads_the_model_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_scgpt_vocab(tmp_path, ["CD3E", "MS4A1"], [])
+    runner = _runner_on(tmp_path, "scgpt", monkeypatch)
+    assert (runner.device, runner.precision, runner.batch_size, runner.seed, runner.engine) == ("cpu", "fp32", 8, 1,
+                                                                                               "fast")
+    assert runner.model == {"loaded_with_vocab": 2, "cache_dir": str(tmp_path)}
+    assert runner.embedding_dim == 3
+
+
+def test_symbol_vocabulary_needs_the_mapping_only_for_ensembl_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_scgpt_vocab(tmp_path, ["CD3E", "MS4A1"], [])
+    (model_cache.models_dir(str(tmp_path)) / model_cache.ENSEMBL_MAPPING_FILE).unlink()
+    runner = _runner_on(tmp_path, "scgpt", monkeypatch)
+    out = runner.embed(_adata(["CD3E", "OTHER"], [[1, 0], [0, 4]]))
+    assert runner.forwarded == ["c0"]  # c1 has counts only on a gene scGPT does not know
+    assert out.shape == (2, 3) and (out[0] == 0).all() and np.isnan(out[1]).all()
+    with pytest.raises(ConfigError) as err:
+        runner.embed(_adata(["CD3E", "ENSG00000000001"], [[1, 0]]))
+    assert err.value.code == "E202"
+
+
+def test_ensembl_vocabulary_needs_the_mapping_only_for_symbol_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = get_model("geneformer")
+    token_file = model_cache.models_dir(str(tmp_path)) / model_cache.geneformer_paths(spec.helical_model_name)["token"]
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text(json.dumps({"<pad>": 0, "ENSG00000000001": 1}))
+    runner = _runner_on(tmp_path, "geneformer", monkeypatch)
+    out = runner.embed(_adata(["ENSG00000000001.2", "ENSG00000000002"], [[0, 1], [3, 0]]))
+    assert runner.forwarded == ["c1"] and np.isnan(out[0]).all()
+    with pytest.raises(ConfigError) as err:
+        runner.embed(_adata(["ENSG00000000001", "CD3E"], [[1, 0]]))
+    assert err.value.code == "E202"

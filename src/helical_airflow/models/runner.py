@@ -11,6 +11,7 @@ import contextlib
 import logging
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError, ShardError
 from ..spec import Engine, Precision
 from . import cache
+from .vocab import raise_no_adapter, read_vocabulary
 
 if TYPE_CHECKING:
     import anndata
@@ -68,11 +70,48 @@ def load_runner(
         from .scgpt import ScGPTRunner
 
         return ScGPTRunner(spec, device, precision, batch_size, seed, engine=engine)
-    raise ConfigError(
-        "E222",
-        f"model family {spec.family!r} has no adapter in this version of helical-airflow",
-        "use a geneformer or scgpt model (helical-airflow models list)",
-    )
+    raise_no_adapter(spec)
+
+
+class HelicalRunner(ABC):
+    """What every adapter shares: the run's settings, the model's vocabulary, and `embed` around helical.
+
+    An adapter loads its helical model in `load_model` (called last in __init__, so the settings, the cache
+    prefix and the vocabulary are set) and runs it on clean, known-gene cells in `_embed_helical`.
+    """
+
+    engine: Engine = "helical"
+
+    def __init__(
+        self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int,
+        engine: Engine = "helical",
+    ) -> None:
+        self.spec, self.device, self.precision, self.batch_size, self.seed = spec, device, precision, batch_size, seed
+        self.engine = engine
+        self.cache_dir = helical_prefix()
+        self.vocab = read_vocabulary(spec, self.cache_dir)
+        self.model: Any = self.load_model()
+
+    @abstractmethod
+    def load_model(self) -> Any:
+        """helical's model object for self.spec, on self.device."""
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int: ...
+
+    @abstractmethod
+    def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
+        """Embeddings of cells that each have a known gene, from `data` as clean_input made it."""
+
+    def embed(self, adata: anndata.AnnData) -> np.ndarray:
+        data = clean_input(adata)
+        names = list(data.var_names)
+        # gene ids outside the vocabulary's own system reach it through helical's symbol <-> Ensembl table
+        native_ensembl = self.vocab.native == "ensembl"
+        require_mapping(self.cache_dir, any(is_ensembl(n) != native_ensembl for n in names), self.spec)
+        mask = known_gene_mask(names, self.vocab.symbols, self.vocab.ensembl)
+        return embed_known_cells(data, mask, self.embedding_dim, self._embed_helical, self.spec)
 
 
 def helical_prefix() -> str | None:

@@ -23,18 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..spec import Engine, Precision
 from . import cache
-from .runner import (
-    clean_input,
-    embed_known_cells,
-    helical_prefix,
-    is_ensembl,
-    known_gene_mask,
-    precision_scope,
-    require_mapping,
-)
-from .vocab import read_vocabulary
+from .runner import HelicalRunner, precision_scope
 
 if TYPE_CHECKING:
     import anndata
@@ -74,37 +64,22 @@ def check_fully_loaded(model: Any, checkpoint: Path, spec: ModelSpec) -> None:
         )
 
 
-class ScGPTRunner:
-    engine: Engine = "helical"
-
-    def __init__(
-        self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int,
-        engine: Engine = "helical",
-    ) -> None:
+class ScGPTRunner(HelicalRunner):
+    def load_model(self) -> Any:
         from helical.models.scgpt import scGPT, scGPTConfig
 
-        self.spec, self.device, self.precision, self.batch_size, self.seed = spec, device, precision, batch_size, seed
-        self.engine = engine
-        self.cache_dir = helical_prefix()
-        self.vocab = read_vocabulary(spec, self.cache_dir)
         model_dir = cache.models_dir(self.cache_dir) / "scgpt" / "scGPT_CP"
         config = scGPTConfig(
-            batch_size=batch_size, emb_mode="cls", device=device, binning_seed=seed,
+            batch_size=self.batch_size, emb_mode="cls", device=self.device, binning_seed=self.seed,
             **architecture(model_dir),
         )
-        self.model = scGPT(config)
-        check_fully_loaded(self.model.model, model_dir / "best_model.pt", spec)
+        model = scGPT(config)
+        check_fully_loaded(model.model, model_dir / "best_model.pt", self.spec)
+        return model
 
     @property
     def embedding_dim(self) -> int:
         return int(self.model.config["embsize"])
-
-    def embed(self, adata: anndata.AnnData) -> np.ndarray:
-        data = clean_input(adata)
-        names = list(data.var_names)
-        require_mapping(self.cache_dir, any(is_ensembl(n) for n in names), self.spec)
-        mask = known_gene_mask(names, self.vocab.symbols, self.vocab.ensembl)
-        return embed_known_cells(data, mask, self.embedding_dim, self._embed_helical, self.spec)
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")

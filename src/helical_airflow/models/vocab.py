@@ -12,7 +12,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import ConfigError
 from . import cache
@@ -76,6 +76,11 @@ def read_vocabulary(spec: ModelSpec, cache_dir: str | None) -> GeneVocabulary:
         ensembl = frozenset(e for e, name in first_name.items() if name in symbols)
         return GeneVocabulary(symbols=symbols, ensembl=ensembl, native="symbol", mapping_file=mapping_file)
 
+    raise_no_adapter(spec)
+
+
+def raise_no_adapter(spec: ModelSpec) -> NoReturn:
+    """E222, for every place that dispatches on the model family (here and models/runner.py)."""
     raise ConfigError(
         "E222",
         f"model family {spec.family!r} has no adapter in this version of helical-airflow",
