@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from helical_airflow.stack import manager, process
+from helical_airflow.stack import health, manager, process
 from helical_airflow.stack.airflow_env import airflow_env, read_env_file
 from helical_airflow.stack.config import StackConfig
 from helical_airflow.stack.errors import StackError
@@ -170,3 +170,51 @@ def test_status_of_a_stack_never_started(cfg: StackConfig) -> None:
     with pytest.raises(StackError) as err:
         list(manager.log_lines(cfg, "scheduler"))
     assert err.value.code == "E514"
+
+
+#: Speaks just enough of the Postgres protocol to refuse every login the way a Postgres that is still
+#: starting up (or recovering) does: SQLSTATE 57P03 "the database system is starting up". Its port is open.
+_STARTING_POSTGRES = r"""
+import socket, struct, sys
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        while len(head := conn.recv(8, socket.MSG_WAITALL)) == 8:
+            length, code = struct.unpack("!ii", head)
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest: "N", not here
+                conn.sendall(b"N")
+                continue
+            conn.recv(length - 8, socket.MSG_WAITALL)  # the StartupMessage (user, database)
+            fields = b"SFATAL\0VFATAL\0C57P03\0Mthe database system is starting up\0\0"
+            conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
+            break
+"""
+
+
+def test_postgres_is_not_ready_while_its_port_is_open_but_logins_are_refused(cfg: StackConfig) -> None:
+    pytest.importorskip("psycopg")
+    port = cfg.ports["postgres"] = _free_port()
+    svc = Service(name="postgres", argv=[sys.executable, "-c", _STARTING_POSTGRES, str(port)],
+                  log_file=cfg.log_dir / "postgres.log", port=port,
+                  health=health.postgres_login(cfg.host, port, "airflow", "secret"))  # fmt: skip
+    assert svc.health is not None and not svc.health()  # nothing listens yet
+    running = process.start(svc, cfg.run_dir)
+    try:
+        deadline = time.monotonic() + 20
+        while not health.tcp_open(cfg.host, port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert health.tcp_open(cfg.host, port)  # what readiness used to be
+        assert not svc.health()
+        with pytest.raises(StackError) as err:  # the usual timeout, code and log tail
+            process.wait_ready(svc, running, timeout_s=3)
+        assert err.value.code == "E503" and "listening" in err.value.message
+    finally:
+        process.stop("postgres", cfg.run_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

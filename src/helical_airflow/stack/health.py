@@ -1,4 +1,4 @@
-"""Readiness probes for the stack's services: plain TCP, HTTP, and Airflow's own health endpoint."""
+"""Readiness probes for the stack's services: plain TCP, HTTP, a Postgres login, and Airflow's own health endpoint."""
 
 from __future__ import annotations
 
@@ -56,3 +56,24 @@ def airflow_component(api_url: str, component: str) -> Probe:
 
 def tcp(host: str, port: int) -> Probe:
     return lambda: tcp_open(host, port)
+
+
+def postgres_login(host: str, port: int, user: str, password: str, dbname: str = "postgres") -> Probe:
+    """Postgres is ready once it takes a login and answers `SELECT 1`.
+
+    An open port is not enough: while it starts up (or recovers) Postgres listens but refuses logins with
+    "the database system is starting up", and the next step (creating the database) would fail.
+    """
+
+    def probe() -> bool:
+        import psycopg
+
+        try:
+            # connect_timeout: libpq's whole seconds (2 is its minimum); a peer that never answers fails the probe
+            with psycopg.connect(host=host, port=port, user=user, password=password, dbname=dbname,
+                                 connect_timeout=2, autocommit=True) as conn:  # fmt: skip
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except (psycopg.Error, OSError):
+            return False
+
+    return probe

@@ -95,7 +95,7 @@ def postgres(cfg: StackConfig, secrets: dict[str, str]) -> Service:
         argv=[find_pg_binary("postgres"), "-D", str(cfg.pg_data), "-p", str(cfg.ports["postgres"]), *pg_settings],
         log_file=cfg.log_dir / "postgres.log",
         port=cfg.ports["postgres"],
-        health=health.tcp(cfg.host, cfg.ports["postgres"]),
+        health=health.postgres_login(cfg.host, cfg.ports["postgres"], "airflow", secrets["postgres_password"]),
         install_hint=PG_INSTALL,
         user=user,
         stop_signal=signal.SIGINT,  # Postgres' "fast" shutdown
