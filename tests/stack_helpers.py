@@ -1,0 +1,102 @@
+"""Start-up of real local services for the tests that need them (tests/e2e/, tests/integration/): free ports,
+a state folder the `postgres` user can enter, and the whole local stack up (and down again) around a test module.
+
+Test modules import it as `stack_helpers` (pytest puts tests/ on sys.path for tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helical_airflow.stack import manager
+from helical_airflow.stack.client import AirflowClient
+from helical_airflow.stack.config import StackConfig
+
+#: TCP ports of the core stack and of its monitoring services (StackConfig.ports names)
+CORE_PORTS = ["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log"]
+MONITORING_PORTS = ["statsd_http", "prometheus", "alertmanager", "node_exporter"]
+
+
+def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
+    """`n` distinct ports nothing listens on right now (TCP, or UDP with kind=socket.SOCK_DGRAM)."""
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.3) -> None:
+    """Poll `check` until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def require_binaries(*names: str, hint: str = "scripts/install_test_deps.sh") -> None:
+    """Skip the test when a program it starts is not installed."""
+    for name in names:
+        if shutil.which(name) is None:
+            pytest.skip(f"{name} is not installed ({hint})")
+
+
+@contextmanager
+def stack_root(prefix: str) -> Iterator[Path]:
+    """A fresh folder for a stack's state and data, removed afterwards.
+
+    Not under pytest's tmp_path: that is mode 0700, and Postgres runs as the `postgres` user when the tests
+    run as root, so it must be able to enter every parent of its data folder.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class LocalStack:
+    cfg: StackConfig
+    client: AirflowClient  # logged in as admin
+    secrets: dict[str, str]
+    created: bool  # `stack up` generated the secrets (a fresh state folder)
+
+
+@contextmanager
+def local_stack(sample_h5ad: Path, fixture_cache: str, *, prefix: str, monitoring: bool,
+                wait_for_dag: str) -> Iterator[LocalStack]:  # fmt: skip
+    """`stack up` on private ports in a fresh folder with the sample in its data folder, until `wait_for_dag`
+    is parsed; `stack down` and the folder removed afterwards (also when start-up fails)."""
+    with stack_root(prefix) as root:
+        data = root / "data"
+        data.mkdir()
+        shutil.copy(sample_h5ad, data / "sample.h5ad")
+        cfg = StackConfig.from_env(state_dir=root / "state", data_dir=data, output_dir=data / "outputs",
+                                   cache_dir=fixture_cache, monitoring=monitoring, python=sys.executable)  # fmt: skip
+        names = CORE_PORTS + (MONITORING_PORTS if monitoring else [])
+        cfg.ports.update(dict(zip(names, free_ports(len(names)), strict=True)))
+        if monitoring:
+            cfg.ports["statsd"] = free_ports(1, socket.SOCK_DGRAM)[0]
+        try:
+            secrets, created = manager.up(cfg)
+            client = AirflowClient(cfg.api_url, "admin", secrets["admin_password"])
+            client.wait_for_dag(wait_for_dag)
+            yield LocalStack(cfg, client, secrets, created)
+        finally:
+            manager.down(cfg)
