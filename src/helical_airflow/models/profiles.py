@@ -36,7 +36,7 @@ class ResourceProfile(BaseModel):
     memory_cap_gb: float  # host memory a shard process may use (container / pod limit)
     queue: Literal["default", "gpu"]
     pool: str  # Airflow pool the shard tasks draw from
-    engine: Engine = "helical"
+    engine: Engine = "helical"  # "fast" where a fast path exists (docs/fast_path.md): same embeddings, faster
     has_fixture: bool  # `models fixture` can build an offline random-weight stand-in
 
 
@@ -121,9 +121,15 @@ def _any_profile(precision: Precision, batch_size: int, memory_cap_gb: float, ha
     )
 
 
+def _fast(profile: ResourceProfile) -> ResourceProfile:
+    """The fast engine by default: helical's tokens, weights and pooling, a faster forward pass
+    (per-cell cosine >= 0.9999 against helical's get_embeddings, tests/integration/test_fast_equivalence.py)."""
+    return profile.model_copy(update={"engine": "fast"})
+
+
 def _gf(name: str, dim: int, profile: ResourceProfile, what: str) -> ModelSpec:
     return ModelSpec(
-        name=name, family="geneformer", helical_model_name=name, embedding_dim=dim, profile=profile,
+        name=name, family="geneformer", helical_model_name=name, embedding_dim=dim, profile=_fast(profile),
         description=f"Geneformer {what}",
     )
 
@@ -146,7 +152,7 @@ _GENEFORMER_SPECS = [
 _OTHER_SPECS = [
     ModelSpec(
         name="scgpt", family="scgpt", helical_model_name="best_model", embedding_dim=512,
-        profile=_any_profile("fp16", 24, 6, True),
+        profile=_fast(_any_profile("fp16", 24, 6, True)),
         description="scGPT whole-human continual pre-training checkpoint (scGPT_CP); CLS-token cell embedding",
     ),
     ModelSpec(
