@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = {
@@ -34,7 +36,8 @@ def _config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
     args = ["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml")]
     for profile in profiles:
         args += ["--profile", profile]
-    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HELICAL_WORKER_")}  # .env decides here
+    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +132,45 @@ def test_mounted_config_files_exist(config: dict) -> None:
         for volume in service.get("volumes", []):
             if volume["type"] == "bind" and volume["source"].startswith(str(REPO)):
                 assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+
+
+def _memory_limit(service: dict) -> int:
+    return int(service.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory") or 0)
+
+
+def test_every_worker_the_memory_alert_watches_has_a_memory_limit(env_file: Path, tmp_path: Path) -> None:
+    # WorkerMemoryNearLimit divides cAdvisor's working set by container_spec_memory_limit_bytes, which cAdvisor
+    # reports as 0 for a container without a limit (the rule skips those): no limit, no alert.
+    rules = yaml.safe_load((REPO / "monitoring" / "rules" / "infrastructure.rules.yml").read_text())
+    (expr,) = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "WorkerMemoryNearLimit"]
+    assert "container_spec_memory_limit_bytes" in expr
+    (pattern,) = set(re.findall(r'name=~"([^"]+)"', expr))
+    done = _config(env_file, "gpu")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    # Compose names a service's containers <project>-<service>-<n>; cAdvisor's `name` label is that name
+    watched = {n for n in config["services"] if re.fullmatch(pattern, f"{config['name']}-{n}-1")}
+    assert watched == {"airflow-worker", "airflow-worker-gpu"}
+    assert {n: _memory_limit(config["services"][n]) for n in watched} == {
+        "airflow-worker": 16 * 2**30, "airflow-worker-gpu": 48 * 2**30,
+    }  # fmt: skip
+
+    # the limits come from .env (HELICAL_WORKER_MEMORY, HELICAL_WORKER_GPU_MEMORY) ...
+    custom = tmp_path / "custom.env"
+    text = re.sub(r"(?m)^HELICAL_WORKER_MEMORY=.*$", "HELICAL_WORKER_MEMORY=3g", env_file.read_text())
+    custom.write_text(re.sub(r"(?m)^HELICAL_WORKER_GPU_MEMORY=.*$", "HELICAL_WORKER_GPU_MEMORY=5g", text))
+    done = _config(custom, "gpu")
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert (_memory_limit(services["airflow-worker"]), _memory_limit(services["airflow-worker-gpu"])) == (
+        3 * 2**30, 5 * 2**30,
+    )  # fmt: skip
+    # ... with the same defaults when .env predates them
+    old = tmp_path / "old.env"
+    old.write_text(re.sub(r"(?m)^HELICAL_WORKER_(GPU_)?MEMORY=.*\n", "", env_file.read_text()))
+    assert "HELICAL_WORKER_MEMORY" not in old.read_text()
+    done = _config(old, "gpu")
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert _memory_limit(services["airflow-worker"]) == 16 * 2**30
+    assert _memory_limit(services["airflow-worker-gpu"]) == 48 * 2**30
