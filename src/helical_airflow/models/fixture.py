@@ -165,6 +165,19 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, indent=1).encode()
 
 
+def _save_quietly(model: Any, directory: str) -> None:
+    """`save_pretrained` without transformers' per-file "Writing model shards" progress bar (one per model)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(directory)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _torch_bytes(obj: Any) -> bytes:
     import torch
 
@@ -215,7 +228,7 @@ def _build_geneformer(
     model = BertForMaskedLM(config).eval()
     model_dir = root / Path(paths["weights"]).parent
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)  # config.json + model.safetensors
+        _save_quietly(model, tmp)  # config.json + model.safetensors
         _write(root / paths["config"], (Path(tmp) / "config.json").read_bytes(), written)
         if paths["weights"].endswith(".safetensors"):
             _write(root / paths["weights"], (Path(tmp) / "model.safetensors").read_bytes(), written)
