@@ -5,11 +5,7 @@ tasks and the model that ran, and every StatsD name Airflow and the runner sent 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +16,6 @@ import pytest
 pytest.importorskip("airflow")
 pytest.importorskip("psycopg")
 
-from helical_airflow.stack import manager  # noqa: E402
 from helical_airflow.stack.client import AirflowClient  # noqa: E402
 from helical_airflow.stack.config import StackConfig  # noqa: E402
 from helical_airflow.stack.monitoring import CAPTURE_ENV, prometheus_url, statsd_metrics_url  # noqa: E402
@@ -29,61 +24,27 @@ from helical_airflow.statsd_bridge.mapping import Mapper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "monitoring"))
 import check_queries as cq  # noqa: E402  (monitoring/check_queries.py: the query checker the docs describe)
+from stack_helpers import local_stack, require_binaries, wait_for  # noqa: E402  (tests/stack_helpers.py)
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
 REPO = Path(__file__).resolve().parents[2]
 DAG = "helical_model_workflow"
 CONF = {"input_path": "sample.h5ad", "model": "geneformer", "shard_size": 350, "device": "cpu"}
-PORTS = ["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log", "statsd_http", "prometheus",
-         "alertmanager", "node_exporter"]  # fmt: skip
-
-
-def free_ports(n: int, kind: int = socket.SOCK_STREAM) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @pytest.fixture(scope="module")
 def stack(
     sample_h5ad: Path, fixture_cache: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[StackConfig, AirflowClient, Path]]:
-    for binary in ("redis-server", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter"):
-        if shutil.which(binary) is None:
-            pytest.skip(f"{binary} is not installed (scripts/install_test_deps.sh, scripts/install_monitoring.sh)")
-    root = Path(tempfile.mkdtemp(prefix="helical-obs-e2e-"))
-    root.chmod(0o755)  # the postgres user must be able to enter it when the tests run as root
-    data = root / "data"
-    data.mkdir()
-    shutil.copy(sample_h5ad, data / "sample.h5ad")
-    cfg = StackConfig.from_env(state_dir=root / "state", data_dir=data, output_dir=data / "outputs",
-                               cache_dir=fixture_cache, monitoring=True, python=sys.executable)  # fmt: skip
-    cfg.ports.update(dict(zip(PORTS, free_ports(len(PORTS)), strict=True)))
-    cfg.ports["statsd"] = free_ports(1, socket.SOCK_DGRAM)[0]
+    require_binaries("redis-server", "prometheus", "prometheus-alertmanager", "prometheus-node-exporter",
+                     hint="scripts/install_test_deps.sh, scripts/install_monitoring.sh")  # fmt: skip
     capture = tmp_path_factory.mktemp("statsd") / "capture.txt"  # kept by pytest after the run, for a look
-    os.environ[CAPTURE_ENV] = str(capture)  # the bridge records what it receives
-    try:
-        secrets, _ = manager.up(cfg)
-        client = AirflowClient(cfg.api_url, "admin", secrets["admin_password"])
-        client.wait_for_dag(DAG)
-        yield cfg, client, capture
-    finally:
-        os.environ.pop(CAPTURE_ENV, None)
-        manager.down(cfg)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(2)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(CAPTURE_ENV, str(capture))  # the bridge records what it receives
+        with local_stack(sample_h5ad, fixture_cache, prefix="helical-obs-e2e-", monitoring=True,
+                         wait_for_dag=DAG) as running:  # fmt: skip
+            yield running.cfg, running.client, capture
 
 
 def test_dag_run_shows_on_every_core_panel(stack: tuple[StackConfig, AirflowClient, Path]) -> None:
@@ -98,8 +59,9 @@ def test_dag_run_shows_on_every_core_panel(stack: tuple[StackConfig, AirflowClie
     dag = f'{{dag_id="{DAG}"}}'
     # the stack scrapes and evaluates rules every 15 s
     wait_for(lambda: bool(prom.api("query", query=f"airflow:dagrun_finished:increase1h{dag}")["result"]), 120,
-             "the DAG run in Prometheus and its recording rule")  # fmt: skip
-    wait_for(lambda: bool(prom.api("query", query="helical_embed_cells_total")["result"]), 60, "runner metrics")
+             "the DAG run in Prometheus and its recording rule", interval=2)  # fmt: skip
+    wait_for(lambda: bool(prom.api("query", query="helical_embed_cells_total")["result"]), 60, "runner metrics",
+             interval=2)  # fmt: skip
 
     queries = cq.all_queries()
     errors, empty, with_data = cq.check(prom, queries)

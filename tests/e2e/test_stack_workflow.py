@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ import pytest
 
 pytest.importorskip("airflow")
 pytest.importorskip("psycopg")
+
+from stack_helpers import local_stack, require_binaries  # noqa: E402  (tests/stack_helpers.py)
 
 from helical_airflow.stack import manager, process  # noqa: E402
 from helical_airflow.stack.airflow_env import database_url  # noqa: E402
@@ -36,44 +37,17 @@ SHARD_SIZE = 250  # 700 cells -> 3 shards
 CONF = {"input_path": "sample.h5ad", "model": "geneformer", "shard_size": SHARD_SIZE, "device": "cpu"}
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 @pytest.fixture(scope="module")
 def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[Stack]:
-    for binary in ("redis-server",):
-        if shutil.which(binary) is None:
-            pytest.skip(f"{binary} is not installed (scripts/install_test_deps.sh)")
-    root = Path(tempfile.mkdtemp(prefix="helical-e2e-"))
-    root.chmod(0o755)  # the postgres user must be able to enter it when the tests run as root
-    data = root / "data"
-    data.mkdir()
-    shutil.copy(sample_h5ad, data / "sample.h5ad")
-    ports = dict(zip(["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log"], _free_ports(6),
-                     strict=True))  # fmt: skip
-    cfg = StackConfig.from_env(state_dir=root / "state", data_dir=data, output_dir=data / "outputs",
-                               cache_dir=fixture_cache, monitoring=False, python=sys.executable)  # fmt: skip
-    cfg.ports.update(ports)
-    secrets, created = manager.up(cfg)
-    assert created
-    try:
-        client = AirflowClient(cfg.api_url, "admin", secrets["admin_password"])
-        client.wait_for_dag(DAG)
-        yield cfg, client, secrets
-    finally:
+    require_binaries("redis-server")
+    with local_stack(sample_h5ad, fixture_cache, prefix="helical-e2e-", monitoring=False, wait_for_dag=DAG) as running:
+        assert running.created
+        cfg = running.cfg
+        yield cfg, running.client, running.secrets
         pids = [r.pid for name in manager._known_names(cfg) if (r := process.read_pid(cfg.run_dir, name))]
-        manager.down(cfg)
-        leftover = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-        assert leftover == [], f"stack down left processes running: {leftover}"
-        shutil.rmtree(root, ignore_errors=True)
+    # local_stack ran `stack down`
+    leftover = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert leftover == [], f"stack down left processes running: {leftover}"
 
 
 def test_secrets_are_private_and_no_default_password(stack: Stack) -> None:

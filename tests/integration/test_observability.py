@@ -30,6 +30,7 @@ from helical_airflow.stack.monitoring import local_prometheus_config, statsd_arg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "monitoring"))
 import check_queries as cq  # noqa: E402  (monitoring/check_queries.py: the query checker the docs describe)
+from stack_helpers import free_ports, wait_for  # noqa: E402  (tests/stack_helpers.py)
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +41,6 @@ VARIABLES = {"$__rate_interval": "5s", "$__interval": "1s", "$__range": "5m", "$
              "$model": ".*"}  # fmt: skip
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (local test URL)
@@ -59,14 +49,6 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError):
         return 0, b""
-
-
-def wait_for(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 @dataclass
