@@ -77,3 +77,30 @@ def test_helical_padding_matches_a_direct_simulation_of_its_batches() -> None:
             assert width[i] == expect_width
             assert n_pad[i] == expect_width - min(length, 1200)
     assert (n_pad >= 0).all()
+
+
+def test_both_packed_attentions_equal_per_cell_padded_free_attention() -> None:
+    """The CPU (one call per cell) and GPU (nested tensors) attention of the packed kernel against attention
+    computed cell by cell from its own rows, on cells of very different lengths (1 token included)."""
+    import torch
+    import torch.nn.functional as F
+
+    from helical_airflow.models.fast_geneformer import _attention_jagged, _attention_per_cell
+
+    torch.manual_seed(0)
+    lengths = np.array([1, 37, 5, 64, 2])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    q, k, v = (torch.randn(int(lengths.sum()), 4, 8) for _ in range(3))
+    expected = torch.cat([
+        torch.softmax(q[a:b].transpose(0, 1) @ k[a:b].transpose(0, 1).transpose(1, 2) * 0.3, -1)
+        @ v[a:b].transpose(0, 1)
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+    ], dim=1).transpose(0, 1)
+    offsets_t = torch.from_numpy(offsets)
+    for attention in (_attention_per_cell, _attention_jagged):
+        got = attention(q, k, v, offsets, offsets_t, 0.3)
+        assert got.shape == q.shape
+        torch.testing.assert_close(got.reshape(q.shape), expected, rtol=1e-5, atol=1e-5)
+    # a cell must not see its neighbours: attention over the whole pack differs
+    whole = F.scaled_dot_product_attention(*(t.transpose(0, 1)[None] for t in (q, k, v)), scale=0.3)[0].transpose(0, 1)
+    assert not torch.allclose(whole, expected, atol=1e-3)

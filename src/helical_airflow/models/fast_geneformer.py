@@ -10,8 +10,9 @@ result):
   so almost no padding is computed; results are put back in the input's cell order;
 - `torch.inference_mode`, fp16/bf16 autocast on GPU, pinned host memory and non-blocking copies,
   results kept on the device until the end so the host never waits for the GPU mid-run;
-- on GPU, the "packed" kernel drops padding altogether: every token of a batch in one (tokens, hidden)
-  matrix, attention per cell through variable-length (nested) scaled-dot-product attention.
+- the "packed" kernel drops padding altogether: every token of a batch in one (tokens, hidden) matrix,
+  attention per cell (on GPU through variable-length nested-tensor attention, on CPU one unmasked
+  scaled-dot-product attention call per cell).
 Pooling is helical's: the mean over the cell's tokens without <cls>/<eos> ("cell"), or the <cls>
 token ("cls"), of hidden state `emb_layer` (helical's indexing: 0 = embeddings, -1 = last layer).
 
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 Kernel = Literal["auto", "padded", "packed"]
 
-#: "auto" uses the packed kernel on GPU from this hidden size up (bench/throughput.py, docs/benchmarks.md)
+#: "auto" uses the packed kernel on GPU from this hidden size up, and always on CPU
+#: (bench/throughput.py, docs/benchmarks.md)
 PACKED_MIN_HIDDEN = 512
 
 #: tokens per batch (cells x longest cell) by device; large enough to fill the device, small
@@ -146,10 +148,13 @@ def _resolve_kernel(kernel: Kernel, device: torch.device, bert: Any) -> Literal[
                 "use kernel='padded' for this checkpoint",
             )
         return "packed"
+    if not standard:
+        return "padded"
+    if device.type == "cpu":  # no padding to compute and unmasked attention: ~10% faster than padded on CPU
+        return "packed"
     # packed wins for the 104M model on an H200 (5.1x vs 4.2x helical) but loses for the 10M one
     # (hidden 256: 1.0x vs 1.3x), where per-batch overheads of nested tensors outweigh the padding
-    big = int(config.hidden_size) >= PACKED_MIN_HIDDEN
-    return "packed" if device.type == "cuda" and standard and big else "padded"
+    return "packed" if int(config.hidden_size) >= PACKED_MIN_HIDDEN else "padded"
 
 
 def geneformer_embeddings(
@@ -262,9 +267,6 @@ def _packed_forward(
     each cell), output dense + residual + LayerNorm, intermediate dense + activation, output dense +
     residual + LayerNorm. Dropouts are identities in eval mode.
     """
-    import torch
-    import torch.nn.functional as F
-
     n_cells = len(lens)
     offsets = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
@@ -274,32 +276,61 @@ def _packed_forward(
     offsets_t = to_device(offsets, device)
     seg = to_device(np.repeat(np.arange(n_cells), lens), device)
     lens_t = to_device(lens, device)
-    max_len, min_len = int(lens.max()), int(lens.min())
-
     emb = bert.embeddings
     x = emb.word_embeddings(tok) + emb.position_embeddings(pos) + emb.token_type_embeddings.weight[0]
     x = emb.LayerNorm(x)
 
+    attention = _attention_per_cell if device.type == "cpu" else _attention_jagged
+    for block in bert.encoder.layer[:depth]:
+        sa = block.attention.self
+        heads, head_dim = sa.num_attention_heads, sa.attention_head_size
+        q = sa.query(x).view(-1, heads, head_dim)
+        k = sa.key(x).view(-1, heads, head_dim)
+        v = sa.value(x).view(-1, heads, head_dim)
+        ctx = attention(q, k, v, offsets, offsets_t, sa.scaling).reshape(-1, heads * head_dim)
+        x = block.attention.output.LayerNorm(block.attention.output.dense(ctx) + x)
+        inner = block.intermediate.intermediate_act_fn(block.intermediate.dense(x))
+        x = block.output.LayerNorm(block.output.dense(inner) + x)
+    return x, seg, lens_t
+
+
+def _attention_jagged(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: np.ndarray, offsets_t: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Attention within each cell of packed (tokens, heads, dim) q/k/v: one nested-tensor call (GPU flash kernels)."""
+    import torch
+    import torch.nn.functional as F
+
+    lengths = np.diff(offsets)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+
     def jagged(t: torch.Tensor) -> torch.Tensor:  # (tokens, heads, dim) -> (cells, heads, j, dim)
         nested = torch.nested.nested_tensor_from_jagged(
-            t, offsets_t, min_seqlen=min_len, max_seqlen=max_len  # hints: no device->host sync
+            t, offsets_t, min_seqlen=shortest, max_seqlen=longest  # hints: no device -> host sync
         )
         return nested.transpose(1, 2)
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*nested tensors is in prototype.*")
-        for block in bert.encoder.layer[:depth]:
-            sa = block.attention.self
-            heads, head_dim = sa.num_attention_heads, sa.attention_head_size
-            q = sa.query(x).view(-1, heads, head_dim)
-            k = sa.key(x).view(-1, heads, head_dim)
-            v = sa.value(x).view(-1, heads, head_dim)
-            ctx = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), scale=sa.scaling)
-            ctx = ctx.transpose(1, 2).values().reshape(-1, heads * head_dim)
-            x = block.attention.output.LayerNorm(block.attention.output.dense(ctx) + x)
-            inner = block.intermediate.intermediate_act_fn(block.intermediate.dense(x))
-            x = block.output.LayerNorm(block.output.dense(inner) + x)
-    return x, seg, lens_t
+        ctx = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), scale=scale)
+    return ctx.transpose(1, 2).values()
+
+
+def _attention_per_cell(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: np.ndarray, offsets_t: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """The same, one unmasked call per cell: on CPU nested-tensor attention falls back to slow math, while
+    a cell of ~2,000 tokens is plenty of work for one call of the CPU flash kernel."""
+    import torch
+    import torch.nn.functional as F
+
+    ctx = torch.empty_like(q)
+    bounds = offsets.tolist()
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        # (j, heads, dim) -> (1, heads, j, dim) and back
+        qc, kc, vc = (t[start:stop].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        ctx[start:stop] = F.scaled_dot_product_attention(qc, kc, vc, scale=scale)[0].transpose(0, 1)
+    return ctx
 
 
 def _pool_packed(
