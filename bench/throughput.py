@@ -57,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default=None,
                    help="both paths on GPU (default fp16: helical's own autocast); CPU is always fp32")
     p.add_argument("--kernels", default=None,
-                   help="fast-path kernels to time, comma-separated (default: padded on CPU, padded,packed on GPU)")
+                   help="fast-path kernels to time, comma-separated (default: packed,padded)")
     p.add_argument("--token-budget", default=None,
                    help="fast path tokens per batch, comma-separated to compare several (default per device)")
     p.add_argument("--cache-dir", default=None, help="fixture cache folder (default: a folder under the temp dir)")
@@ -110,7 +110,7 @@ def main() -> int:
     n_cells = args.cells or DEFAULTS[args.device][1]
     repeats = max(1, args.repeats or DEFAULTS[args.device][2])
     precision: Precision = "fp32" if args.device == "cpu" else (args.precision or "fp16")
-    kernels = (args.kernels or ("padded" if args.device == "cpu" else "padded,packed")).split(",")
+    kernels = (args.kernels or "packed,padded").split(",")
     budgets = [int(b) for b in args.token_budget.split(",")] if args.token_budget else [None]
     cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "helical-airflow-bench" / "fixture")
 
