@@ -47,7 +47,7 @@ def test_cli_run_embeds_every_cell_of_the_sample(
     model: str, sample_h5ad: Path, fixture_cache: str, tmp_path: Path
 ) -> None:
     before = sample_h5ad.read_bytes()
-    cli(
+    proc = cli(
         "run",
         str(sample_h5ad),
         "--model",
@@ -60,6 +60,9 @@ def test_cli_run_embeds_every_cell_of_the_sample(
         str(tmp_path),
     )
     assert sample_h5ad.read_bytes() == before, "the input must never be written to"
+    # one log line per event (here: the fixture warning, once per shard); helical's own root handler
+    # would print each line a second time
+    assert proc.stderr.count("FIXTURE model: random weights") == 3, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     source = ad.read_h5ad(sample_h5ad)
     result = ad.read_h5ad(run_dir / "embeddings.h5ad")

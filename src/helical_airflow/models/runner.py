@@ -60,7 +60,8 @@ def load_runner(
         precision = "fp32"  # half precision on CPU is slower and less accurate
     cache_dir = helical_prefix()
     spec.require_files(cache_dir)
-    trust_cached_files(spec, cache_dir)
+    trust_cached_files(spec, cache_dir)  # the first helical import
+    drop_helical_log_handler()
     seed_everything(seed)
     if spec.family == "geneformer":
         from .geneformer import GeneformerRunner
@@ -125,6 +126,20 @@ def helical_prefix() -> str | None:
         # <prefix>/.cache/helical/models -> <prefix>
         return str(CACHE_DIR_HELICAL.parent.parent.parent)
     return os.environ.get("CACHE_DIR_HELICAL_PREFIX")
+
+
+def drop_helical_log_handler() -> None:
+    """Print each log line once.
+
+    Importing helical adds its own StreamHandler to the root logger, so next to the CLI's (or Airflow's)
+    handler every line came out twice, in two formats. helical's is dropped when the root logger has another.
+    """
+    import helical
+
+    root = logging.getLogger()
+    handler = getattr(helical, "handler", None)
+    if handler in root.handlers and len(root.handlers) > 1:
+        root.removeHandler(handler)
 
 
 def trust_cached_files(spec: ModelSpec, cache_dir: str | None) -> None:
