@@ -106,7 +106,8 @@ params = {
         type=["null", "string"],
         enum=[None, "helical", "fast"],
         title="Engine",
-        description="helical (helical's get_embeddings) or fast (same weights, faster forward pass); empty: profile.",
+        description="fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
+        "empty: the model's profile (fast for Geneformer and scGPT).",
     ),  # fmt: skip
     "seed": Param(0, type="integer", minimum=0, title="Seed", description="Random seed for anything stochastic."),
     "launcher": Param(

@@ -54,7 +54,11 @@ PrecisionOpt = Annotated[
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells per forward pass; default: the model's profile")]
 LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
 EngineOpt = Annotated[
-    Engine | None, typer.Option(help="helical (helical's get_embeddings) or fast (same weights, faster forward pass)")
+    Engine | None,
+    typer.Option(
+        help="fast (helical's tokens, weights and pooling; a faster forward pass, docs/fast_path.md) or helical "
+        "(helical's own get_embeddings). Default: the model's profile (fast for Geneformer and scGPT)"
+    ),
 ]
 CacheOpt = Annotated[
     str | None,
