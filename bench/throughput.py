@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # runs from a checkout without installing it (the GPU machine)
 
 DEFAULTS = {  # device -> (model, cells, repeats)
-    "cpu": ("gf-6L-10M-i2048", 96, 2),
+    "cpu": ("gf-6L-10M-i2048", 96, 3),
     "cuda": ("gf-12L-104M-i4096", 3072, 1),
 }
 
@@ -50,14 +50,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--cells", type=int, help="cells in the synthetic dataset (default: 96 on CPU, 3072 on GPU)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs of each path, interleaved; each path's best run counts, so a burst of load "
-                        "from other jobs does not decide the ratio (default: 2 on CPU, 1 on GPU)")
+                        "from other jobs does not decide the ratio (default: 3 on CPU, 1 on GPU)")
     p.add_argument("--genes", type=int, default=25_000, help="gene vocabulary size")
     p.add_argument("--mean-genes", type=float, default=1_800, help="median detected genes per cell (log-normal)")
     p.add_argument("--batch-size", type=int, default=24, help="helical's batch size (its default)")
     p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default=None,
                    help="both paths on GPU (default fp16: helical's own autocast); CPU is always fp32")
     p.add_argument("--kernels", default=None,
-                   help="fast-path kernels to time, comma-separated (default: packed,padded)")
+                   help="fast-path kernels to time, comma-separated (default: packed on CPU, packed,padded on GPU)")
     p.add_argument("--token-budget", default=None,
                    help="fast path tokens per batch, comma-separated to compare several (default per device)")
     p.add_argument("--cache-dir", default=None, help="fixture cache folder (default: a folder under the temp dir)")
@@ -110,7 +110,7 @@ def main() -> int:
     n_cells = args.cells or DEFAULTS[args.device][1]
     repeats = max(1, args.repeats or DEFAULTS[args.device][2])
     precision: Precision = "fp32" if args.device == "cpu" else (args.precision or "fp16")
-    kernels = (args.kernels or "packed,padded").split(",")
+    kernels = (args.kernels or ("packed" if args.device == "cpu" else "packed,padded")).split(",")
     budgets = [int(b) for b in args.token_budget.split(",")] if args.token_budget else [None]
     cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "helical-airflow-bench" / "fixture")
 
