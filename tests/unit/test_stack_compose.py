@@ -21,19 +21,24 @@ SERVICES = {
 }  # fmt: skip
 
 
-def _compose_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+def _compose_command() -> list[str] | None:
+    """`docker compose` (the CLI plugin), or the plugin's binary run standalone when there is no docker CLI."""
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    plugin = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins" / "docker-compose"
+    standalone = shutil.which("docker-compose") or (str(plugin) if plugin.is_file() else None)
+    return [standalone] if standalone else None
 
 
+COMPOSE = _compose_command()
 pytestmark = pytest.mark.skipif(
-    not _compose_available(), reason="needs the docker CLI with Compose v2 (deploy/docker/install-compose.sh)"
+    COMPOSE is None, reason="needs Compose v2: deploy/docker/install-compose.sh (scripts/test.sh runs it)"
 )
 
 
 def _config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
-    args = ["docker", "compose", "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml")]
+    assert COMPOSE is not None
+    args = [*COMPOSE, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml")]
     for profile in profiles:
         args += ["--profile", profile]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HELICAL_WORKER_")}  # .env decides here
