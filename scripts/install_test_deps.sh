@@ -22,3 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 "$here/install_monitoring.sh" >/dev/null
 PYTHON="${PYTHON:-python3}" "$here/../deploy/docker/install-compose.sh" >/dev/null
+# The MLflow tracking server (the full `mlflow` package) in its own venv, .venv-mlflow: its pins (Flask, pyarrow,
+# ...) are not the project env's business, and the version always equals the project's MLflow client, so the
+# local stack's server, the tests' server and the client agree (the compose image is checked by a unit test).
+PYTHON="${PYTHON:-python3}" "$here/install_mlflow_server.sh" >/dev/null
