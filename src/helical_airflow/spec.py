@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Device = Literal["cpu", "cuda", "auto"]
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -104,9 +104,30 @@ class ShardResult(BaseModel):
     device: str
     precision: Precision
     engine: Engine
+    batch_size: int | None = None  # cells per forward pass, as run (None: written before this was recorded)
     host: str
     finished_at: str
     reused: bool = False
+
+
+class QualityThresholds(BaseModel):
+    """Floors on the label scores; None: recorded, not checked. Per model (ResourceProfile.quality) or for a run
+    (HELICAL_AIRFLOW_QUALITY_THRESHOLDS, JSON). The *_drop_vs_pca ones compare with the PCA baseline of the same
+    cells: fail when the embedding's score is more than this below the baseline's (0: must not be worse than PCA)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_knn_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_silhouette: float | None = Field(default=None, ge=-1, le=1)
+    max_knn_drop_vs_pca: float | None = Field(default=None, ge=0, le=1)
+    max_silhouette_drop_vs_pca: float | None = Field(default=None, ge=0, le=2)
+
+
+class LabelScores(BaseModel):
+    """How well a representation of the cells separates the label: kNN label transfer and silhouette."""
+
+    knn_accuracy: float  # mean accuracy of 5-fold cross-validated k-nearest-neighbour label transfer
+    silhouette: float  # mean silhouette width of the labels (-1..1; euclidean)
 
 
 class QualityReport(BaseModel):
@@ -119,6 +140,18 @@ class QualityReport(BaseModel):
     min_std_over_dims: float
     mean_pairwise_cosine: float
     problems: list[str]
+    distinct_fraction: float | None = None  # distinct embedding rows / cells (in the cosine sample)
+    # the label the scores are computed against, and why that column (or why none)
+    label_key: str | None = None
+    label_source: Literal["given", "guessed"] | None = None
+    label_note: str | None = None
+    n_label_categories: int | None = None
+    scored_cells: int | None = None  # cells in the scoring sample (after dropping unlabelled / tiny classes)
+    embedding_scores: LabelScores | None = None
+    pca_scores: LabelScores | None = None  # baseline: PCA of the log-normalised counts of the same cells
+    baseline: str | None = None  # how the baseline was made
+    thresholds: QualityThresholds | None = None  # as applied; None: scores recorded only
+    thresholds_source: str | None = None
 
 
 class Manifest(BaseModel):
