@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError
-from ..spec import Engine, Precision
+from ..spec import Engine, Precision, QualityThresholds
 from . import cache
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class ResourceProfile(BaseModel):
     pool: str  # Airflow pool the shard tasks draw from
     engine: Engine = "helical"  # "fast" where a fast path exists (docs/fast_path.md): same embeddings, faster
     has_fixture: bool  # `models fixture` can build an offline random-weight stand-in
+    quality: QualityThresholds | None = None  # label-score floors of the quality gate (quality.py); None: record only
 
 
 class ModelSpec(BaseModel):
