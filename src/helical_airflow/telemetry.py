@@ -11,6 +11,8 @@ the order monitoring/statsd/mapping.yml reads them back:
         cells_per_second (g), seconds (ms), model_load_seconds (ms), peak_rss_bytes (g),
         peak_gpu_bytes (g, GPU only), memory_cap_bytes (g, from the model's resource profile)
     helical.failure.<code>.<model>.<dataset>.<run_key>            1 (c) per failed shard
+    helical.quality.<score>.<model>.<dataset>.<run_key>           (g) per quality gate: passed (1/0),
+        mean_pairwise_cosine, knn_accuracy, silhouette, pca_knn_accuracy, pca_silhouette (with a label)
 
 They become helical_embed_cells_total, helical_embed_cells_per_second,
 helical_embed_shard_duration_seconds, ... with labels model, device, dataset, run_key (and code).
@@ -24,7 +26,7 @@ import re
 import socket
 
 from .errors import ConfigError
-from .spec import Plan, ShardResult
+from .spec import Plan, QualityReport, ShardResult
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,30 @@ def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
 def failure_lines(plan: Plan, code: str) -> list[str]:
     tail = ".".join(label(v) for v in (code, plan.params.model, plan.dataset, plan.run_key))
     return [f"{PREFIX}.failure.{tail}:1|c"]
+
+
+def quality_lines(plan: Plan, report: QualityReport) -> list[str]:
+    """The StatsD gauges of one quality gate (helical_quality_score{score=...})."""
+    tail = ".".join(label(v) for v in (plan.params.model, plan.dataset, plan.run_key))
+    values: dict[str, float] = {"passed": float(report.passed), "mean_pairwise_cosine": report.mean_pairwise_cosine}
+    if report.embedding_scores and report.pca_scores:
+        values |= {
+            "knn_accuracy": report.embedding_scores.knn_accuracy,
+            "silhouette": report.embedding_scores.silhouette,
+            "pca_knn_accuracy": report.pca_scores.knn_accuracy,
+            "pca_silhouette": report.pca_scores.silhouette,
+        }
+    # a gauge's value may not start with a sign ("-n" means "decrease by n"): send 0 first, then the change
+    lines = []
+    for name, value in values.items():
+        metric = f"{PREFIX}.quality.{name}.{tail}"
+        lines += [f"{metric}:0|g", f"{metric}:{value:+.6g}|g"] if value < 0 else [f"{metric}:{_number(value)}|g"]
+    return lines
+
+
+def emit_quality(plan: Plan, report: QualityReport) -> None:
+    if target_is_set():
+        send(quality_lines(plan, report))
 
 
 def send(lines: list[str]) -> bool:
