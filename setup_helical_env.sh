@@ -5,7 +5,7 @@
 #   ./setup_helical_env.sh --venv     # force a plain venv (what CI uses)
 #   ./setup_helical_env.sh --help
 #
-# Installs Python 3.12 packages: helical (pinned in requirements/helical.txt, with torch), Apache Airflow 3
+# Installs Python 3.12 packages pinned by requirements/constraints.txt: helical (requirements/helical.txt, torch), Apache Airflow 3
 # with the Celery executor (extra `airflow`), MLflow client (extra `tracking`), test tools (extra `dev`) and this project in editable mode.
 # Idempotent: a second run with nothing changed only checks and exits in seconds.
 # Writes .helical-env (the env's bin folder), which scripts/run_sample.sh and scripts/test.sh use.
@@ -82,7 +82,7 @@ fi
 
 # --- install (skipped when the pins have not changed) ---------------------------------------------------------
 stamp="$bin_dir/../.helical-airflow-setup"
-want="$(cat requirements/helical.txt pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
+want="$(cat requirements/helical.txt requirements/constraints.txt pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$bin_dir/python" -m pip check >/dev/null 2>&1 \
    && "$bin_dir/python" -c 'import helical_airflow' >/dev/null 2>&1; then
   say "packages already up to date (helical $("$bin_dir/python" -c 'from importlib.metadata import version; print(version("helical"))'))"
@@ -90,7 +90,7 @@ else
   say "installing helical (requirements/helical.txt) and helical-airflow[$EXTRAS]: a few minutes the first time"
   log="$(mktemp)"
   if ! { "$bin_dir/python" -m pip install --upgrade pip && \
-         "$bin_dir/python" -m pip install -r requirements/helical.txt -e ".[$EXTRAS]"; } >"$log" 2>&1; then
+         "$bin_dir/python" -m pip install -c requirements/constraints.txt -r requirements/helical.txt -e ".[$EXTRAS]"; } >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     die "pip install failed (full log: $log)" "check access to PyPI (and disk space: torch needs ~8 GB), then run again"
   fi

@@ -2,6 +2,7 @@
 # Build a runner image with no registry: a minimal Debian root filesystem (debootstrap) imported into podman.
 # Python and the project's environment are bind-mounted read-only at run time (the docker launcher's
 # HELICAL_AIRFLOW_DOCKER_EXTRA_MOUNTS), so the image only needs the shared libraries torch and Python use.
+# Like deploy/docker/Dockerfile's runner, its ENTRYPOINT is helical-airflow (the launcher passes only arguments).
 #
 #   scripts/podman_image.sh [NAME]     # default helical-airflow-runner:podman-test; idempotent
 # Env: HELICAL_VENV (default: the repo's .venv) decides the PATH baked into the image.
@@ -15,7 +16,8 @@ export CONTAINERS_CONF="$state/containers.conf"
 # Reuse the image only if it points at this checkout's venv: the PATH is baked in, and another clone
 # (CI runs in a fresh one) would otherwise get an image whose helical-airflow is not mounted.
 if podman image exists "$name"; then
-  if podman image inspect --format '{{.Config.Env}}' "$name" | grep -q "PATH=$venv/bin:"; then echo "$name"; exit 0; fi
+  if podman image inspect --format '{{.Config.Env}} {{.Config.Entrypoint}}' "$name" \
+     | grep -q "PATH=$venv/bin:.*\[helical-airflow\]"; then echo "$name"; exit 0; fi
   podman rmi -f "$name" >/dev/null
 fi
 command -v debootstrap >/dev/null || { echo "error: debootstrap not found; fix: apt-get install debootstrap" >&2; exit 1; }
@@ -35,5 +37,6 @@ if [ ! -f "$tarball" ]; then
   rm -rf "$rootfs"
 fi
 podman import --change "ENV PATH=$venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-  --change "ENV PYTHONUNBUFFERED=1" "$tarball" "$name" >/dev/null
+  --change "ENV PYTHONUNBUFFERED=1" --change 'ENTRYPOINT ["helical-airflow"]' --change 'CMD ["--help"]' \
+  "$tarball" "$name" >/dev/null
 echo "$name"

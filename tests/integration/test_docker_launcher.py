@@ -1,6 +1,7 @@
 """The docker launcher for real: Airflow's DockerOperator (docker-py) against podman's Docker-API socket,
-with an image built without a registry (scripts/podman_service.sh, scripts/podman_image.sh). The shard
-runs in a container, reads the mounted input, writes its shard; exit code and logs come back."""
+with an image built without a registry (scripts/podman_service.sh, scripts/podman_image.sh; ENTRYPOINT
+helical-airflow, like the runner image). The shard runs in a container, reads the input mounted read-only,
+writes its shard on the outputs mount; exit code and logs come back."""
 
 from __future__ import annotations
 
@@ -43,15 +44,16 @@ def workspace(
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(sample_h5ad, data / "sample.h5ad")
+    outputs = tmp_path / "outputs"  # its own folder, as in docker-compose.yml
     monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", str(data))
-    monkeypatch.delenv("HELICAL_AIRFLOW_OUTPUT_DIR", raising=False)
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", str(outputs))
     params = RunParams(model="geneformer", shard_size=300, device="cpu", cache_dir=fixture_cache)
-    plan = prepare(data / "sample.h5ad", params, data / "outputs")
+    plan = prepare(data / "sample.h5ad", params, outputs)
     # The run key is a content hash, so an earlier session's test on this machine used the same one: clear its
     # leftovers so the "removed after the run" assertions speak only of this run's containers.
     for container in _containers(engine, plan.run_key):
         container.remove(force=True)
-    return {"data": data, "plan": plan}
+    return {"data": data, "outputs": outputs, "plan": plan}
 
 
 def _settings(url: str):  # type: ignore[no-untyped-def]
@@ -86,6 +88,29 @@ def test_shard_runs_in_a_container_and_comes_back(engine: str, workspace: dict, 
     logged = capfd.readouterr().out
     assert "DockerOperator" in logged and "FIXTURE" in logged and '"host":"' + result["host"] in logged
     assert _containers(engine, plan.run_key) == []  # removed on success
+    assert plan.shard_file(1).is_relative_to(workspace["outputs"])  # on the outputs mount
+    assert sorted(p.name for p in workspace["data"].iterdir()) == ["sample.h5ad"]  # nothing written to the inputs
+
+
+def test_the_container_runs_the_entrypoint_with_inputs_read_only(engine: str, workspace: dict) -> None:
+    from helical_airflow.launchers.docker import docker_operator
+
+    plan = workspace["plan"]
+    operator = docker_operator(str(plan.plan_file), 0, _settings(engine))
+    operator.auto_remove = "never"  # keep it, to read what the engine ran
+    operator.execute(context={})
+    (container,) = _containers(engine, plan.run_key)
+    try:
+        attrs = container.attrs
+        assert attrs["Config"]["Entrypoint"] == ["helical-airflow"]  # the image's entrypoint ...
+        assert attrs["Config"]["Cmd"] == ["embed-shard", "--plan", str(plan.plan_file), "--shard", "0"]  # ... + args
+        mounts = {m["Destination"]: m["RW"] for m in attrs["Mounts"]}
+        assert mounts["/opt/data"] is False and mounts[str(workspace["data"])] is False  # inputs read-only
+        assert mounts[str(workspace["outputs"])] is True  # outputs: their own writable mount
+        assert attrs["State"]["ExitCode"] == 0
+    finally:
+        container.remove(force=True)
+    assert np.load(plan.shard_file(0)).shape[0] == 300
 
 
 def test_a_failing_container_reports_exit_code_and_error_and_is_removed(engine: str, workspace: dict) -> None:

@@ -29,19 +29,26 @@ def test_data_is_at_opt_data_and_at_the_workers_path(monkeypatch: pytest.MonkeyP
     cfg = DockerSettings(host_data_dir="/srv/host/data", cache_source="helical-weights",
                          extra_mounts=["/opt/py:/opt/py:ro"])  # fmt: skip
     got = _mounts(container_mounts(cfg, "/worker/cache"))
-    assert got[CONTAINER_DATA] == ("/srv/host/data", "bind", False)
-    assert got[str(tmp_path / "data")] == ("/srv/host/data", "bind", False)  # plan.json's paths resolve
+    assert got[CONTAINER_DATA] == ("/srv/host/data", "bind", True)  # inputs: read-only
+    assert got[str(tmp_path / "data")] == ("/srv/host/data", "bind", True)  # plan.json's paths resolve
+    # outputs inside the data folder still get their own writable mount (nested over the read-only data)
+    assert got[str(tmp_path / "data" / "outputs")] == ("/srv/host/data/outputs", "bind", False)
     assert got[CONTAINER_CACHE] == ("helical-weights", "volume", False)  # a bare name is a named volume
     assert got["/worker/cache"] == ("helical-weights", "volume", False)
     assert got["/opt/py"] == ("/opt/py", "bind", True)
-    assert len(got) == 5  # outputs live inside the data folder: no extra mount
+    assert len(got) == 6
 
 
 def test_in_compose_paths_match_so_each_folder_is_mounted_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", CONTAINER_DATA)
-    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", f"{CONTAINER_DATA}/outputs")
-    got = _mounts(container_mounts(DockerSettings(host_data_dir="/home/me/data", cache_source="w"), CONTAINER_CACHE))
-    assert set(got) == {CONTAINER_DATA, CONTAINER_CACHE}
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", "/opt/outputs")  # docker-compose.yml's layout
+    cfg = DockerSettings(host_data_dir="/home/me/data", host_output_dir="/home/me/outputs", cache_source="w")
+    got = _mounts(container_mounts(cfg, CONTAINER_CACHE))
+    assert got == {
+        CONTAINER_DATA: ("/home/me/data", "bind", True),
+        "/opt/outputs": ("/home/me/outputs", "bind", False),
+        CONTAINER_CACHE: ("w", "volume", False),
+    }
 
 
 def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
@@ -60,15 +67,31 @@ def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
 def test_gpu_profiles_request_gpus_and_containers_are_always_removed(tmp_path: Path) -> None:
     from helical_airflow.models import get_model
 
-    cfg = DockerSettings(image="runner:test", docker_url="unix:///tmp/none.sock")
+    cfg = DockerSettings(image="runner:test", gpu_image="runner:test-cuda", docker_url="unix:///tmp/none.sock")
     gpu_model = next(n for n in ("gf-20L-151M-i4096", "tf_sapiens") if get_model(n).profile.gpu == "required")
     op = docker_operator(_plan(tmp_path, gpu_model), 4, cfg)
-    assert op.command == ["helical-airflow", "embed-shard", "--plan", _plan(tmp_path, gpu_model), "--shard", "4"]
+    # the image's ENTRYPOINT is helical-airflow: the command is its arguments
+    assert op.command == ["embed-shard", "--plan", _plan(tmp_path, gpu_model), "--shard", "4"]
     assert op.device_requests and op.device_requests[0]["Capabilities"] == [["gpu"]]
     assert op.auto_remove == "force" and op.mount_tmp_dir is False
     assert op.mem_limit == f"{get_model(gpu_model).profile.memory_cap_gb:g}g"
-    assert op.image == "runner:test" and op.docker_url == "unix:///tmp/none.sock"
+    assert op.image == "runner:test-cuda" and op.docker_url == "unix:///tmp/none.sock"  # GPU shard: CUDA image
 
     cpu = docker_operator(_plan(tmp_path, "geneformer", "cpu"), 0, cfg)
-    assert cpu.device_requests is None
-    assert docker_operator(_plan(tmp_path, "geneformer", "cuda"), 0, cfg).device_requests  # asked for CUDA
+    assert cpu.device_requests is None and cpu.image == "runner:test"  # CPU shard: CPU image, no GPU asked
+    cuda = docker_operator(_plan(tmp_path, "geneformer", "cuda"), 0, cfg)  # asked for CUDA
+    assert cuda.device_requests and cuda.image == "runner:test-cuda"
+    # without a GPU image configured, GPU shards keep the one image (and still get the GPUs)
+    single = docker_operator(_plan(tmp_path, gpu_model), 0, DockerSettings(image="one:1"))
+    assert single.image == "one:1" and single.device_requests
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HELICAL_AIRFLOW_DOCKER_IMAGE", "r:cpu")
+    monkeypatch.setenv("HELICAL_AIRFLOW_DOCKER_GPU_IMAGE", "r:cuda")
+    monkeypatch.setenv("HELICAL_AIRFLOW_DOCKER_URL", "tcp://docker-socket-proxy:2375")
+    monkeypatch.setenv("HELICAL_AIRFLOW_HOST_OUTPUT_DIR", "/srv/outputs")
+    cfg = DockerSettings.from_env()
+    assert (cfg.image, cfg.gpu_image, cfg.docker_url, cfg.host_output_dir) == (
+        "r:cpu", "r:cuda", "tcp://docker-socket-proxy:2375", "/srv/outputs",
+    )  # fmt: skip

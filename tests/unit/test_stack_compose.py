@@ -1,5 +1,7 @@
-"""docker-compose.yml checked by Compose itself (`docker compose config`, no engine needed): the whole
-stack, pinned images, healthchecks, the published ports, secrets generated into .env and required."""
+"""docker-compose.yml checked by Compose itself (`docker compose config`, no engine needed), as a new user gets it
+(deploy/docker/init-env.sh first): the whole stack, pinned images, healthchecks, ports on 127.0.0.1, inputs
+read-only, secrets as Compose secrets only, no Docker socket in Airflow, the init's folder ownership (for real,
+with uid 1000 writing a folder laid out like the image's)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,28 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+INIT_ENV = REPO / "deploy" / "docker" / "init-env.sh"
+AIRFLOW_INIT = REPO / "deploy" / "docker" / "airflow-init.sh"
+DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 SERVICES = {
     "postgres", "redis", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
     "airflow-triggerer", "airflow-worker", "statsd-exporter", "prometheus", "alertmanager", "grafana", "cadvisor",
     "node-exporter", "loki", "promtail", "mlflow",
 }  # fmt: skip
+AIRFLOW = {
+    "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+    "airflow-worker", "airflow-worker-gpu",
+}  # fmt: skip
+SECRET_FILES = {"postgres_password", "redis_password", "airflow_admin_password", "airflow_fernet_key",
+                "airflow_jwt_secret", "airflow_api_secret_key", "grafana_admin_password"}  # fmt: skip
 
 
 def _compose_command() -> list[str] | None:
@@ -41,49 +54,97 @@ def _config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
     args = [*COMPOSE, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yml")]
     for profile in profiles:
         args += ["--profile", profile]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HELICAL_WORKER_")}  # .env decides here
+    # .env decides here, not this shell's variables
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELICAL_", "AIRFLOW_", "DOCKER_SOCKET"))}
     return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def _config_json(env_file: Path, *profiles: str) -> dict:
+    done = _config(env_file, *profiles)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _init_env(env_file: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HELICAL_SECRETS_DIR"}
+    return subprocess.run(
+        [str(INIT_ENV)], capture_output=True, text=True, env={**env, "HELICAL_ENV_FILE": str(env_file)}
+    )
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and line[0] != "#")
 
 
 @pytest.fixture(scope="module")
 def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("compose") / ".env"
-    done = subprocess.run([str(REPO / "deploy" / "docker" / "init-env.sh")], capture_output=True, text=True,
-                          env={**os.environ, "HELICAL_ENV_FILE": str(path)})  # fmt: skip
+    done = _init_env(path)
     assert done.returncode == 0, done.stderr
     return path
 
 
 @pytest.fixture(scope="module")
+def secrets(env_file: Path) -> dict[str, str]:
+    folder = Path(_read_env(env_file)["HELICAL_SECRETS_DIR"])
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
 def config(env_file: Path) -> dict:
-    done = _config(env_file)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return _config_json(env_file)
 
 
-def test_generated_env_is_private_and_complete(env_file: Path) -> None:
+@pytest.fixture(scope="module")
+def full(env_file: Path) -> dict:
+    """Every service that runs (profiles gpu and docker; `build` only builds images)."""
+    return _config_json(env_file, "gpu", "docker")
+
+
+def test_generated_env_is_private_and_has_no_secret_while_secrets_are_files(env_file: Path, secrets: dict) -> None:
     assert env_file.stat().st_mode & 0o777 == 0o600
-    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#")
-    secrets = [k for k in values if k.endswith(("PASSWORD", "SECRET", "SECRET_KEY", "FERNET_KEY"))]
-    assert len(secrets) >= 7
-    assert all(len(values[k]) >= 16 and values[k] != "admin" for k in secrets)
-    # a second run never overwrites the secrets
-    before = env_file.read_text()
-    subprocess.run([str(REPO / "deploy" / "docker" / "init-env.sh")], capture_output=True, check=True,
-                   env={**os.environ, "HELICAL_ENV_FILE": str(env_file)})  # fmt: skip
-    assert env_file.read_text() == before
+    values = _read_env(env_file)
+    assert not [k for k in values if k.endswith(("PASSWORD", "SECRET", "SECRET_KEY", "FERNET_KEY"))]
+    assert values["AIRFLOW_UID"] == str(os.getuid() or 50000)  # root on the host: the image's user, never 0
+    folder = Path(values["HELICAL_SECRETS_DIR"])
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert set(secrets) >= SECRET_FILES
+    assert all(len(secrets[k]) >= 16 and secrets[k] != "admin" for k in SECRET_FILES)
+    assert len(set(secrets[k] for k in SECRET_FILES)) == len(SECRET_FILES)  # all different
+    assert secrets["redis.conf"].splitlines()[0] == f"requirepass {secrets['redis_password']}"
+    assert f":{secrets['postgres_password']}@postgres:5432/" in secrets["airflow_sql_alchemy_conn"]
+    # a second run never overwrites anything
+    before = env_file.read_text(), dict(secrets)
+    assert _init_env(env_file).returncode == 0
+    assert (env_file.read_text(), {p.name: p.read_text() for p in folder.iterdir()}) == before
 
 
-def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+def test_an_older_env_keeps_its_passwords_and_gets_the_new_settings(tmp_path: Path) -> None:
+    old = tmp_path / ".env"  # as the previous init-env.sh wrote it: secrets in .env, no outputs or secrets folder
+    old.write_text("AIRFLOW_UID=1234\nHELICAL_HOST_DATA_DIR=/srv/data\nPOSTGRES_PASSWORD=pg-of-the-existing-volume\n"
+                   "REDIS_PASSWORD=redis-old-password\nAIRFLOW_ADMIN_PASSWORD=admin-old-password\n")  # fmt: skip
+    done = _init_env(old)
+    assert done.returncode == 0, done.stderr
+    values = _read_env(old)
+    assert values["AIRFLOW_UID"] == "1234" and values["HELICAL_HOST_DATA_DIR"] == "/srv/data"  # kept
+    assert values["HELICAL_HOST_OUTPUT_DIR"] and values["HELICAL_BIND_ADDRESS"] == "127.0.0.1"  # added
+    assert "POSTGRES_PASSWORD" not in values and "REDIS_PASSWORD" not in values  # moved ...
+    folder = Path(values["HELICAL_SECRETS_DIR"])
+    assert (folder / "postgres_password").read_text() == "pg-of-the-existing-volume"  # ... with the same values
+    assert (folder / "airflow_admin_password").read_text() == "admin-old-password"
+    assert _config(old).returncode == 0
+
+
+def test_compose_refuses_to_start_without_init_env(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("")
     done = _config(empty)
     assert done.returncode != 0 and "init-env.sh" in done.stderr
 
 
-def test_whole_stack_pinned_and_health_checked(config: dict) -> None:
-    services = config["services"]
-    assert set(services) >= SERVICES
+def test_whole_stack_pinned_and_health_checked(full: dict) -> None:
+    services = full["services"]
+    assert set(services) >= SERVICES | {"airflow-worker-gpu", "docker-socket-proxy"}
     for name, service in services.items():
         image = service["image"]
         tag = image.rsplit(":", 1)[-1] if ":" in image.split("/")[-1] else ""
@@ -92,21 +153,120 @@ def test_whole_stack_pinned_and_health_checked(config: dict) -> None:
             assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
 
-def test_published_ports(config: dict) -> None:
-    def ports(name: str) -> set[tuple[str, int, str]]:
-        published = config["services"][name].get("ports", [])
-        return {(p["published"], p["target"], p.get("protocol", "tcp")) for p in published}
-
-    assert ("8080", 8080, "tcp") in ports("airflow-apiserver")
-    assert {("9102", 9102, "tcp"), ("9125", 9125, "udp")} <= ports("statsd-exporter")
-    assert ("9090", 9090, "tcp") in ports("prometheus")
-    assert ("9093", 9093, "tcp") in ports("alertmanager")
-    assert ("3000", 3000, "tcp") in ports("grafana")
-    assert ("8081", 8080, "tcp") in ports("cadvisor")
-    assert ("9100", 9100, "tcp") in ports("node-exporter")
+def _ports(service: dict) -> set[tuple[str, str, int, str]]:
+    return {
+        (p.get("host_ip", ""), p["published"], p["target"], p.get("protocol", "tcp")) for p in service.get("ports", [])
+    }
 
 
-def test_airflow_sends_statsd_and_shares_the_local_stacks_settings(config: dict, env_file: Path) -> None:
+def test_every_port_is_published_on_localhost_only(full: dict, env_file: Path, tmp_path: Path) -> None:
+    published = {name: _ports(s) for name, s in full["services"].items() if s.get("ports")}
+    assert ("127.0.0.1", "8080", 8080, "tcp") in published["airflow-apiserver"]
+    assert {("127.0.0.1", "9102", 9102, "tcp"), ("127.0.0.1", "9125", 9125, "udp")} <= published["statsd-exporter"]
+    assert ("127.0.0.1", "9090", 9090, "tcp") in published["prometheus"]
+    assert ("127.0.0.1", "9093", 9093, "tcp") in published["alertmanager"]
+    assert ("127.0.0.1", "3000", 3000, "tcp") in published["grafana"]
+    assert ("127.0.0.1", "8081", 8080, "tcp") in published["cadvisor"]
+    assert ("127.0.0.1", "9100", 9100, "tcp") in published["node-exporter"]
+    assert ("127.0.0.1", "3100", 3100, "tcp") in published["loki"]
+    assert ("127.0.0.1", "5000", 5000, "tcp") in published["mlflow"]
+    every = [port for ports in published.values() for port in ports]
+    assert len(every) >= 10 and {port[0] for port in every} == {"127.0.0.1"}  # no port on all interfaces
+    assert "docker-socket-proxy" not in published and "postgres" not in published and "redis" not in published
+    # the user opens them on purpose, in .env
+    wide = tmp_path / "wide.env"
+    wide.write_text(env_file.read_text().replace("HELICAL_BIND_ADDRESS=127.0.0.1", "HELICAL_BIND_ADDRESS=10.1.2.3"))
+    ports = _ports(_config_json(wide)["services"]["airflow-apiserver"])
+    assert ports == {("10.1.2.3", "8080", 8080, "tcp")}
+
+
+def test_prometheus_cannot_be_shut_down_over_http(full: dict) -> None:
+    command = full["services"]["prometheus"]["command"]
+    assert not [arg for arg in command if "lifecycle" in arg or "admin-api" in arg]
+
+
+def _mounts(service: dict) -> dict[str, dict]:
+    return {m["target"]: m for m in service.get("volumes", [])}
+
+
+def test_inputs_are_read_only_everywhere_and_outputs_have_their_own_mount(
+    env_file: Path, full: dict, tmp_path: Path
+) -> None:
+    services = {**full["services"], **_config_json(env_file, "build")["services"]}  # + the runner images' services
+    readers = {name for name, s in services.items() if "/opt/data" in _mounts(s)}
+    assert readers >= AIRFLOW | {"runner", "runner-cuda"}
+    values = _read_env(env_file)
+    for name in readers:
+        data = _mounts(services[name])["/opt/data"]
+        assert data["read_only"] is True, f"{name} mounts the inputs writable"
+        assert data["source"] == values["HELICAL_HOST_DATA_DIR"]
+        writable = {
+            t for t, m in _mounts(services[name]).items() if t.startswith("/opt/data/") and not m.get("read_only")
+        }
+        # the one exception: the drop folder, where the watcher's claim task (on the default worker) moves files
+        assert writable == ({"/opt/data/incoming"} if name == "airflow-worker" else set()), name
+    for name in AIRFLOW:
+        env = services[name]["environment"]
+        assert env["HELICAL_AIRFLOW_DATA_DIR"] == "/opt/data" and env["HELICAL_AIRFLOW_OUTPUT_DIR"] == "/opt/outputs"
+        outputs = _mounts(services[name])["/opt/outputs"]
+        assert not outputs.get("read_only") and outputs["source"] == values["HELICAL_HOST_OUTPUT_DIR"]
+        assert env["HELICAL_AIRFLOW_HOST_OUTPUT_DIR"] == outputs["source"]  # runner containers mount the same
+
+
+def test_no_airflow_service_sees_the_docker_socket(env_file: Path, full: dict) -> None:
+    def host_sources(service: dict) -> list[str]:
+        return [m["source"] for m in service.get("volumes", []) if m["type"] == "bind"]
+
+    socket = "/var/run/docker.sock"
+    for name, service in full["services"].items():
+        for source in host_sources(service):
+            reaches = source == socket or socket.startswith(source.rstrip("/") + "/") or source == "/"
+            if name == "docker-socket-proxy":
+                continue
+            if name in ("cadvisor", "node-exporter"):  # privileged host agents: they read the host's root by design
+                continue
+            assert not reaches and "docker.sock" not in source, f"{name} mounts {source}"
+    proxy = full["services"]["docker-socket-proxy"]
+    assert proxy["profiles"] == ["docker"]  # opt-in
+    assert "docker-socket-proxy" not in _config_json(env_file)["services"]  # not in the default stack
+    assert _mounts(proxy)["/var/run/docker.sock"]["source"] == socket
+    # only the container and image endpoints (POST: create, start, wait, remove); exec, volumes, ... refused
+    granted = {k for k, v in proxy["environment"].items() if v == "1"}
+    assert granted == {"CONTAINERS", "IMAGES", "POST"}
+    assert {"EXEC", "VOLUMES", "NETWORKS", "BUILD", "AUTH", "SECRETS", "SYSTEM"} <= set(proxy["environment"])
+    assert list(proxy["networks"]) == ["docker-api"] and full["networks"]["docker-api"]["internal"] is True
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        service = full["services"][name]
+        assert service["environment"]["HELICAL_AIRFLOW_DOCKER_URL"] == "tcp://docker-socket-proxy:2375"
+        assert "docker-api" in service["networks"] and "group_add" not in service
+
+
+def test_no_secret_value_anywhere_in_the_configuration(full: dict, secrets: dict) -> None:
+    text = json.dumps(full)  # commands, entrypoints, healthchecks, environments: what `docker inspect` shows
+    for name, value in secrets.items():
+        for part in {value, *value.split()} - {"requirepass", "save", '""'}:
+            assert part not in text, f"the value of secret {name} is in the compose configuration"
+    services = full["services"]
+    # each consumer reads its secret from a Compose secret mount (*_FILE / *_CMD / a config file)
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert (
+        services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    )
+    assert services["redis"]["command"] == ["redis-server", "/run/secrets/redis.conf"]
+    for name, service in services.items():
+        mounted = {s["target"] for s in service.get("secrets", [])}
+        used = set(re.findall(r"/run/secrets/[\w.]+", json.dumps(service)))
+        assert used <= mounted, f"{name} reads secrets it does not mount: {used - mounted}"
+        env = service.get("environment") or {}
+        if name in AIRFLOW:
+            for key in ("DATABASE__SQL_ALCHEMY_CONN", "CELERY__BROKER_URL", "CELERY__RESULT_BACKEND",
+                        "CORE__FERNET_KEY", "API_AUTH__JWT_SECRET", "API__SECRET_KEY"):  # fmt: skip
+                assert f"AIRFLOW__{key}" not in env and env[f"AIRFLOW__{key}_CMD"].startswith("cat /run/secrets/")
+    for secret in full["secrets"].values():
+        assert Path(secret["file"]).parent == Path(next(iter(full["secrets"].values()))["file"]).parent
+
+
+def test_airflow_sends_statsd_and_shares_the_local_stacks_settings(config: dict) -> None:
     from helical_airflow.stack.airflow_env import SHARED_ENV_FILE, read_env_file
 
     env = config["services"]["airflow-scheduler"]["environment"]
@@ -115,28 +275,48 @@ def test_airflow_sends_statsd_and_shares_the_local_stacks_settings(config: dict,
     assert env["AIRFLOW__METRICS__STATSD_ON"] == "True"
     assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter" and env["AIRFLOW__METRICS__STATSD_PORT"] == "9125"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    secrets = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("POSTGRES_"))
-    assert secrets["POSTGRES_PASSWORD"] in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     mapping = {m["target"]: m["source"] for m in config["services"]["statsd-exporter"]["volumes"]}
     assert mapping["/etc/statsd/mapping.yml"].endswith("monitoring/statsd/mapping.yml")
     prom = {m["target"]: m["source"] for m in config["services"]["prometheus"]["volumes"] if m["type"] == "bind"}
     assert prom["/etc/prometheus/rules"].endswith("monitoring/rules")
 
 
-def test_gpu_worker_serves_the_gpu_queue_with_a_device_reservation(env_file: Path) -> None:
-    done = _config(env_file, "gpu")
-    assert done.returncode == 0, done.stderr
-    gpu = json.loads(done.stdout)["services"]["airflow-worker-gpu"]
+def test_workers_shut_down_warm_and_wait_for_the_api_server(full: dict) -> None:
+    for name in ("airflow-worker", "airflow-worker-gpu"):
+        service = full["services"][name]
+        assert service["environment"]["DUMB_INIT_SETSID"] == "0"  # dumb-init signals the Celery worker only
+        assert service["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_gpu_worker_serves_the_gpu_queue_with_a_device_reservation(full: dict) -> None:
+    gpu = full["services"]["airflow-worker-gpu"]
     assert gpu["command"][-2:] == ["--queues", "gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
+    assert gpu["build"]["args"]["TORCH_INDEX_URL"].endswith("/cu128")
 
 
-def test_mounted_config_files_exist(config: dict) -> None:
-    for name, service in config["services"].items():
+def test_runner_images_cpu_and_cuda_and_the_launcher_picks_by_shard(env_file: Path) -> None:
+    services = _config_json(env_file, "build")["services"]
+    cpu, cuda = services["runner"], services["runner-cuda"]
+    assert cpu["build"]["target"] == cuda["build"]["target"] == "runner"
+    assert cpu["build"]["args"]["TORCH_INDEX_URL"].endswith("/cpu")
+    assert cuda["build"]["args"]["TORCH_INDEX_URL"].endswith("/cu128")
+    env = services["airflow-worker"]["environment"]
+    assert (env["HELICAL_AIRFLOW_DOCKER_IMAGE"], env["HELICAL_AIRFLOW_DOCKER_GPU_IMAGE"]) == (
+        cpu["image"],
+        cuda["image"],
+    )
+
+
+def test_mounted_config_files_exist(full: dict) -> None:
+    for name, service in full["services"].items():
         for volume in service.get("volumes", []):
-            if volume["type"] == "bind" and volume["source"].startswith(str(REPO)):
+            if volume["type"] == "bind" and volume["source"].startswith(str(REPO / "monitoring")):
                 assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+    for name, secret in full["secrets"].items():
+        assert Path(secret["file"]).is_file(), f"init-env.sh did not write secret {name}"
 
 
 def _memory_limit(service: dict) -> int:
@@ -150,9 +330,7 @@ def test_every_worker_the_memory_alert_watches_has_a_memory_limit(env_file: Path
     (expr,) = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "WorkerMemoryNearLimit"]
     assert "container_spec_memory_limit_bytes" in expr
     (pattern,) = set(re.findall(r'name=~"([^"]+)"', expr))
-    done = _config(env_file, "gpu")
-    assert done.returncode == 0, done.stderr
-    config = json.loads(done.stdout)
+    config = _config_json(env_file, "gpu")
     # Compose names a service's containers <project>-<service>-<n>; cAdvisor's `name` label is that name
     watched = {n for n in config["services"] if re.fullmatch(pattern, f"{config['name']}-{n}-1")}
     assert watched == {"airflow-worker", "airflow-worker-gpu"}
@@ -164,9 +342,7 @@ def test_every_worker_the_memory_alert_watches_has_a_memory_limit(env_file: Path
     custom = tmp_path / "custom.env"
     text = re.sub(r"(?m)^HELICAL_WORKER_MEMORY=.*$", "HELICAL_WORKER_MEMORY=3g", env_file.read_text())
     custom.write_text(re.sub(r"(?m)^HELICAL_WORKER_GPU_MEMORY=.*$", "HELICAL_WORKER_GPU_MEMORY=5g", text))
-    done = _config(custom, "gpu")
-    assert done.returncode == 0, done.stderr
-    services = json.loads(done.stdout)["services"]
+    services = _config_json(custom, "gpu")["services"]
     assert (_memory_limit(services["airflow-worker"]), _memory_limit(services["airflow-worker-gpu"])) == (
         3 * 2**30, 5 * 2**30,
     )  # fmt: skip
@@ -174,8 +350,104 @@ def test_every_worker_the_memory_alert_watches_has_a_memory_limit(env_file: Path
     old = tmp_path / "old.env"
     old.write_text(re.sub(r"(?m)^HELICAL_WORKER_(GPU_)?MEMORY=.*\n", "", env_file.read_text()))
     assert "HELICAL_WORKER_MEMORY" not in old.read_text()
-    done = _config(old, "gpu")
-    assert done.returncode == 0, done.stderr
-    services = json.loads(done.stdout)["services"]
+    services = _config_json(old, "gpu")["services"]
     assert _memory_limit(services["airflow-worker"]) == 16 * 2**30
     assert _memory_limit(services["airflow-worker-gpu"]) == 48 * 2**30
+
+
+# --- the init's folder ownership, for real ------------------------------------------------------------------------
+
+
+def _init_dirs() -> list[str]:
+    (default,) = re.findall(r'dirs="\$\{HELICAL_INIT_DIRS:-([^}]+)\}"', AIRFLOW_INIT.read_text())
+    return default.split()
+
+
+def test_the_init_runs_as_root_and_owns_every_folder_airflow_writes(full: dict) -> None:
+    init = full["services"]["airflow-init"]
+    assert init["user"] == "0:0" and init["command"] == ["/opt/helical-airflow/airflow-init.sh"]
+    assert init["environment"]["AIRFLOW_UID"] == full["services"]["airflow-scheduler"]["user"].split(":")[0]
+    assert (
+        "COPY --chmod=0755 deploy/docker/airflow-init.sh /opt/helical-airflow/airflow-init.sh" in DOCKERFILE.read_text()
+    )
+    owned = set(_init_dirs())
+    for name in AIRFLOW - {"airflow-init"}:
+        service = full["services"][name]
+        assert service["user"].endswith(":0")  # any uid, group 0: the official image's convention
+        writable = {t for t, m in _mounts(service).items() if not m.get("read_only") and t != "/opt/data/incoming"}
+        assert writable <= owned, f"{name} writes {writable - owned}, which airflow-init does not own"
+        assert writable <= set(_mounts(init)) | {"/opt/airflow/secrets"}
+
+
+def _image_layout() -> list[tuple[int, int, int, str]]:
+    """(mode, uid, gid, path) of the folders the airflow stage of the Dockerfile creates (`install -d ...`)."""
+    stage = DOCKERFILE.read_text().split(" AS airflow\n", 1)[1].split(" AS airflow-worker", 1)[0]
+    assert "USER 50000:0" in stage  # the image's airflow user
+    uids = {"airflow": 50000}
+    layout = []
+    for mode, owner, group, paths in re.findall(r"install -d -m (\d+) -o (\S+) -g (\d+) ([^\n\\&]+)", stage):
+        for path in paths.split():
+            layout.append((int(mode, 8), uids.get(owner, int(owner) if owner.isdigit() else -1), int(group), path))
+    return layout
+
+
+@pytest.fixture()
+def scratch() -> Iterator[Path]:
+    """A folder uid 1000 can reach (pytest's tmp_path sits under a root-only 0700 folder)."""
+    path = Path(tempfile.mkdtemp(prefix="helical-perm-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _can_write(folder: Path, uid: int, gid: int) -> bool:
+    probe = folder / f"probe-{uid}-{gid}"
+    as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    done = subprocess.run([*as_user, "sh", "-c", f": > '{probe}'"], capture_output=True)
+    return done.returncode == 0 and probe.exists()
+
+
+def _seed(folder: Path, mode: int, uid: int, gid: int) -> Path:
+    """What Docker does to a new named volume: the image folder's owner and mode (and content) copied onto it."""
+    folder.mkdir()
+    (folder / "from-the-image").write_text("x")
+    os.chown(folder / "from-the-image", uid, gid)
+    os.chown(folder, uid, gid)
+    folder.chmod(mode)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)")
+def test_a_volume_seeded_from_the_image_is_writable_by_uid_1000_once_the_init_ran(scratch: Path) -> None:
+    layout = {path: (mode, uid, gid) for mode, uid, gid, path in _image_layout()}
+    assert set(_init_dirs()) <= set(layout)  # every folder the init owns comes from the image
+    for path in _init_dirs():
+        mode, uid, gid = layout[path]
+        assert (uid, gid) == (50000, 0) and mode & 0o070 == 0o070, f"{path}: not group-writable for gid 0"
+
+    # the old layout (50000:0, 0700): uid 1000 of group 0, as compose runs Airflow, cannot write: nothing starts
+    old = _seed(scratch / "old", 0o700, 50000, 0)
+    assert not _can_write(old, 1000, 0)
+    # the image's layout now: group 0 may write, so `user: 1000:0` works even before the init ...
+    new = {path: _seed(scratch / Path(path).name, *layout[path]) for path in _init_dirs()}
+    for folder in new.values():
+        assert _can_write(folder, 1000, 0) and not _can_write(folder, 1000, 1000)
+
+    # ... and the init (root) hands the folders, and what the image put in them, to AIRFLOW_UID
+    folders = [str(f) for f in [old, *new.values()]]
+    env = {"PATH": os.environ["PATH"], "AIRFLOW_UID": "1000", "HELICAL_INIT_DIRS": " ".join(folders),
+           "HELICAL_INIT_SKIP_AIRFLOW": "1"}  # fmt: skip
+    done = subprocess.run(["bash", str(AIRFLOW_INIT)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    for folder in map(Path, folders):
+        assert (folder.stat().st_uid, folder.stat().st_gid) == (1000, 0)
+        assert (folder / "from-the-image").stat().st_uid == 1000
+        assert _can_write(folder, 1000, 1000), f"{folder} is not writable by its owner after the init"
+    assert _can_write(old, 1000, 0)  # an old volume is repaired too
+    assert (scratch / "secrets").stat().st_mode & 0o007 == 0  # the admin password file's folder: not for others
+
+    # it refuses to hand them to root, or to nobody
+    for uid in ("0", ""):
+        refused = subprocess.run(["bash", str(AIRFLOW_INIT)], capture_output=True, text=True,
+                                 env={**env, "AIRFLOW_UID": uid})  # fmt: skip
+        assert refused.returncode == 1 and "AIRFLOW_UID" in refused.stderr

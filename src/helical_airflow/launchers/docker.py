@@ -1,21 +1,14 @@
 """The `docker` launcher: the shard runs in a container through Airflow's DockerOperator.
 
-The container sees the data folder at /opt/data and the weights cache at /opt/helical-cache (a named
-volume or a host folder, so weights are downloaded once). plan.json holds the worker's absolute paths;
-when the worker's folders are not /opt/data and /opt/helical-cache (a worker outside Compose), the
-same folders are also mounted at the worker's paths so the plan resolves unchanged inside the container.
-GPU profiles get `device_requests`; the container is removed on success and on failure.
+The container runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I`.
+It sees the data folder read-only at /opt/data, the output folder writable at the worker's output path (its
+own mount) and the weights cache at /opt/helical-cache (a named volume or a host folder, so weights are
+downloaded once). plan.json holds the worker's absolute paths; when the worker's folders are not the
+container's (a worker outside Compose), the same folders are also mounted at the worker's paths so the plan
+resolves unchanged inside the container. GPU shards run the CUDA image with `device_requests`; CPU shards
+the CPU image, asking for no GPU. The container is removed on success and on failure.
 
-Settings (worker environment):
-  HELICAL_AIRFLOW_DOCKER_IMAGE        runner image (default helical-airflow-runner:0.1.0)
-  HELICAL_AIRFLOW_DOCKER_URL          Docker API (default $DOCKER_HOST, else unix:///var/run/docker.sock)
-  HELICAL_AIRFLOW_HOST_DATA_DIR       the data folder as the Docker engine's host sees it (default: worker's path)
-  HELICAL_AIRFLOW_HOST_OUTPUT_DIR     same for the output folder, when it is not inside the data folder
-  HELICAL_AIRFLOW_DOCKER_CACHE        weights cache: a volume name or a host folder (default: worker's cache path)
-  HELICAL_AIRFLOW_DOCKER_NETWORK      network mode (e.g. the Compose network, `none`)
-  HELICAL_AIRFLOW_DOCKER_USER         user to run as (uid:gid)
-  HELICAL_AIRFLOW_DOCKER_EXTRA_MOUNTS comma-separated `source:target[:ro]` binds (development images)
-  HELICAL_AIRFLOW_DOCKER_GPUS         `all` requests every GPU for any model (default: only GPU profiles)
+Settings: settings.py (HELICAL_AIRFLOW_DOCKER_*, HELICAL_AIRFLOW_HOST_*).
 """
 
 from __future__ import annotations
@@ -25,46 +18,19 @@ import os
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import settings
+from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
+from ..settings import DockerSettings
 from .base import LaunchError, failure, parse_result, shard_command
 
 log = logging.getLogger(__name__)
 
 CONTAINER_DATA = "/opt/data"
 CONTAINER_CACHE = "/opt/helical-cache"
-DEFAULT_IMAGE = "helical-airflow-runner:0.1.0"
-
-
-@dataclass
-class DockerSettings:
-    image: str = DEFAULT_IMAGE
-    docker_url: str = "unix:///var/run/docker.sock"
-    host_data_dir: str | None = None
-    host_output_dir: str | None = None
-    cache_source: str | None = None
-    network: str | None = None
-    user: str | None = None
-    extra_mounts: list[str] = field(default_factory=list)
-    all_gpus: bool = False
-
-    @classmethod
-    def from_env(cls) -> DockerSettings:
-        env = os.environ.get
-        return cls(
-            image=env("HELICAL_AIRFLOW_DOCKER_IMAGE", DEFAULT_IMAGE),
-            docker_url=env("HELICAL_AIRFLOW_DOCKER_URL") or env("DOCKER_HOST") or "unix:///var/run/docker.sock",
-            host_data_dir=env("HELICAL_AIRFLOW_HOST_DATA_DIR"),
-            host_output_dir=env("HELICAL_AIRFLOW_HOST_OUTPUT_DIR"),
-            cache_source=env("HELICAL_AIRFLOW_DOCKER_CACHE"),
-            network=env("HELICAL_AIRFLOW_DOCKER_NETWORK") or None,
-            user=env("HELICAL_AIRFLOW_DOCKER_USER") or None,
-            extra_mounts=[m for m in env("HELICAL_AIRFLOW_DOCKER_EXTRA_MOUNTS", "").split(",") if m.strip()],
-            all_gpus=env("HELICAL_AIRFLOW_DOCKER_GPUS", "") == "all",
-        )
+__all__ = ["CONTAINER_CACHE", "CONTAINER_DATA", "DEFAULT_IMAGE", "DockerSettings", "docker_operator", "run_docker"]
 
 
 def _bind(source: str, target: str, read_only: bool = False) -> Any:
@@ -75,15 +41,18 @@ def _bind(source: str, target: str, read_only: bool = False) -> Any:
 
 
 def container_mounts(cfg: DockerSettings, cache_dir: str | None) -> list[Any]:
-    """Data at /opt/data (and at the worker's path), outputs, the weights cache, extra binds."""
+    """Data read-only at /opt/data (and at the worker's path), outputs writable, the weights cache, extra binds."""
     data = str(settings.data_dir())
     output = str(settings.output_dir())
     host_data = cfg.host_data_dir or data
-    mounts = [_bind(host_data, CONTAINER_DATA)]
+    mounts = [_bind(host_data, CONTAINER_DATA, read_only=True)]
     if data != CONTAINER_DATA:
-        mounts.append(_bind(host_data, data))
-    if not Path(output).is_relative_to(data):
-        mounts.append(_bind(cfg.host_output_dir or output, output))
+        mounts.append(_bind(host_data, data, read_only=True))
+    # always its own mount, writable (also when it lies inside the read-only data folder: a nested mount)
+    host_output = cfg.host_output_dir or (
+        str(Path(host_data) / Path(output).relative_to(data)) if Path(output).is_relative_to(data) else output
+    )
+    mounts.append(_bind(host_output, output))
     if cache_dir:
         source = cfg.cache_source or cache_dir
         mounts.append(_bind(source, CONTAINER_CACHE))
@@ -97,6 +66,11 @@ def container_mounts(cfg: DockerSettings, cache_dir: str | None) -> list[Any]:
 
 def wants_gpu(gpu_policy: str, device: str, cfg: DockerSettings) -> bool:
     return cfg.all_gpus or gpu_policy == "required" or device == "cuda"
+
+
+def image_for(gpu: bool, cfg: DockerSettings) -> str:
+    """The CUDA image for GPU shards (HELICAL_AIRFLOW_DOCKER_GPU_IMAGE), the CPU image otherwise."""
+    return (cfg.gpu_image or cfg.image) if gpu else cfg.image
 
 
 def docker_operator(plan_path: str, shard: int, cfg: DockerSettings | None = None, task_id: str | None = None) -> Any:
@@ -114,8 +88,8 @@ def docker_operator(plan_path: str, shard: int, cfg: DockerSettings | None = Non
     passed = ("HELICAL_AIRFLOW_STATSD_HOST", "HELICAL_AIRFLOW_STATSD_PORT", "MLFLOW_TRACKING_URI")
     return DockerOperator(
         task_id=task_id or f"embed_shard_{shard}_container",
-        image=cfg.image,
-        command=shard_command(plan_path, shard),
+        image=image_for(gpu, cfg),
+        command=shard_command(plan_path, shard)[1:],  # the image's ENTRYPOINT is helical-airflow
         docker_url=cfg.docker_url,
         mounts=container_mounts(cfg, plan.params.cache_dir),
         environment={
@@ -144,7 +118,7 @@ def run_docker(
     from airflow.providers.docker.exceptions import DockerContainerFailedException
 
     operator = docker_operator(plan_path, shard, cfg)
-    (emit or log.info)(f"launching container {operator.container_name} from {operator.image}")
+    (emit or log.info)(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
     try:
         # A nested operator: the launcher is chosen per run (a DAG param), so the mapped task calls it.
         lines = operator.execute(context={})
