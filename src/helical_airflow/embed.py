@@ -137,6 +137,7 @@ def embed_shard(
         device=device,
         precision=effective_precision(device, plan.params.precision or "fp32"),
         engine=plan.params.engine or "helical",
+        batch_size=getattr(runner, "batch_size", None) or plan.params.batch_size,
         host=socket.gethostname(),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
