@@ -21,7 +21,7 @@ from helical_airflow.launchers.local import run_local, runner_program
 def test_every_launcher_runs_the_same_command() -> None:
     expected = ["helical-airflow", "embed-shard", "--plan", "/d/plan.json", "--shard", "3"]
     assert shard_command("/d/plan.json", 3) == expected
-    assert set(LAUNCHERS) == {"local", "docker"}
+    assert set(LAUNCHERS) == {"local", "docker", "kubernetes"}
     with pytest.raises(Exception, match="E510"):
         launch("ssh", "/d/plan.json", 0)
 

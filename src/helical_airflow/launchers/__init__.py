@@ -2,8 +2,9 @@
 
     helical-airflow embed-shard --plan PLAN.json --shard I
 
-`local` (a subprocess in a configured Python environment; the default) and `docker` (Airflow's
-DockerOperator). A model crash or out-of-memory kills that process, never the Airflow worker.
+`local` (a subprocess in a configured Python environment; the default), `docker` (Airflow's
+DockerOperator) and `kubernetes` (Airflow's KubernetesPodOperator, a pod per shard). A model crash or
+out-of-memory kills that process, never the Airflow worker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def launch(launcher: str, plan_path: str, shard: int, **options: object) -> dict
         from .docker import run_docker
 
         return run_docker(plan_path, shard, **options)  # type: ignore[arg-type]
+    if launcher == "kubernetes":
+        from .kubernetes import run_kubernetes
+
+        return run_kubernetes(plan_path, shard, **options)  # type: ignore[arg-type]
     from .base import unknown_launcher
 
     raise unknown_launcher(launcher)

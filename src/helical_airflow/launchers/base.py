@@ -7,7 +7,7 @@ import re
 
 from ..errors import HelicalAirflowError
 
-LAUNCHERS = ("local", "docker")
+LAUNCHERS = ("local", "docker", "kubernetes")
 
 #: exit codes of `helical-airflow embed-shard` (errors.py): 2 = the user must fix something, 3 = the shard failed
 USER_ERROR_EXIT = 2

@@ -1,0 +1,194 @@
+"""The `kubernetes` launcher: the shard runs in its own pod through Airflow's KubernetesPodOperator.
+
+The pod runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I`, the same
+command as every launcher. `shard_pod` builds the whole pod from the model's ResourceProfile and the
+deployment's settings (settings.py, HELICAL_AIRFLOW_K8S_*), as a plain function so it can be checked without a
+cluster:
+- resources: memory request = limit = the profile's `memory_cap_gb`; a CPU request; GPU shards (profile
+  `gpu: required`, or `device=cuda`) get `nvidia.com/gpu: 1`, the CUDA image, the GPU node selector and
+  tolerations; CPU shards the CPU image and ask for no GPU.
+- volumes: the inputs' PVC read-only at the worker's data folder, the outputs' PVC at its output folder and the
+  weights PVC at the plan's cache folder, so the paths in plan.json resolve unchanged in the pod.
+- runs as the runner image's non-root user (group 0), no privilege escalation, every capability dropped.
+The worker mounts the same PVCs: the shard's result is read back from `shards/<i>.json` on the outputs volume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import settings
+from ..settings import KubernetesSettings
+from .base import LaunchError, failure, shard_command
+
+log = logging.getLogger(__name__)
+
+CONTAINER = "base"  # the container name KubernetesPodOperator follows (logs, exit code)
+POD_CACHE = "/opt/helical-cache"
+PASSED = ("HELICAL_AIRFLOW_STATSD_HOST", "HELICAL_AIRFLOW_STATSD_PORT", "MLFLOW_TRACKING_URI")  # the worker's, as is
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _label(value: str) -> str:
+    return _LABEL_VALUE.sub("-", value)[:63].strip("-_.") or "x"
+
+
+def wants_gpu(gpu_policy: str, device: str) -> bool:
+    return gpu_policy == "required" or device == "cuda"
+
+
+def shard_pod(plan: Any, plan_path: str, shard: int, profile: Any, cfg: KubernetesSettings) -> Any:
+    """The V1Pod that runs one shard (kubernetes client models; nothing is sent anywhere)."""
+    from kubernetes.client import models as k8s
+
+    gpu = wants_gpu(profile.gpu, plan.params.device)
+    memory = f"{int(round(profile.memory_cap_gb * 1024))}Mi"
+    limits = {"memory": memory}
+    requests = {"memory": memory, "cpu": cfg.cpu_request}
+    if gpu:
+        limits["nvidia.com/gpu"] = "1"
+        requests["nvidia.com/gpu"] = "1"
+    data = str(settings.data_dir())
+    output = str(settings.output_dir())
+    cache = plan.params.cache_dir or POD_CACHE
+    volumes = [
+        k8s.V1Volume(
+            name="data",
+            persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=cfg.data_pvc, read_only=True),
+        ),
+        k8s.V1Volume(
+            name="outputs", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=cfg.output_pvc)
+        ),
+        k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
+    ]
+    mounts = [
+        k8s.V1VolumeMount(name="data", mount_path=data, read_only=True),
+        k8s.V1VolumeMount(name="outputs", mount_path=output),
+        k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
+    ]
+    if cfg.cache_pvc:
+        volumes.append(
+            k8s.V1Volume(
+                name="weights",
+                persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=cfg.cache_pvc),
+            )
+        )
+        mounts.append(k8s.V1VolumeMount(name="weights", mount_path=cache))
+    env = {
+        "HELICAL_AIRFLOW_DATA_DIR": data,
+        "HELICAL_AIRFLOW_OUTPUT_DIR": output,
+        "HELICAL_AIRFLOW_CACHE_DIR": cache,
+        "PYTHONUNBUFFERED": "1",
+        **{k: os.environ[k] for k in PASSED if k in os.environ},
+    }
+    container = k8s.V1Container(
+        name=CONTAINER,
+        image=cfg.gpu_image if gpu else cfg.image,
+        args=shard_command(plan_path, shard)[1:],  # the image's ENTRYPOINT is helical-airflow
+        env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
+        resources=k8s.V1ResourceRequirements(requests=requests, limits=limits),
+        volume_mounts=mounts,
+        security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            run_as_non_root=True,
+        ),
+    )
+    labels = {
+        "app.kubernetes.io/name": "helical-airflow-runner",
+        "app.kubernetes.io/component": "shard",
+        "helical-airflow/run-key": _label(plan.run_key),
+        "helical-airflow/shard": str(shard),
+        "helical-airflow/model": _label(plan.params.model),
+        "helical-airflow/queue": profile.queue,
+    }
+    return k8s.V1Pod(
+        api_version="v1",
+        kind="Pod",
+        metadata=k8s.V1ObjectMeta(
+            name=_label(f"helical-{plan.run_key[:12]}-shard{shard}").lower(), namespace=cfg.namespace, labels=labels
+        ),
+        spec=k8s.V1PodSpec(
+            restart_policy="Never",  # Airflow's task retries decide, not the kubelet
+            containers=[container],
+            volumes=volumes,
+            node_selector=(cfg.gpu_node_selector if gpu else cfg.node_selector) or None,
+            tolerations=[k8s.V1Toleration(**t) for t in (cfg.gpu_tolerations if gpu else cfg.tolerations)] or None,
+            service_account_name=cfg.service_account,
+            automount_service_account_token=False,  # the shard never talks to the API server
+            image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in cfg.image_pull_secrets] or None,
+            security_context=k8s.V1PodSecurityContext(
+                run_as_user=cfg.run_as_user,
+                run_as_group=0,
+                fs_group=0,
+                run_as_non_root=True,
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+        ),
+    )
+
+
+def pod_operator(plan_path: str, shard: int, cfg: KubernetesSettings | None = None, task_id: str | None = None) -> Any:
+    """The KubernetesPodOperator that runs one shard (built at run time: the plan decides image, GPU and memory)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from ..models import get_model
+    from ..plan import load_plan
+
+    cfg = cfg or settings.kubernetes_settings()
+    plan = load_plan(plan_path)
+    pod = shard_pod(plan, plan_path, shard, get_model(plan.params.model).profile, cfg)
+    return KubernetesPodOperator(
+        task_id=task_id or f"embed_shard_{shard}_pod",
+        full_pod_spec=pod,
+        name=pod.metadata.name,
+        namespace=cfg.namespace,
+        in_cluster=cfg.in_cluster,
+        config_file=cfg.config_file,
+        startup_timeout_seconds=cfg.startup_timeout,
+        get_logs=True,  # the pod's output streams into the task log
+        log_events_on_failure=True,  # why it did not start (unschedulable, image pull, OOMKilled)
+        on_finish_action="delete_pod",  # removed on success and on failure
+        do_xcom_push=False,  # the result is read from the outputs volume
+    )
+
+
+def run_kubernetes(
+    plan_path: str, shard: int, cfg: KubernetesSettings | None = None, emit: Callable[[str], None] | None = None
+) -> dict:
+    """Run the shard in a pod; returns its ShardResult (dict) from shards/<i>.json on the shared outputs volume."""
+    from ..plan import load_plan
+
+    operator = pod_operator(plan_path, shard, cfg)
+    (emit or log.info)(f"launching pod {operator.name} in {operator.namespace}")
+    try:
+        operator.execute(context=_context())
+    except Exception as exc:  # AirflowException with the pod's status; the exit code is in there
+        found = re.search(r"'exit_code': (-?\d+)", str(exc))
+        raise failure(f"pod of shard {shard}", int(found.group(1)) if found else None, str(exc).splitlines()) from exc
+    result = Path(load_plan(plan_path).shard_result_file(shard))
+    if not result.is_file():
+        raise LaunchError(
+            "E512",
+            f"the pod finished but {result} is missing",
+            "the worker and the pods must mount the same outputs volume (HELICAL_AIRFLOW_K8S_OUTPUT_PVC)",
+            0,
+            retryable=False,
+        )
+    return json.loads(result.read_text())
+
+
+def _context() -> Any:
+    """The running task's context (labels, logs); an empty one outside a task."""
+    try:
+        from airflow.sdk import get_current_context
+
+        return get_current_context()
+    except Exception:
+        return {}
