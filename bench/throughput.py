@@ -119,15 +119,15 @@ def main() -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore")
 
-    from helical_airflow.models import get_model
+    from helical_airflow.models import get_model, registry
     from helical_airflow.models.fixture import build_fixture
     from helical_airflow.models.runner import precision_scope, trust_cached_files
 
     t0 = time.perf_counter()
     info = build_fixture(cache_dir, families=["geneformer"], genes=[], n_synthetic_genes=args.genes,
-                         shape="real", seed=args.seed, geneformer_models=[model_name])
+                         shape="real", seed=args.seed, models=[model_name])
     fixture_s = time.perf_counter() - t0
-    genes = sorted(json.loads((cache_dir / ".cache/helical/models" / get_model(model_name).required_files()[1])
+    genes = sorted(json.loads((cache_dir / ".cache/helical/models" / registry.required_files(get_model(model_name), {})[1])
                               .read_text()))
     genes = [g for g in genes if not g.startswith("<")]
 
@@ -139,12 +139,12 @@ def main() -> int:
     # torchvision is loaded; torchvision 0.26 (GPU images) removed it. Tokenised cells hold no video.
     datasets.config.TORCHVISION_AVAILABLE = False
 
-    from helical_airflow.models.fast_geneformer import Ragged, geneformer_embeddings
-    from helical_airflow.models.tokenize_fast import geneformer_tokens
+    from helical_airflow.models.geneformer.fast import Ragged, geneformer_embeddings
+    from helical_airflow.models.geneformer.tokenize_fast import geneformer_tokens
 
     logging.disable(logging.WARNING)  # helical logs every batch and every file check
     torch.manual_seed(args.seed)
-    trust_cached_files(get_model(model_name), str(cache_dir))
+    trust_cached_files(registry.required_files(get_model(model_name), {}), str(cache_dir))
     gf = Geneformer(GeneformerConfig(model_name=model_name, batch_size=args.batch_size, device=args.device))
     adata = synthetic_counts(n_cells, genes, args.mean_genes, args.seed)
     dataset, tokenise_s = timed(lambda: gf.process_data(adata.copy(), gene_names="index"), "cpu")

@@ -110,6 +110,13 @@ params = {
         "empty: the model's profile (fast for Geneformer and scGPT).",
     ),  # fmt: skip
     "seed": Param(0, type="integer", minimum=0, title="Seed", description="Random seed for anything stochastic."),
+    steps.MODEL_OPTIONS_PARAM: Param(
+        {},
+        type="object",
+        title="Model options",
+        description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
+        "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
+    ),  # fmt: skip
     "launcher": Param(
         os.environ.get("HELICAL_AIRFLOW_LAUNCHER", "local"),
         type="string",

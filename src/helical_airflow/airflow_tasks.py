@@ -26,6 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the Param names the DAG passes through to RunParams
 RUN_PARAM_NAMES = ("model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed")
+#: the DAG Param holding the model options (RunParams.options)
+MODEL_OPTIONS_PARAM = "model_options"
 
 
 def fail_fast_on_user_errors[F: Callable[..., Any]](func: F) -> F:
@@ -49,7 +51,11 @@ def resolve_input(input_path: str) -> Path:
     """The input file, which must be inside the data folder (relative paths are relative to it)."""
     root = settings.data_dir()
     path = Path(input_path)
-    resolved = (path if path.is_absolute() else root / path).resolve()
+    candidate = path if path.is_absolute() else root / path
+    try:
+        resolved = candidate.resolve()  # symlinks followed: one leading out of the folder is refused too
+    except (OSError, RuntimeError):  # a symlink loop: validation reports it (E101) without reading anything
+        resolved = Path(os.path.normpath(candidate))
     if not resolved.is_relative_to(root):
         raise ConfigError(
             "E513",
@@ -62,7 +68,8 @@ def resolve_input(input_path: str) -> Path:
 def run_params(params: dict[str, Any]) -> RunParams:
     """RunParams from the DAG's Params; the weights cache comes from the worker (HELICAL_AIRFLOW_CACHE_DIR)."""
     chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) is not None}
-    return RunParams(**chosen, cache_dir=settings.cache_dir())
+    options = {str(k): str(v) for k, v in (params.get(MODEL_OPTIONS_PARAM) or {}).items()}
+    return RunParams(**chosen, options=options, cache_dir=settings.cache_dir())
 
 
 @fail_fast_on_user_errors
@@ -70,7 +77,8 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     from .validate import validate_input as validate
 
     path = resolve_input(params["input_path"])
-    summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir())
+    summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
+                       options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip
     log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
              path, summary.n_cells, summary.n_genes, 100 * summary.vocab_overlap)  # fmt: skip
     return summary.model_dump()

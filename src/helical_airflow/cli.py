@@ -68,6 +68,14 @@ CacheOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[int, typer.Option(help="random seed for anything stochastic in the model")]
+ModelOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option", "-o", metavar="NAME=VALUE",
+        help="a model option that changes the embedding, repeatable (e.g. --option species=mouse for UCE); "
+        "each family's options and defaults: `helical-airflow models list --options`, docs/models.md",
+    ),
+]
 OutOpt = Annotated[Path, typer.Option(help="output root; the run goes to OUT/<dataset>/<run_key>/")]
 InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
 
@@ -117,6 +125,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "layer": (LayerOpt, _default("layer")),
     "engine": (EngineOpt, _default("engine")),
     "seed": (SeedOpt, _default("seed")),
+    "options": (ModelOptionOpt, None),
     "cache_dir": (CacheOpt, _default("cache_dir")),
 }
 DEFAULT_OUT = Path("outputs")
@@ -127,7 +136,21 @@ def _params(**options: Any) -> RunParams:
     values = {name: options.get(name, default) for name, (_, default) in RUN_OPTIONS.items()}
     cache_dir = values["cache_dir"]
     values["cache_dir"] = str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir()
+    values["options"] = _model_options(values["options"] or [])
     return RunParams(**values)
+
+
+def _model_options(pairs: list[str]) -> dict[str, str]:
+    """`--option NAME=VALUE` pairs as a dict (E227 for one without `=`)."""
+    from .errors import ConfigError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError("E227", f"--option {pair!r} is not NAME=VALUE", "write it as e.g. --option species=mouse")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def run_options(*names: str) -> Callable[[F], F]:
@@ -225,7 +248,7 @@ def run(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
 
 @app.command()
 @friendly_errors
-@run_options("model", "layer", "cache_dir")
+@run_options("model", "layer", "cache_dir", "options")
 def validate(
     input: InputArg,
     params: RunParams,
@@ -238,7 +261,7 @@ def validate(
     from .validate import validate_input
 
     with err.status("validating (streaming through the counts)..."):
-        summary = validate_input(str(input), params.model, params.layer, params.cache_dir)
+        summary = validate_input(str(input), params.model, params.layer, params.cache_dir, options=params.options)
     if as_json:
         console.print_json(summary.model_dump_json())
         return
@@ -296,30 +319,50 @@ def merge(plan_path: Annotated[Path, typer.Option("--plan", help="plan.json writ
 
 
 @models_app.command("list")
-def models_list(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
-    """Every model name, its modality and resource profile."""
-    from .models import MODELS
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    show_options: Annotated[bool, typer.Option("--options", help="each family's model options instead")] = False,
+) -> None:
+    """Every model name, its family, modality and resource profile, and where it runs.
+
+    "runs on": cpu+gpu (a CPU or a GPU), gpu (the profile needs a GPU: too large for a CPU in useful time), or
+    gpu only (helical's code has CUDA-only kernels: a CPU run fails with E228 before loading). "fixture": an
+    offline random-weight stand-in can be built (`models fixture`); without one the model needs its real
+    weights (`models download`).
+    """
+    from .models import FAMILIES, MODELS
+
+    if show_options:
+        table = Table(title="model options (--option NAME=VALUE; part of the run key)")
+        for col in ("family", "option", "default", "choices", "what"):
+            table.add_column(col)
+        for family in FAMILIES.values():
+            for option in family.options:
+                table.add_row(family.name, option.name, option.default, ", ".join(option.choices) or "any", option.help)
+        console.print(table)
+        return
+
+    def runs_on(name: str) -> str:
+        spec = MODELS[name]
+        if FAMILIES[spec.family].cpu_unsupported:
+            return "gpu only"
+        return "gpu" if spec.profile.gpu == "required" else "cpu+gpu"
 
     if as_json:
-        print(json.dumps({name: {"family": s.family, **vars(s.profile)} for name, s in MODELS.items()}, indent=1))
+        print(json.dumps({name: {"family": s.family, "helical_model_name": s.helical_model_name,
+                                 "embedding_dim": s.embedding_dim, "runs_on": runs_on(name), **vars(s.profile)}
+                          for name, s in MODELS.items()}, indent=1))  # fmt: skip
         return
     table = Table(title="helical-airflow models")
-    for col in ("name", "family", "modality", "GPU", "precision", "batch", "mem cap GB", "queue", "engine", "fixture"):
+    for col in ("name", "family", "modality", "runs on", "precision", "batch", "mem cap GB", "queue", "engine",
+                "fixture"):  # fmt: skip
         table.add_column(col)
     for name, spec in MODELS.items():
         p = spec.profile
         table.add_row(
-            name,
-            spec.family,
-            p.modality,
-            p.gpu,
-            p.precision,
-            str(p.batch_size),
-            f"{p.memory_cap_gb:g}",
-            p.queue,
-            p.engine,
-            "yes" if p.has_fixture else "no",
-        )
+            name, spec.family, p.modality, runs_on(name), p.precision, str(p.batch_size), f"{p.memory_cap_gb:g}",
+            p.queue, p.engine, "yes" if FAMILIES[spec.family].fixture else "no",
+        )  # fmt: skip
     console.print(table)
 
 
@@ -329,6 +372,9 @@ def models_fixture(
     out_dir: Annotated[Path, typer.Option("--out", help="cache root to write (pass it later as --cache-dir)")],
     family: Annotated[
         list[str] | None, typer.Option(help="model family to build (repeatable); default: all with a fixture")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="a single model to build (repeatable), in addition to --family")
     ] = None,
     shape: Annotated[
         str, typer.Option(help="tiny (tests, seconds) or real (true layer sizes, random weights: benchmarks)")
@@ -341,13 +387,12 @@ def models_fixture(
     Lets `run --cache-dir DIR` exercise helical's real code with no network. Everything embedded with it is
     marked as a fixture in its manifest, logs and report.
     """
-    from .models.fixture import build_fixture
+    from .models.fixture import FIXTURE_FAMILIES, build_fixture
 
-    kwargs: dict[str, Any] = {"shape": shape, "n_synthetic_genes": synthetic_genes, "seed": seed}
-    if family:
-        kwargs["families"] = tuple(family)
+    families = tuple(family) if family else (() if model else FIXTURE_FAMILIES)
     with err.status(f"building fixture cache in {out_dir}..."):
-        built = build_fixture(out_dir.resolve(), **kwargs)
+        built = build_fixture(out_dir.resolve(), families=families, models=model or (), shape=shape,  # type: ignore[arg-type]
+                              n_synthetic_genes=synthetic_genes, seed=seed)  # fmt: skip
     err.print_json(json.dumps(built, default=str))
     print(out_dir.resolve())
 

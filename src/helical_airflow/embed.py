@@ -19,7 +19,7 @@ import numpy as np
 
 from . import h5io, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
-from .models import get_model
+from .models import get_model, registry
 from .spec import Plan, Precision, ShardResult
 from .store import finished_result, save_npy, write_json
 
@@ -65,12 +65,15 @@ def effective_precision(device: str, requested: Precision) -> Precision:
 def load_runner(plan: Plan, device: str) -> Any:
     use_cache_dir(plan.params.cache_dir)
     params = plan.params
-    return get_model(params.model).load_runner(
+    spec = get_model(params.model)
+    return registry.load_runner(
+        spec,
         device=device,
-        precision=effective_precision(device, params.precision or "fp32"),
-        batch_size=params.batch_size,
-        engine=params.engine,
+        precision=effective_precision(device, params.precision or spec.profile.precision),
+        batch_size=params.batch_size or spec.profile.batch_size,
+        engine=params.engine or spec.profile.engine,
         seed=params.seed,
+        options=registry.resolve_options(spec, params.options),
     )
 
 

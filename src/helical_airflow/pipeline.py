@@ -26,7 +26,7 @@ ShardCallback = Callable[[Plan, ShardResult], None]
 
 
 def prepare(input_path: str | Path, params: RunParams, out_root: Path) -> Plan:
-    summary = validate_input(str(input_path), params.model, params.layer, params.cache_dir)
+    summary = validate_input(str(input_path), params.model, params.layer, params.cache_dir, options=params.options)
     return make_plan(summary, params, out_root)
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ConfigError
-from .models import get_model, is_fixture_cache
+from .models import get_model, is_fixture_cache, registry
 from .spec import InputSummary, Plan, RunParams, ShardSpec
 from .store import write_json
 from .versions import code_version
@@ -22,6 +22,7 @@ def resolve_params(params: RunParams) -> RunParams:
             "precision": params.precision or profile.precision,
             "batch_size": params.batch_size or profile.batch_size,
             "engine": params.engine or profile.engine,
+            "options": registry.resolve_options(get_model(params.model), params.options),
         }
     )
 
@@ -62,7 +63,7 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
     """Write `<out_root>/<dataset>/<run_key>/plan.json` (kept if it exists) and return the plan."""
     spec = get_model(params.model)
     params = resolve_params(params)
-    files = spec.weights_files(params.cache_dir)
+    files = registry.weights_files(spec, params.options, params.cache_dir)
     if not files:
         raise ConfigError(
             "E203",

@@ -29,6 +29,9 @@ class RunParams(BaseModel):
     layer: str | None = Field(default=None, description="layer holding raw counts; default X")
     engine: Engine | None = None
     seed: int = 0
+    options: dict[str, str] = Field(
+        default_factory=dict, description="model options that change the embedding (species, ...): docs/models.md"
+    )
     cache_dir: str | None = Field(default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)")
 
 

@@ -29,8 +29,8 @@ CHILD = r"""
 import json, sys, warnings, logging
 warnings.filterwarnings("ignore")
 import numpy as np, anndata as ad, scipy.sparse as sp
-from helical_airflow.models import get_model
-from helical_airflow.models.fixture import gene_table, default_genes
+from helical_airflow.models import get_model, registry
+from helical_airflow.models.fixture_io import gene_table, default_genes
 from helical_airflow.models.runner import helical_prefix, trust_cached_files
 
 sample, n, cases, out = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
@@ -54,10 +54,10 @@ def cosines(a, b):
 report = {}
 for case in cases:
     family, model_name, mode, layer, kernel = case.split(":")
-    trust_cached_files(get_model(model_name), prefix)
+    trust_cached_files(registry.required_files(get_model(model_name), {}), prefix)
     if family == "geneformer":
         from helical.models.geneformer import Geneformer, GeneformerConfig
-        from helical_airflow.models.fast_geneformer import geneformer_embeddings
+        from helical_airflow.models.geneformer.fast import geneformer_embeddings
         model = Geneformer(GeneformerConfig(model_name=model_name, batch_size=24, emb_mode=mode, emb_layer=int(layer)))
         dataset = model.process_data(data.copy())
         fast = geneformer_embeddings(model, dataset, kernel=kernel, token_budget=6000)
@@ -65,8 +65,8 @@ for case in cases:
     elif family == "scgpt":
         from pathlib import Path
         from helical.models.scgpt import scGPT, scGPTConfig
-        from helical_airflow.models.scgpt import architecture
-        from helical_airflow.models.fast_scgpt import scgpt_embeddings
+        from helical_airflow.models.scgpt.adapter import architecture
+        from helical_airflow.models.scgpt.fast import scgpt_embeddings
         arch = architecture(Path(prefix, ".cache/helical/models/scgpt/scGPT_CP"))
         model = scGPT(scGPTConfig(batch_size=24, emb_mode=mode, **arch))
         dataset = model.process_data(data.copy())
@@ -120,7 +120,7 @@ def test_fast_geneformer_equals_helical_quick(tmp_path: Path) -> None:
     """v2 tokens (<cls> ... <eos>), both kernels, a 1-gene cell and cells truncated at 4,096 tokens."""
     cache = tmp_path / "cache"
     build_fixture(
-        cache, families=("geneformer",), n_synthetic_genes=N_SYNTHETIC, geneformer_models=["gf-12L-38M-i4096"]
+        cache, families=("geneformer",), n_synthetic_genes=N_SYNTHETIC, models=["gf-12L-38M-i4096"]
     )
     cases = ["geneformer:gf-12L-38M-i4096:cell:-1:padded", "geneformer:gf-12L-38M-i4096:cell:-1:packed"]
     report = run_child(cache, 20, cases, tmp_path)
@@ -134,7 +134,7 @@ def test_fast_paths_equal_helical_on_the_whole_sample(tmp_path: Path) -> None:
     """Every mode with a fast path, both Geneformer vocabularies (v1 no <cls>, v2 <cls>/<eos>), scGPT's
     cls and (quirky, padding-averaging) cell modes, a non-final layer, and the runners' engine switch."""
     cache = tmp_path / "cache"
-    build_fixture(cache, n_synthetic_genes=N_SYNTHETIC, geneformer_models=["gf-6L-10M-i2048", "gf-12L-38M-i4096"])
+    build_fixture(cache, n_synthetic_genes=N_SYNTHETIC, models=["gf-6L-10M-i2048", "gf-12L-38M-i4096"])
     cases = [
         "geneformer:gf-6L-10M-i2048:cell:-1:padded",
         "geneformer:gf-6L-10M-i2048:cell:-1:packed",

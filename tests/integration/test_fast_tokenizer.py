@@ -29,11 +29,11 @@ import json, sys, warnings, logging
 warnings.filterwarnings("ignore")
 import numpy as np, pandas as pd, anndata as ad, scipy.sparse as sp
 from helical.models.geneformer import Geneformer, GeneformerConfig
-from helical_airflow.models import get_model
-from helical_airflow.models.fast_geneformer import Ragged
-from helical_airflow.models.fixture import gene_table, default_genes
+from helical_airflow.models import get_model, registry
+from helical_airflow.models.geneformer.fast import Ragged
+from helical_airflow.models.fixture_io import gene_table, default_genes
 from helical_airflow.models.runner import helical_prefix, trust_cached_files
-from helical_airflow.models.tokenize_fast import geneformer_tokens
+from helical_airflow.models.geneformer.tokenize_fast import geneformer_tokens
 
 sample, out, n_synth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 logging.disable(logging.WARNING)
@@ -70,7 +70,7 @@ variants["obs_instructions"] = obs
 prefix = helical_prefix()
 report = {}
 for name in sys.argv[4].split(","):
-    trust_cached_files(get_model(name), prefix)
+    trust_cached_files(registry.required_files(get_model(name), {}), prefix)
     gf = Geneformer(GeneformerConfig(model_name=name))
     for label, adata in variants.items():
         ref = Ragged.from_dataset(gf.process_data(adata.copy(), gene_names="index"))
@@ -85,7 +85,7 @@ json.dump(report, open(out, "w"), indent=1)
 
 def test_fast_tokens_are_helicals_token_for_token(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    build_fixture(cache, families=("geneformer",), n_synthetic_genes=N_SYNTHETIC, geneformer_models=MODELS)
+    build_fixture(cache, families=("geneformer",), n_synthetic_genes=N_SYNTHETIC, models=MODELS)
     # give 300 synthetic genes the same median so cells with equal counts on them tie
     for version in ("v1", "v2"):
         path = cache / ".cache/helical/models/geneformer" / version / "gene_median_dictionary.json"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from helical_airflow import cli
 from helical_airflow.spec import RunParams
 
-RUN_FLAGS = {name: "--" + name.replace("_", "-") for name in cli.RUN_OPTIONS}
+RUN_FLAGS = {name: "--" + name.replace("_", "-") for name in cli.RUN_OPTIONS} | {"options": "--option"}
 
 
 def _help_text(option: Any) -> str:
@@ -45,12 +45,14 @@ def test_run_and_plan_take_every_run_option_with_its_help_and_default(command: s
 
 def test_run_option_defaults_are_run_params_defaults() -> None:
     for name, field in RunParams.model_fields.items():
-        if name != "model":  # RunParams requires a model; the CLI's default is geneformer
+        if name == "options":  # repeatable --option: none given is RunParams' empty dict
+            assert cli.RUN_OPTIONS[name][1] is None and RunParams(model="m").options == {}
+        elif name != "model":  # RunParams requires a model; the CLI's default is geneformer
             assert cli.RUN_OPTIONS[name][1] == field.default, name
 
 
 def test_validate_takes_only_the_run_options_it_uses() -> None:
-    assert set(_click_options("validate")) == {"model", "layer", "cache_dir", "as_json"}
+    assert set(_click_options("validate")) == {"model", "layer", "cache_dir", "options", "as_json"}
 
 
 @pytest.mark.parametrize("command", ["run", "plan", "validate"])

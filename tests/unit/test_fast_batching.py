@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helical_airflow.models.fast_geneformer import Ragged, length_sorted_batches
-from helical_airflow.models.fast_scgpt import helical_padding
+from helical_airflow.models.geneformer.fast import Ragged, length_sorted_batches
+from helical_airflow.models.scgpt.fast import helical_padding
 
 
 def random_rows(rng: np.random.Generator, n: int) -> list[np.ndarray]:
@@ -85,7 +85,7 @@ def test_both_packed_attentions_equal_per_cell_padded_free_attention() -> None:
     import torch
     import torch.nn.functional as F
 
-    from helical_airflow.models.fast_geneformer import _attention_jagged, _attention_per_cell
+    from helical_airflow.models.geneformer.fast import _attention_jagged, _attention_per_cell
 
     torch.manual_seed(0)
     lengths = np.array([1, 37, 5, 64, 2])

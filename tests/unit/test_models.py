@@ -13,11 +13,17 @@ import pytest
 import scipy.sparse as sp
 
 from helical_airflow.errors import ConfigError
-from helical_airflow.models import FAMILY_DEFAULTS, MODELS, get_model, is_fixture_cache
+from helical_airflow.models import FAMILIES, FAMILY_DEFAULTS, MODELS, get_model, is_fixture_cache, registry
 from helical_airflow.models import cache as model_cache
 from helical_airflow.models import runner as runner_module
-from helical_airflow.models.runner import HelicalRunner, cells_with_known_genes, known_gene_mask, require_mapping
-from helical_airflow.models.vocab import read_vocabulary
+from helical_airflow.models.geneformer import files as geneformer_files
+from helical_airflow.models.runner import (
+    HelicalRunner,
+    RunSettings,
+    cells_with_known_genes,
+    known_gene_mask,
+    require_mapping,
+)
 
 
 def test_unknown_model_is_e201_and_lists_every_name() -> None:
@@ -49,28 +55,27 @@ def test_profiles_are_consistent() -> None:
         assert profile.batch_size >= 1 and profile.memory_cap_gb > 0
         # a GPU-only model must be scheduled on the GPU queue and pool, and only those
         assert (profile.gpu == "required") == (profile.queue == "gpu") == (profile.pool == "gpu_pool")
-        assert profile.has_fixture == (spec.family in ("geneformer", "scgpt"))
+        assert spec.family in FAMILIES
 
 
 def test_every_geneformer_model_helical_accepts_is_a_name() -> None:
     geneformers = {s.helical_model_name for s in MODELS.values() if s.family == "geneformer"}
-    assert geneformers == set(model_cache.GENEFORMER_VERSION)
+    assert geneformers == set(geneformer_files.VERSION)
 
 
 def test_missing_cache_is_e202_with_fixture_hint(tmp_path: Path) -> None:
     for name in ("geneformer", "scgpt"):
         with pytest.raises(ConfigError) as err:
-            get_model(name).gene_vocabulary(str(tmp_path))
+            registry.gene_vocabulary(get_model(name), {}, str(tmp_path))
         assert err.value.code == "E202"
-        assert "models fixture" in err.value.hint
-    assert get_model("scgpt").weights_files(str(tmp_path)) == []
+        assert "models fixture" in err.value.hint and "models download" in err.value.hint
+    assert registry.weights_files(get_model("scgpt"), {}, str(tmp_path)) == []
 
 
-def test_model_without_fixture_says_so_when_missing(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as err:
-        get_model("tf_sapiens").gene_vocabulary(str(tmp_path))
-    assert err.value.code == "E202"
-    assert "no offline fixture" in err.value.hint
+def test_missing_hint_names_the_download_command_and_the_fixture_only_when_there_is_one() -> None:
+    with_fixture, without = model_cache.missing_hint("m1", True), model_cache.missing_hint("m1", False)
+    assert "models download m1" in with_fixture and "models fixture" in with_fixture
+    assert "models download m1" in without and "no offline fixture" in without
 
 
 def test_fixture_marker_detection(tmp_path: Path) -> None:
@@ -94,7 +99,7 @@ def test_scgpt_vocabulary_maps_ensembl_like_helical(tmp_path: Path) -> None:
     # helical maps an Ensembl id to the first gene_name row that has it
     mapping = [("ENSG00000000001", "CD3E"), ("ENSG00000000002", "NOTINVOCAB"), ("ENSG00000000001", "OTHER")]
     _write_scgpt_vocab(tmp_path, ["CD3E", "MS4A1"], mapping)
-    vocab = get_model("scgpt").gene_vocabulary(str(tmp_path))
+    vocab = registry.gene_vocabulary(get_model("scgpt"), {}, str(tmp_path))
     assert vocab.symbols == {"CD3E", "MS4A1"}
     assert vocab.ensembl == {"ENSG00000000001"}
     assert vocab.known(["ENSG00000000001.5", "ENSG00000000002"], "ensembl") == 1
@@ -103,8 +108,8 @@ def test_scgpt_vocabulary_maps_ensembl_like_helical(tmp_path: Path) -> None:
 def test_gene_vocabulary_does_not_import_helical_or_torch(tmp_path: Path) -> None:
     _write_scgpt_vocab(tmp_path, ["CD3E"], [("ENSG00000000001", "CD3E")])
     code = (
-        "import sys; from helical_airflow.models import get_model; "
-        f"v = get_model('scgpt').gene_vocabulary({str(tmp_path)!r}); "
+        "import sys; from helical_airflow.models import get_model, registry; "
+        f"v = registry.gene_vocabulary(get_model('scgpt'), {{}}, {str(tmp_path)!r}); "
         "assert 'CD3E' in v.symbols; "
         "print(sorted(m for m in ('torch', 'helical') if m in sys.modules))"
     )
@@ -134,11 +139,19 @@ def test_mapping_table_required_only_when_input_needs_it(tmp_path: Path) -> None
     assert err.value.code == "E202" and model_cache.ENSEMBL_MAPPING_FILE in err.value.message
 
 
-def test_family_without_adapter_is_e222_when_reading_its_vocabulary(tmp_path: Path) -> None:
-    family_without_adapter = next(spec for spec in MODELS.values() if spec.family not in ("geneformer", "scgpt"))
+def test_unknown_or_bad_model_option_is_e227() -> None:
+    spec = get_model("geneformer")
+    assert registry.resolve_options(spec, {}) == {}
     with pytest.raises(ConfigError) as err:
-        read_vocabulary(family_without_adapter, str(tmp_path))
-    assert err.value.code == "E222" and repr(family_without_adapter.family) in err.value.message
+        registry.resolve_options(spec, {"species": "mouse"})
+    assert err.value.code == "E227" and "species" in err.value.message
+    with_choices = next(f for f in FAMILIES.values() if any(o.choices for o in f.options))
+    option = next(o for o in with_choices.options if o.choices)
+    spec = get_model(with_choices.name)
+    assert registry.resolve_options(spec, {})[option.name] == option.default
+    with pytest.raises(ConfigError) as err:
+        registry.resolve_options(spec, {option.name: "no-such-value"})
+    assert err.value.code == "E227" and option.choices[0] in err.value.message
 
 
 class _ZerosRunner(HelicalRunner):
@@ -158,7 +171,10 @@ class _ZerosRunner(HelicalRunner):
 
 def _runner_on(tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> _ZerosRunner:
     monkeypatch.setattr(runner_module, "helical_prefix", lambda: str(tmp_path))  # helical may be imported already
-    return _ZerosRunner(get_model(model), "cpu", "fp32", 8, 1, engine="fast")
+    spec = get_model(model)
+    settings = RunSettings(device="cpu", precision="fp32", batch_size=8, engine="fast", seed=1, options={},
+                           cache_dir=str(tmp_path))  # fmt: skip
+    return _ZerosRunner(spec, settings, registry.get_family(spec).vocabulary(spec, {}, model_cache.models_dir(str(tmp_path))))
 
 
 def _adata(genes: list[str], counts: list[list[int]]) -> Any:
@@ -195,7 +211,7 @@ def test_ensembl_vocabulary_needs_the_mapping_only_for_symbol_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = get_model("geneformer")
-    token_file = model_cache.models_dir(str(tmp_path)) / model_cache.geneformer_paths(spec.helical_model_name)["token"]
+    token_file = model_cache.models_dir(str(tmp_path)) / geneformer_files.paths(spec.helical_model_name)["token"]
     token_file.parent.mkdir(parents=True)
     token_file.write_text(json.dumps({"<pad>": 0, "ENSG00000000001": 1}))
     runner = _runner_on(tmp_path, "geneformer", monkeypatch)

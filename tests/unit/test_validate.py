@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from helical_airflow import h5io
 from helical_airflow.errors import ConfigError, InputValidationError
-from helical_airflow.models import get_model
+from helical_airflow.models import get_model, registry
 from helical_airflow.validate import CODES, detect_gene_id_kind, validate_input
 
 MODEL = "geneformer"
@@ -239,7 +239,7 @@ def test_valid_sample_summary(sample_h5ad: Path, fixture_cache: str, model: str)
     adata = _load(sample_h5ad)
     before = hashlib.sha256(sample_h5ad.read_bytes()).hexdigest()
     summary = validate_input(str(sample_h5ad), model, cache_dir=fixture_cache)
-    vocab = get_model(model).gene_vocabulary(fixture_cache)
+    vocab = registry.gene_vocabulary(get_model(model), {}, fixture_cache)
     known = len(set(adata.var_names) & vocab.symbols)
     assert summary.sha256 == before == hashlib.sha256(sample_h5ad.read_bytes()).hexdigest()
     assert (summary.n_cells, summary.n_genes) == adata.shape
@@ -273,7 +273,7 @@ def test_low_overlap_warns_with_the_fraction(
     adata = _load(sample_h5ad)
     adata.var_names = [f"NOT_A_GENE_{i}" if i % 4 else name for i, name in enumerate(adata.var_names)]
     adata.write_h5ad(tmp_path / "low.h5ad")
-    vocab = get_model(MODEL).gene_vocabulary(fixture_cache)
+    vocab = registry.gene_vocabulary(get_model(MODEL), {}, fixture_cache)
     known = len(set(adata.var_names) & vocab.symbols)
     with caplog.at_level(logging.WARNING, logger="helical_airflow.validate"):
         summary = validate_input(str(tmp_path / "low.h5ad"), MODEL, cache_dir=fixture_cache)
@@ -282,7 +282,7 @@ def test_low_overlap_warns_with_the_fraction(
 
 
 def test_ensembl_ids_are_detected_and_matched(tmp_path: Path, sample_h5ad: Path, fixture_cache: str) -> None:
-    vocab = get_model(MODEL).gene_vocabulary(fixture_cache)
+    vocab = registry.gene_vocabulary(get_model(MODEL), {}, fixture_cache)
     ids = sorted(vocab.ensembl)[:100]
     adata = _load(sample_h5ad)[:, :120].copy()
     adata.var_names = [f"{gene}.7" for gene in ids] + [f"ENSG{99_000_000_000 + i:011d}" for i in range(20)]

@@ -13,6 +13,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -20,12 +21,12 @@ import numpy as np
 from ..errors import ConfigError, ShardError
 from ..spec import Engine, Precision
 from . import cache
-from .vocab import raise_no_adapter, read_vocabulary
 
 if TYPE_CHECKING:
     import anndata
 
     from .profiles import ModelSpec
+    from .vocab import GeneVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +48,17 @@ class ModelRunner(Protocol):
         ...
 
 
-def load_runner(
-    spec: ModelSpec, device: str, precision: Precision, batch_size: int, engine: Engine, seed: int
-) -> ModelRunner:
-    if engine != "helical" and spec.family not in ("geneformer", "scgpt"):
-        raise ConfigError(
-            "E221",
-            f"engine {engine!r} is not available for {spec.name!r} in helical_airflow.models",
-            "use --engine helical",
-        )
-    if device == "cpu":
-        precision = "fp32"  # half precision on CPU is slower and less accurate
-    cache_dir = helical_prefix()
-    spec.require_files(cache_dir)
-    trust_cached_files(spec, cache_dir)  # the first helical import
-    drop_helical_log_handler()
-    seed_everything(seed)
-    if spec.family == "geneformer":
-        from .geneformer import GeneformerRunner
+@dataclass(frozen=True)
+class RunSettings:
+    """How a runner runs, resolved once (models.registry.load_runner): CPU runs are always fp32."""
 
-        return GeneformerRunner(spec, device, precision, batch_size, seed, engine=engine)
-    if spec.family == "scgpt":
-        from .scgpt import ScGPTRunner
-
-        return ScGPTRunner(spec, device, precision, batch_size, seed, engine=engine)
-    raise_no_adapter(spec)
+    device: str
+    precision: Precision
+    batch_size: int
+    engine: Engine
+    seed: int
+    options: dict[str, str]  # the family's model options (species, ...), defaults filled in
+    cache_dir: str | None  # the prefix helical reads its files under
 
 
 class HelicalRunner(ABC):
@@ -83,14 +70,10 @@ class HelicalRunner(ABC):
 
     engine: Engine = "helical"
 
-    def __init__(
-        self, spec: ModelSpec, device: str, precision: Precision, batch_size: int, seed: int,
-        engine: Engine = "helical",
-    ) -> None:
-        self.spec, self.device, self.precision, self.batch_size, self.seed = spec, device, precision, batch_size, seed
-        self.engine = engine
-        self.cache_dir = helical_prefix()
-        self.vocab = read_vocabulary(spec, self.cache_dir)
+    def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
+        self.spec, self.settings, self.vocab = spec, settings, vocab
+        self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
+        self.seed, self.engine, self.options, self.cache_dir = settings.seed, settings.engine, settings.options, settings.cache_dir
         self.model: Any = self.load_model()
 
     @abstractmethod
@@ -142,19 +125,19 @@ def drop_helical_log_handler() -> None:
         root.removeHandler(handler)
 
 
-def trust_cached_files(spec: ModelSpec, cache_dir: str | None) -> None:
-    """Make helical's download step a no-op for files already in the cache.
+def trust_cached_files(files: list[str], cache_dir: str | None) -> None:
+    """Make helical's download step a no-op for files already in the cache, for every family.
 
-    helical's Downloader checks each cached file against S3 with a HEAD request (10 s timeout each
-    when a firewall drops packets) and, when S3 answers with a different size, deletes the file and
-    downloads S3's copy: that would swap a fixture for real weights behind the manifest's back.
+    helical's Downloader checks each cached file against its remote with a HEAD request (10 s timeout each
+    when a firewall drops packets) and, when the remote answers with a different size, deletes the file and
+    downloads the remote copy: that would swap a fixture for real weights behind the manifest's back.
     Registering the files in its own `_validated` set (what it does itself after one check) skips
-    both; nothing on our code path touches the network.
+    both; nothing on our code path touches the network. `files` are relative to the models folder.
     """
     from helical.utils.downloader import Downloader
 
     root = cache.models_dir(cache_dir)
-    for rel in [*spec.required_files(), cache.ENSEMBL_MAPPING_FILE]:
+    for rel in [*files, cache.ENSEMBL_MAPPING_FILE]:
         if (root / rel).is_file():
             Downloader._validated.add(root / rel)
 
@@ -166,7 +149,7 @@ def require_mapping(cache_dir: str | None, needed: bool, spec: ModelSpec) -> Non
             "E202",
             f"{spec.name!r} needs helical's gene symbol <-> Ensembl table "
             f"({cache.ENSEMBL_MAPPING_FILE}) to read this input's gene ids, and the cache lacks it",
-            cache.missing_hint(spec.profile.has_fixture),
+            cache.missing_hint(spec.name, has_fixture=True),  # every fixture build writes the table
         )
 
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..spec import Precision
+from ...errors import ConfigError
+from ...spec import Precision
 
 if TYPE_CHECKING:
     import torch

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .fast_geneformer import Ragged
+from .fast import Ragged
 
 
 def geneformer_tokens(model: Any, adata: Any, gene_names: str = "index", target_sum: int = 10_000) -> Ragged:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from . import cache
-from .runner import HelicalRunner, precision_scope
+from ...errors import ConfigError
+from .. import cache
+from ..runner import HelicalRunner, precision_scope
 
 if TYPE_CHECKING:
     import anndata
 
-    from .profiles import ModelSpec
+    from ..profiles import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ScGPTRunner(HelicalRunner):
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")
         if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
-            from .fast_scgpt import scgpt_embeddings
+            from .fast import scgpt_embeddings
 
             return scgpt_embeddings(self.model, dataset, precision=self.precision)
         with precision_scope(self.device, self.precision):

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..spec import Precision
-from .fast_geneformer import DEFAULT_TOKEN_BUDGET, Ragged, autocast, length_sorted_batches, to_device
+from ...errors import ConfigError
+from ...spec import Precision
+from ..geneformer.fast import DEFAULT_TOKEN_BUDGET, Ragged, autocast, length_sorted_batches, to_device
 
 if TYPE_CHECKING:
     import torch

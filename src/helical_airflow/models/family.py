@@ -1,0 +1,66 @@
+"""What a model family is to the platform: its models, its files in helical's cache, its vocabulary, its
+run options, and (imported only when used) its adapter and fixture writer.
+
+Each family lives in its own folder, `models/<family>/`:
+- `__init__.py`: `FAMILY = ModelFamily(...)`, plain data (no helical, no torch: the scheduler imports it);
+- `files.py`: the cache files helical's config downloads, and how to read the genes it knows from them;
+- `adapter.py`: a `HelicalRunner` subclass over helical's `process_data` / `get_embeddings`;
+- `fixture.py`: `build(ctx, spec)`, which writes a tiny random-weight model in exactly that layout;
+- a fast path, where one exists (`geneformer/fast.py`, `scgpt/fast.py`).
+`models/registry.py` lists the families, one line each. docs/DEVELOPERS.md says how to add one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..spec import Engine
+from .profiles import ModelOption, ModelSpec
+
+if TYPE_CHECKING:
+    from .fixture_io import FixtureContext
+    from .vocab import GeneVocabulary
+
+#: (helical model name, resolved options) -> files relative to `<prefix>/.cache/helical/models`, helical's order
+FilesFn = Callable[[str, Mapping[str, str]], list[str]]
+#: (spec, resolved options, models dir) -> the genes the model knows, read from the cache without torch
+VocabularyFn = Callable[[ModelSpec, Mapping[str, str], Path], "GeneVocabulary"]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    models: tuple[ModelSpec, ...]
+    default_model: str  # the model the family's name stands for
+    package: str  # the folder's package, where `adapter` and `fixture` are looked up
+    files: FilesFn
+    vocabulary: VocabularyFn
+    options: tuple[ModelOption, ...] = ()
+    engines: tuple[Engine, ...] = ("helical",)
+    #: None when helical's code for this family runs on a CPU; otherwise why it cannot (a CUDA-only kernel,
+    #: with the evidence): a CPU run then fails with E228 before anything loads
+    cpu_unsupported: str | None = None
+    #: how close a cell's embedding is across shardings (CPU fp32): 1e-5 when per-cell by design; a family whose
+    #: helical code samples or pads across cells documents its bound and the reason in `quirks`
+    shard_atol: float = 1e-5
+    adapter: str = "adapter:Runner"  # "<module>:<class>" in `package`; imports helical when resolved
+    fixture: str | None = "fixture:build"  # "<module>:<function>" in `package`, or None: no offline fixture
+    quirks: tuple[str, ...] = field(default=())  # what the adapter does about helical's habits (docs/models.md)
+
+    def option(self, name: str) -> ModelOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def runner_class(self) -> Any:
+        return _resolve(self.package, self.adapter)
+
+    def fixture_builder(self) -> Callable[[FixtureContext, ModelSpec], dict[str, Any]] | None:
+        return _resolve(self.package, self.fixture) if self.fixture else None
+
+
+def _resolve(package: str, ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(f"{package}.{module}"), attr)
