@@ -397,6 +397,29 @@ def models_fixture(
     print(out_dir.resolve())
 
 
+@models_app.command("download")
+@friendly_errors
+def models_download(
+    model: Annotated[str, typer.Argument(help="model name (helical-airflow models list)")],
+    cache_dir: CacheOpt = None,
+    option: ModelOptionOpt = None,
+) -> None:
+    """Fetch a model's real weights into helical's cache with helical's own downloader (needs the network).
+
+    Files already there and confirmed by the store are kept, so a second run, or a run after an interruption,
+    fetches only what is missing. Source: $HELICAL_AIRFLOW_MODELS_URL (default helical's store). Prints the
+    cache root to pass as --cache-dir.
+    """
+    from .models import get_model
+    from .models.download import download_model
+
+    target = str(Path(cache_dir).resolve()) if cache_dir else (settings.cache_dir() or str(Path.home()))
+    files = download_model(get_model(model), _model_options(option or []), target, settings.models_url())
+    for rel, info in files.items():
+        err.print(f"{info['action']:>10}  {rel}  sha256 {info['sha256'][:16]}")
+    print(target)
+
+
 def _mount_stack() -> None:
     try:
         from .stack.cli import stack_app

@@ -5,6 +5,8 @@ One place so the CLI, the DAG, the launchers and the containers agree:
 - HELICAL_AIRFLOW_OUTPUT_DIR where runs are written (compose: /opt/outputs, its own mount); default <data dir>/outputs
 - HELICAL_AIRFLOW_CACHE_DIR  weights cache root (becomes helical's CACHE_DIR_HELICAL_PREFIX); default:
                              helical's own default (~/.cache/helical/models)
+- HELICAL_AIRFLOW_MODELS_URL where `models download` fetches model files by their cache path (default helical's
+                             own store, https://helicalpackage.s3.eu-west-2.amazonaws.com; a mirror or a test server)
 
 The `docker` launcher (DockerSettings, read by `docker_settings()`):
 - HELICAL_AIRFLOW_DOCKER_IMAGE        runner image for CPU shards (default helical-airflow-runner:0.1.0)
@@ -61,6 +63,14 @@ def output_dir() -> Path:
 
 def cache_dir() -> str | None:
     return os.environ.get("HELICAL_AIRFLOW_CACHE_DIR") or None
+
+
+#: helical's own model store (helical.utils.downloader.Downloader.download_via_name builds the same URLs)
+HELICAL_MODELS_URL = "https://helicalpackage.s3.eu-west-2.amazonaws.com"
+
+
+def models_url() -> str:
+    return (os.environ.get("HELICAL_AIRFLOW_MODELS_URL") or HELICAL_MODELS_URL).rstrip("/")
 
 
 DEFAULT_DOCKER_IMAGE = "helical-airflow-runner:0.1.0"

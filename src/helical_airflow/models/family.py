@@ -47,6 +47,9 @@ class ModelFamily:
     #: how close a cell's embedding is across shardings (CPU fp32): 1e-5 when per-cell by design; a family whose
     #: helical code samples or pads across cells documents its bound and the reason in `quirks`
     shard_atol: float = 1e-5
+    #: the Hugging Face hub repository helical's code loads the model from (from_pretrained), or None when its
+    #: files come from helical's own store (`models download` fetches those)
+    hub_repo: str | None = None
     adapter: str = "adapter:Runner"  # "<module>:<class>" in `package`; imports helical when resolved
     fixture: str | None = "fixture:build"  # "<module>:<function>" in `package`, or None: no offline fixture
     quirks: tuple[str, ...] = field(default=())  # what the adapter does about helical's habits (docs/models.md)
