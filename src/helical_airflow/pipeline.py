@@ -38,7 +38,7 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
         load_seconds = 0.0  # charged to the shard that needed the model first
         if runner is None and finished_result(plan, shard.index) is None:
             use_cache_dir(plan.params.cache_dir)
-            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu)
+            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu, plan.fixture)
             started = time.perf_counter()
             runner = load_runner(plan, device)
             load_seconds = time.perf_counter() - started

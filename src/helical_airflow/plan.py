@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ConfigError
-from .models import get_model, is_fixture_cache, registry
+from .models import cache, get_model, is_fixture_cache, registry
 from .spec import InputSummary, Plan, RunParams, ShardSpec
 from .store import write_json
 from .versions import code_version
@@ -34,14 +34,20 @@ def shard_ranges(n_cells: int, shard_size: int) -> list[ShardSpec]:
     ]
 
 
-def weights_checksum(files: list[Path]) -> str:
+def weights_checksum(files: list[Path], root: Path) -> tuple[str, dict[str, str]]:
+    """One checksum over the model's files (names and bytes), and each file's own sha256 (keyed relative to
+    `root`, the models folder), read in one pass."""
     digest = hashlib.sha256()
+    each: dict[str, str] = {}
     for path in sorted(files):
         digest.update(path.name.encode())
+        own = hashlib.sha256()
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()
+                own.update(block)
+        each[path.relative_to(root).as_posix()] = own.hexdigest()
+    return digest.hexdigest(), each
 
 
 def run_key(summary: InputSummary, params: RunParams, weights: str) -> str:
@@ -63,6 +69,8 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
     """Write `<out_root>/<dataset>/<run_key>/plan.json` (kept if it exists) and return the plan."""
     spec = get_model(params.model)
     params = resolve_params(params)
+    if params.device == "cpu":  # E228 now, not on a worker after the model's files were read
+        registry.check_runnable(spec, "cpu", params.engine or spec.profile.engine)
     files = registry.weights_files(spec, params.options, params.cache_dir)
     if not files:
         raise ConfigError(
@@ -71,7 +79,7 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
             "build the offline fixture (helical-airflow models fixture --out DIR) or download the weights, "
             "then pass --cache-dir DIR",
         )
-    weights = weights_checksum(files)
+    weights, per_file = weights_checksum(files, cache.models_dir(params.cache_dir))
     key = run_key(summary, params, weights)
     dataset = Path(summary.path).name.removesuffix(".h5ad")
     out_dir = (out_root / dataset / key).resolve()
@@ -88,6 +96,7 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
         helical_model_name=spec.helical_model_name,
         fixture=is_fixture_cache(params.cache_dir),
         weights_checksum=weights,
+        weights_files=per_file,
         code_version=code_version(),
         shards=shard_ranges(summary.n_cells, params.shard_size),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

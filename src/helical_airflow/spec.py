@@ -73,6 +73,7 @@ class Plan(BaseModel):
     helical_model_name: str
     fixture: bool
     weights_checksum: str
+    weights_files: dict[str, str] = Field(default_factory=dict)  # each model file (cache-relative) -> sha256
     code_version: str
     shards: list[ShardSpec]
     created_at: str
@@ -169,6 +170,7 @@ class Manifest(BaseModel):
     fixture: bool
     fixture_note: str | None
     weights_checksum: str
+    weights_files: dict[str, str] = Field(default_factory=dict)  # each model file (cache-relative) -> sha256
     params: RunParams
     versions: dict[str, str]
     host: dict[str, str]

@@ -140,6 +140,7 @@ def build_manifest(plan: Plan, results: list[ShardResult]) -> Manifest:
         fixture=plan.fixture,
         fixture_note=FIXTURE_NOTE if plan.fixture else None,
         weights_checksum=plan.weights_checksum,
+        weights_files=plan.weights_files,
         params=plan.params,
         versions=package_versions(),
         host=host_info(results),
