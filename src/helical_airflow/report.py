@@ -299,7 +299,6 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
         ]
     )
     versions = ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items()))
-    tracking = manifest.tracking or {}
     manifest_rows = _table(
         [
             ("created", manifest.created_at),
@@ -309,7 +308,6 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
             ("hosts", manifest.host.get("shard_hosts", "")),
             ("platform", f"{manifest.host.get('platform', '')}, Python {manifest.host.get('python', '')}"),
             ("versions", versions),
-            ("MLflow", tracking.get("mlflow_run_id") or tracking.get("status") or "not configured"),
         ]
     )
     shard_rows = "".join(
