@@ -23,7 +23,7 @@ from helical_airflow.stack.client import AirflowClient
 from helical_airflow.stack.config import StackConfig
 
 #: TCP ports of the core stack and of its monitoring services (StackConfig.ports names)
-CORE_PORTS = ["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log"]
+CORE_PORTS = ["postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log", "mlflow"]
 MONITORING_PORTS = ["statsd_http", "prometheus", "alertmanager", "node_exporter"]
 
 

@@ -117,6 +117,14 @@ params = {
         description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
         "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
     ),  # fmt: skip
+    "label_key": Param(
+        "",
+        type="string",
+        title="Label column",
+        description="obs column of cell labels: the quality gate scores the embeddings against it (kNN label "
+        "transfer, silhouette, vs a PCA baseline) and the report colours by it. Empty: a guess (e.g. cell_type "
+        "before louvain), named in the report.",
+    ),  # fmt: skip
     "launcher": Param(
         os.environ.get("HELICAL_AIRFLOW_LAUNCHER", "local"),
         type="string",
@@ -194,8 +202,8 @@ with DAG(
         return steps.merge(plan_path)
 
     @task(execution_timeout=timedelta(minutes=30))
-    def quality_gate(plan_path: str) -> dict[str, Any]:
-        return steps.quality_gate(plan_path)
+    def quality_gate(plan_path: str, **context: Any) -> dict[str, Any]:
+        return steps.quality_gate(plan_path, context["params"].get("label_key") or None)
 
     @task(execution_timeout=timedelta(minutes=30), outlets=[EMBEDDINGS])
     def publish(plan_path: str, **context: Any) -> dict[str, Any]:

@@ -77,6 +77,9 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     from .validate import validate_input as validate
 
     path = resolve_input(params["input_path"])
+    from .quality import check_label_key
+
+    check_label_key(str(path), params.get("label_key") or None)  # before anything is embedded
     summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
                        options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip
     log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
@@ -129,12 +132,13 @@ def merge(plan_path: str) -> dict[str, Any]:
 
 
 @fail_fast_on_user_errors
-def quality_gate(plan_path: str) -> dict[str, Any]:
+def quality_gate(plan_path: str, label_key: str | None = None) -> dict[str, Any]:
+    """Collapse checks and, with a label column (the `label_key` Param, else a guess), scores vs PCA."""
     from .plan import load_plan
     from .quality import quality_gate as assess
     from .quality import require_passed
 
-    report = assess(load_plan(plan_path))
+    report = assess(load_plan(plan_path), label_key or None)
     log.info("quality gate %s: %s", "passed" if report.passed else "FAILED", report.model_dump())
     require_passed(report)
     return report.model_dump()

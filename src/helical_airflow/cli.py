@@ -77,6 +77,22 @@ ModelOptionOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path, typer.Option(help="output root; the run goes to OUT/<dataset>/<run_key>/")]
+LabelKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="obs column of cell labels the quality gate scores against (kNN label transfer, silhouette, vs a PCA "
+        "baseline) and the report colours by. Default: a guess (an annotation-like column with 2-50 categories, "
+        "e.g. cell_type before louvain; never batch/donor/sample), named in the report"
+    ),
+]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="MLflow tracking server to log the run to (params, metrics, manifest and report), e.g. "
+        "http://127.0.0.1:5000. Default: $MLFLOW_TRACKING_URI; unset: no tracking. A server that is down costs "
+        "a few seconds and a warning, never the run (rerun to track it)"
+    ),
+]
 InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
 
 
@@ -192,6 +208,15 @@ def run_options(*names: str) -> Callable[[F], F]:
     return decorate
 
 
+def _scores_line(manifest: Any) -> str:
+    q = manifest.quality
+    if not (q and q.embedding_scores and q.pca_scores):
+        return "none (no label column)" if q else "not run"
+    e, b = q.embedding_scores, q.pca_scores
+    return (f"obs[{q.label_key!r}]: {e.knn_accuracy:.3f}, {e.silhouette:.3f} "
+            f"(PCA baseline {b.knn_accuracy:.3f}, {b.silhouette:.3f})")  # fmt: skip
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -207,7 +232,13 @@ def _progress() -> Progress:
 @app.command()
 @friendly_errors
 @run_options()
-def run(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
+def run(
+    input: InputArg,
+    params: RunParams,
+    out: OutOpt = DEFAULT_OUT,
+    label_key: LabelKeyOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
     """Validate, plan, embed every shard, merge, check quality and write the report, in one go.
 
     Re-running the same command reuses finished shards; a killed run resumes where it stopped.
@@ -228,7 +259,8 @@ def run(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
             rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} cells/s"
             progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
 
-        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard)
+        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard,
+                                label_key=label_key, tracking_uri=tracking_uri)  # fmt: skip
     plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
     table = Table(title="helical-airflow run", show_header=False)
     for key, value in [
@@ -238,6 +270,8 @@ def run(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
         ("shards reused this time", bar.get("reused", 0)),
         ("embedding seconds", manifest.total_shard_seconds),
         ("quality gate", "passed" if manifest.quality and manifest.quality.passed else "FAILED"),
+        ("label scores (kNN, silhouette)", _scores_line(manifest)),
+        ("MLflow", (manifest.tracking or {}).get("mlflow_run_id") or (manifest.tracking or {}).get("status", "off")),
         ("embeddings", plan_dir / "embeddings.h5ad"),
         ("manifest", plan_dir / "manifest.json"),
         ("report", plan_dir / "report.html"),
@@ -306,14 +340,18 @@ def embed_shard_cmd(
 
 @app.command()
 @friendly_errors
-def merge(plan_path: Annotated[Path, typer.Option("--plan", help="plan.json written by `plan`")]) -> None:
+def merge(
+    plan_path: Annotated[Path, typer.Option("--plan", help="plan.json written by `plan`")],
+    label_key: LabelKeyOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
     """Merge the finished shards into embeddings.h5ad + manifest.json, run the quality gate, write report.html."""
     from .pipeline import finish
     from .plan import load_plan
 
     loaded = load_plan(plan_path)
     with err.status("merging shards, checking quality, writing the report..."):
-        manifest = finish(loaded)
+        manifest = finish(loaded, label_key, tracking_uri)
     err.print(f"merged {manifest.total_cells} cells from {len(manifest.shards)} shards into {loaded.out_dir}")
     print(Path(loaded.out_dir) / "manifest.json")
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from .embed import embed_shard, load_runner, resolve_device, use_cache_dir
 from .models import get_model
 from .plan import make_plan
-from .quality import quality_gate, require_passed
+from .quality import check_label_key, quality_gate, require_passed
 from .report import write_report
 from .spec import Manifest, Plan, RunParams, ShardResult
-from .store import finished_result, load_manifest, manifest_file, merge, write_json
-from .tracking import track
+from .store import finished_result, load_manifest, manifest_file, merge
+from .tracking import configured_uri, is_tracked, track_manifest
 from .validate import validate_input
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,18 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
     return results
 
 
-def publish(plan: Plan) -> Manifest:
-    """After the quality gate: report.html, and the MLflow run when tracking is configured."""
+def publish(plan: Plan, tracking_uri: str | None = None) -> Manifest:
+    """After the quality gate: report.html, and the MLflow run when tracking is configured (never fails)."""
     manifest = load_manifest(plan)
     write_report(plan, manifest)
-    run_id = track(plan, manifest)
-    if run_id:
-        manifest = manifest.model_copy(update={"tracking": {"mlflow_run_id": run_id}})
-        write_json(manifest_file(plan), manifest)
-    return manifest
+    return track_manifest(plan, manifest, tracking_uri)
 
 
-def finish(plan: Plan) -> Manifest:
+def finish(plan: Plan, label_key: str | None = None, tracking_uri: str | None = None) -> Manifest:
     """merge -> quality gate -> publish; raises QualityGateError (after writing the report) on failure."""
     merge(plan)
-    report = quality_gate(plan)
-    manifest = publish(plan)
+    report = quality_gate(plan, label_key)
+    manifest = publish(plan, tracking_uri)
     require_passed(report)
     return manifest
 
@@ -75,19 +71,28 @@ def run(
     out_root: Path,
     on_plan: Callable[[Plan], None] | None = None,
     on_shard: ShardCallback | None = None,
+    label_key: str | None = None,
+    tracking_uri: str | None = None,
 ) -> Manifest:
     plan = prepare(input_path, params, out_root)
+    check_label_key(plan.input.path, label_key)  # before any embedding
     if on_plan:
         on_plan(plan)
     results = embed_all(plan, on_shard)
-    if all(r.reused for r in results) and _outputs_current(plan):
+    if all(r.reused for r in results) and _outputs_current(plan, label_key):
         log.info("every shard was already done; outputs in %s are current", plan.out_dir)
-        return load_manifest(plan)
-    return finish(plan)
+        manifest = load_manifest(plan)
+        uri = configured_uri(tracking_uri)
+        if uri and not is_tracked(manifest, uri):  # e.g. the server was down last time
+            manifest = track_manifest(plan, manifest, uri)
+        return manifest
+    return finish(plan, label_key, tracking_uri)
 
 
-def _outputs_current(plan: Plan) -> bool:
+def _outputs_current(plan: Plan, label_key: str | None = None) -> bool:
     if not (manifest_file(plan).is_file() and (plan.out_path / "report.html").is_file()):
         return False
     quality = load_manifest(plan).quality
-    return quality is not None and quality.passed
+    if quality is None or not quality.passed:
+        return False
+    return label_key is None or quality.label_key == label_key  # another label: new scores and report

@@ -5,6 +5,8 @@ One place so the CLI, the DAG, the launchers and the containers agree:
 - HELICAL_AIRFLOW_OUTPUT_DIR where runs are written (compose: /opt/outputs, its own mount); default <data dir>/outputs
 - HELICAL_AIRFLOW_CACHE_DIR  weights cache root (becomes helical's CACHE_DIR_HELICAL_PREFIX); default:
                              helical's own default (~/.cache/helical/models)
+- MLFLOW_TRACKING_URI        MLflow tracking server (e.g. http://127.0.0.1:5000); unset: no tracking. The CLI's
+                             --tracking-uri overrides it (tracking.py)
 - HELICAL_AIRFLOW_MODELS_URL where `models download` fetches model files by their cache path (default helical's
                              own store, https://helicalpackage.s3.eu-west-2.amazonaws.com; a mirror or a test server)
 
@@ -63,6 +65,10 @@ def output_dir() -> Path:
 
 def cache_dir() -> str | None:
     return os.environ.get("HELICAL_AIRFLOW_CACHE_DIR") or None
+
+
+def tracking_uri() -> str | None:
+    return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
 #: helical's own model store (helical.utils.downloader.Downloader.download_via_name builds the same URLs)

@@ -200,7 +200,9 @@ def core_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]:
 
 
 def all_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]:
-    services = core_services(cfg, secrets)
+    from .mlflow import mlflow_services  # the tracking server (HELICAL_STACK_MLFLOW=0: none)
+
+    services = core_services(cfg, secrets) + mlflow_services(cfg)
     if cfg.monitoring:
         from .monitoring import monitoring_services
 
