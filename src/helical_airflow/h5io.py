@@ -17,14 +17,23 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from anndata.io import read_elem
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+
+def read_elem(elem: Any) -> Any:
+    """anndata's reader, imported on first use (anndata takes ~0.5 s to import; validation's child needs it rarely)."""
+    from anndata.io import read_elem as read
+
+    return read(elem)
+
 
 MatrixFormat = Literal["csr", "csc", "dense"]
 BLOCK_ELEMENTS = 1 << 22  # entries read at once when scanning (4M: ~32 MB for int32 data + indices)
@@ -173,8 +182,10 @@ def open_counts(path: str | Path, layer: str | None = None) -> _OpenCounts:
     return _OpenCounts(path, layer)
 
 
-def read_var(path: str | Path) -> pd.DataFrame:
-    """The gene table (small: one row per gene)."""
+def read_var(path: str | Path | h5py.File) -> pd.DataFrame:
+    """The gene table (small: one row per gene), from a path or an open file."""
+    if isinstance(path, h5py.File):
+        return _as_frame(read_elem(path["var"]))
     with h5py.File(path, "r") as h5:
         return _as_frame(read_elem(h5["var"]))
 
@@ -220,14 +231,23 @@ def _as_frame(value: Any) -> pd.DataFrame:
 
 def read_shard(path: str | Path, start: int, stop: int, layer: str | None = None) -> ad.AnnData:
     """Cells [start, stop): counts as CSR in X, their obs rows and the full var - what a model embeds."""
+    import anndata as ad
+
     with open_counts(path, layer) as reader:
         counts = reader.read_rows(start, stop)
     return ad.AnnData(X=counts, obs=read_obs(path, start, stop), var=read_var(path))
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | Path, size: int | None = None) -> str:
+    """sha256 of the file, or of its first `size` bytes (a file that keeps growing is never read unbounded)."""
     digest = hashlib.sha256()
+    left = size
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(HASH_CHUNK), b""):
+        while left is None or left > 0:
+            block = fh.read(HASH_CHUNK if left is None else min(HASH_CHUNK, left))
+            if not block:
+                break
             digest.update(block)
+            if left is not None:
+                left -= len(block)
     return digest.hexdigest()

@@ -3,29 +3,36 @@
 The file is opened read-only, X is streamed in bounded blocks (never loaded whole), and nothing is
 written anywhere: a failed validation leaves no trace. `CODES` below is the one table of input
 errors (E1xx); E2xx configuration errors (unknown model E201, missing weights) come from `models`.
+
+Every read of the file is bounded (hostile or damaged files end in a coded error, never a hang):
+- before opening: UTF-8 name (E120), a regular file, not a FIFO or device (E118), HDF5 signature (E102);
+- all HDF5 work runs in a child process (`bounded.call`) with a deadline (E122) and a memory cap (E123);
+  a crash of the HDF5 library there is E103. Deadline: HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S, else
+  `VALIDATE_BASE_S` + the file size at `VALIDATE_BYTES_PER_S`; memory: HELICAL_AIRFLOW_VALIDATE_MEMORY_MB;
+- inside it, every dataset's declared size is checked against the bytes it stores (E117) and links to
+  other files are refused (E124) before any value is read;
+- the file must not change while it is read (size, mtime, inode: E119); only the bytes seen at the
+  start are hashed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Iterator
+import stat
 from pathlib import Path
 
-import h5py
-import numpy as np
-import pandas as pd
-
-from . import h5io
+from . import bounded, h5check, h5io
 from .errors import InputValidationError
-from .models import get_model
+from .models import get_model, registry
 from .spec import GeneIdKind, InputSummary
 
 log = logging.getLogger(__name__)
 
 #: code -> (what is wrong, one-line fix). Messages add the specifics of the file at hand.
 CODES: dict[str, tuple[str, str]] = {
-    "E101": ("input file not found", "check the path (relative paths are resolved from the current directory)"),
+    "E101": ("input file not found", "check the path (on the command line it is relative to the current directory)"),
     "E102": ("input is not an HDF5 (.h5ad) file", "save it with anndata: adata.write_h5ad('file.h5ad')"),
     "E103": ("input file is truncated or corrupt", "copy or download the file again and compare its checksum"),
     "E104": ("input has no X matrix", "store raw counts in X, or name the layer holding them with --layer NAME"),
@@ -41,10 +48,24 @@ CODES: dict[str, tuple[str, str]] = {
     "E114": ("sparse matrix is malformed", "rebuild the matrix: adata.X = csr_matrix(adata.X), then save again"),
     "E115": ("obs/var do not match the counts matrix", "save the file again with anndata so obs, var and X agree"),
     "E116": ("input file cannot be read", "check the file's permissions (it is only read, never written)"),
-}
+    "E117": ("a dataset declares more data than the file holds", "the file is truncated or damaged: copy it again"),
+    "E118": ("input is not a regular file", "give the path of a .h5ad file, not a pipe, device or socket"),
+    "E119": ("input file changed while it was read", "wait until it is fully written (copy, then rename), then retry"),
+    "E120": ("input file name is not valid UTF-8", "rename the file with UTF-8 characters only"),
+    "E121": ("duplicate cell IDs in obs", "make them unique: adata.obs_names_make_unique(), then save again"),
+    "E122": ("reading the input took too long", "the file is likely damaged: copy it again (or raise "
+             "HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S for a huge file)"),
+    "E123": ("reading the input needed more memory than its budget", "the file is likely damaged: copy it again (or "
+             "raise HELICAL_AIRFLOW_VALIDATE_MEMORY_MB)"),
+    "E124": ("input refers to other files", "save it again with anndata: external links, external or virtual "
+             "datasets are not read"),
+}  # fmt: skip
 LOW_OVERLAP_WARNING = 0.5  # below this fraction of known genes, embeddings lose much of the cell's signal
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+VALIDATE_BASE_S = 6.0  # deadline of the bounded inspection: this, plus the file read at VALIDATE_BYTES_PER_S
+VALIDATE_BYTES_PER_S = 25 * 2**20
+VALIDATE_MEMORY_MB = 4096
 
 
 def fail(code: str, detail: str, hint: str | None = None) -> InputValidationError:
@@ -53,22 +74,36 @@ def fail(code: str, detail: str, hint: str | None = None) -> InputValidationErro
     return InputValidationError(code, f"{title}: {detail}", hint or default_hint)
 
 
-def validate_input(path: str, model: str, layer: str | None = None, cache_dir: str | None = None) -> InputSummary:
-    """Everything later steps need to know about `path`, or an InputValidationError saying what to fix."""
+def validate_timeout_s(size_bytes: int) -> float:
+    configured = os.environ.get("HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S")
+    return float(configured) if configured else VALIDATE_BASE_S + size_bytes / VALIDATE_BYTES_PER_S
+
+
+def validate_memory_mb() -> int:
+    return int(os.environ.get("HELICAL_AIRFLOW_VALIDATE_MEMORY_MB") or VALIDATE_MEMORY_MB)
+
+
+def validate_input(
+    path: str,
+    model: str,
+    layer: str | None = None,
+    cache_dir: str | None = None,
+    data_root: Path | None = None,
+    options: dict[str, str] | None = None,
+) -> InputSummary:
+    """Everything later steps need to know about `path`, or an InputValidationError saying what to fix.
+
+    `data_root`: the folder relative paths were resolved in (the DAG's data folder), for E101's fix.
+    """
     spec = get_model(model)  # E201 for an unknown name, before touching the file
+    resolved = registry.resolve_options(spec, options)  # E227 for a bad model option, too
     file = Path(path)
-    _check_file(file)
-    try:
-        with h5py.File(file, "r") as h5:
-            summary = _inspect(h5, file, layer)
-        var_names = _var_names(file)
-    except InputValidationError:
-        raise
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # what h5py raises on damaged files
-        raise fail("E103", f"{path}: {exc}") from exc
+    before = _check_file(file, data_root)
+    summary, var_names = inspect_bounded(file, layer, before.st_size)
+    _check_unchanged(file, before)
 
     gene_kind = detect_gene_id_kind(var_names)
-    vocab = spec.gene_vocabulary(cache_dir)
+    vocab = registry.gene_vocabulary(spec, resolved, cache_dir)
     pool = vocab.ensembl if gene_kind == "ensembl" else vocab.symbols
     ids = [n.split(".", 1)[0] for n in var_names] if gene_kind == "ensembl" else var_names
     known = sum(1 for gene in ids if gene in pool)
@@ -88,13 +123,30 @@ def validate_input(path: str, model: str, layer: str | None = None, cache_dir: s
             model,
         )
     return summary.model_copy(
-        update={
-            "sha256": h5io.sha256_file(file),
-            "gene_id_kind": gene_kind,
-            "genes_in_vocab": known,
-            "vocab_overlap": round(overlap, 6),
-        }
+        update={"gene_id_kind": gene_kind, "genes_in_vocab": known, "vocab_overlap": round(overlap, 6)}
     )
+
+
+def inspect_bounded(file: Path, layer: str | None, size: int) -> tuple[InputSummary, list[str]]:
+    """`h5check.inspect_file` in a child process under the deadline and memory budget; coded errors only."""
+    timeout_s = validate_timeout_s(size)
+    try:
+        outcome = bounded.call(
+            h5check.inspect_file, str(file), layer, size, h5io.BLOCK_ELEMENTS,
+            timeout_s=timeout_s, memory_mb=validate_memory_mb(),
+        )  # fmt: skip
+    except bounded.BoundExceeded as exc:
+        if exc.kind == "timeout":
+            raise fail("E122", f"{file}: inspection stopped after {timeout_s:.0f}s") from None
+        if exc.kind == "memory":
+            raise fail("E123", f"{file}: over {validate_memory_mb()} MB") from None
+        raise fail("E103", f"{file}: reading it failed ({exc.detail})") from None
+    if outcome[0] == "error":
+        _, code, detail, more_hint = outcome
+        raise fail(code, detail, CODES[code][1] + more_hint)
+    _, summary, var_names = outcome
+    # the gene fields are filled in by validate_input, once the vocabulary is known
+    return InputSummary(**summary, gene_id_kind="symbol", genes_in_vocab=0, vocab_overlap=0.0), var_names
 
 
 def detect_gene_id_kind(names: list[str]) -> GeneIdKind:
@@ -103,149 +155,69 @@ def detect_gene_id_kind(names: list[str]) -> GeneIdKind:
     return "ensembl" if names and hits >= len(names) / 2 else "symbol"
 
 
-def _check_file(file: Path) -> None:
-    if not file.exists():
-        raise fail("E101", str(file))
-    if file.is_dir():
+_FILE_KINDS = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+               stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}  # fmt: skip
+
+
+def _not_found_hint(data_root: Path | None) -> str | None:
+    if data_root is None:
+        return None
+    return (f"input_path is resolved inside the data folder {data_root}: put the file there and pass its path "
+            "relative to it (e.g. sample.h5ad)")  # fmt: skip
+
+
+def _check_kind(file: Path, mode: int) -> None:
+    if stat.S_ISDIR(mode):
         raise fail("E101", f"{file} is a directory", "give the path of the .h5ad file itself")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), "not a regular file")
+        raise fail("E118", f"{file} is {kind}")
+
+
+def _check_file(file: Path, data_root: Path | None = None) -> os.stat_result:
+    """Name, kind, size and signature, without ever blocking (a FIFO is refused before it is opened)."""
     try:
-        size = file.stat().st_size
-        with file.open("rb") as fh:
-            head = fh.read(8)
-            # HDF5 allows a user block: the signature sits at 0, 512, 1024, 2048, ...
-            offset = 512
-            while head != HDF5_SIGNATURE and offset + 8 <= size:
-                fh.seek(offset)
-                head = fh.read(8)
-                offset *= 2
+        str(file).encode("utf-8")
+    except UnicodeEncodeError:
+        raise fail("E120", ascii(str(file))) from None
+    try:
+        before = file.stat()
+    except FileNotFoundError:
+        raise fail("E101", str(file), _not_found_hint(data_root)) from None
     except PermissionError as exc:
         raise fail("E116", f"{file}: {exc.strerror}") from exc
+    except OSError as exc:  # a symlink loop, a name too long, ...
+        raise fail("E101", f"{file}: {exc.strerror}", _not_found_hint(data_root)) from exc
+    _check_kind(file, before.st_mode)
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even if swapped for a FIFO meanwhile
+    except PermissionError as exc:
+        raise fail("E116", f"{file}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise fail("E101", f"{file}: {exc.strerror}", _not_found_hint(data_root)) from exc
+    with os.fdopen(fd, "rb") as fh:
+        opened = os.fstat(fh.fileno())
+        _check_kind(file, opened.st_mode)
+        size = opened.st_size
+        head = fh.read(8)
+        # HDF5 allows a user block: the signature sits at 0, 512, 1024, 2048, ...
+        offset = 512
+        while head != HDF5_SIGNATURE and offset + 8 <= size:
+            fh.seek(offset)
+            head = fh.read(8)
+            offset *= 2
     if size == 0:
         raise fail("E102", f"{file} is empty (0 bytes)")
     if head != HDF5_SIGNATURE:
         raise fail("E102", f"{file} has no HDF5 signature")
+    return opened
 
 
-def _inspect(h5: h5py.File, file: Path, layer: str | None) -> InputSummary:
-    """Layout, shape and a streamed scan of the values; gene and hash fields are filled by the caller."""
-    source = h5io.matrix_source(layer)
+def _check_unchanged(file: Path, before: os.stat_result) -> None:
     try:
-        reader = h5io.CountsReader(h5, layer)
-    except h5io.MatrixNotFoundError as exc:
-        layers = ", ".join(exc.layers) or "none"
-        if layer is None:
-            raise fail("E104", f"{file} has no X (layers in the file: {layers})") from exc
-        raise fail("E113", f"layer {layer!r} is not in {file} (layers in the file: {layers})") from exc
-    except h5io.UnsupportedMatrixError as exc:
-        raise fail("E105", str(exc)) from exc
-    if reader.n_cells == 0:
-        raise fail("E106", f"{source} has shape ({reader.n_cells}, {reader.n_genes})")
-    if reader.n_genes == 0:
-        raise fail("E107", f"{source} has shape ({reader.n_cells}, {reader.n_genes})")
-    _check_tables(h5, reader)
-    if reader.format != "dense":
-        _check_sparse_structure(reader)
-    _check_values(reader, [name for name in h5io.list_layers(h5) if name != layer])
-    return InputSummary(
-        path=str(file.resolve()),
-        sha256="",
-        size_bytes=file.stat().st_size,
-        n_cells=reader.n_cells,
-        n_genes=reader.n_genes,
-        x_source=source,
-        x_format=reader.format,
-        dtype=str(reader.dtype),
-        gene_id_kind="symbol",
-        genes_in_vocab=0,
-        vocab_overlap=0.0,
-    )
-
-
-def _table_length(h5: h5py.File, name: str) -> int | None:
-    """Rows of the obs/var dataframe, from its index dataset (without reading it)."""
-    group = h5.get(name)
-    if not isinstance(group, h5py.Group):
-        return None
-    index = group.get(str(group.attrs.get("_index", "_index")))
-    return int(index.shape[0]) if isinstance(index, h5py.Dataset) else None
-
-
-def _check_tables(h5: h5py.File, reader: h5io.CountsReader) -> None:
-    for name, expected in (("obs", reader.n_cells), ("var", reader.n_genes)):
-        rows = _table_length(h5, name)
-        if rows is None:
-            raise fail("E115", f"the file has no readable {name} table")
-        if rows != expected:
-            raise fail("E115", f"{name} has {rows} rows but {reader.source} has {expected}")
-
-
-def _var_names(file: Path) -> list[str]:
-    names = [str(n) for n in h5io.read_var(file).index]
-    duplicated = pd.Index(names)[pd.Index(names).duplicated()].unique()
-    if len(duplicated):
-        shown = ", ".join(map(str, duplicated[:5])) + (" ..." if len(duplicated) > 5 else "")
-        raise fail("E111", f"{len(duplicated)} gene IDs appear more than once ({shown})")
-    return names
-
-
-def _blocks(dataset: h5py.Dataset) -> Iterator[tuple[int, np.ndarray]]:
-    block = h5io.BLOCK_ELEMENTS
-    for lo in range(0, dataset.shape[0], block):
-        yield lo, dataset[lo : lo + block]
-
-
-def _check_sparse_structure(reader: h5io.CountsReader) -> None:
-    """indptr runs 0..nnz without going down, indices stay inside the other axis: checked in blocks."""
-    assert reader.indptr is not None and reader.indices is not None
-    major, minor = (reader.n_cells, reader.n_genes) if reader.format == "csr" else (reader.n_genes, reader.n_cells)
-    nnz = reader.data.shape[0]
-    where = f"{reader.source} ({reader.format})"
-    if reader.indptr.shape[0] != major + 1:
-        raise fail("E114", f"{where} indptr has {reader.indptr.shape[0]} entries, expected {major + 1}")
-    if reader.indices.shape[0] != nnz:
-        raise fail("E114", f"{where} has {nnz} values but {reader.indices.shape[0]} indices")
-    previous = 0
-    for lo, ptr in _blocks(reader.indptr):
-        if lo == 0 and ptr[0] != 0:
-            raise fail("E114", f"{where} indptr starts at {ptr[0]}, not 0")
-        if ptr[0] < previous or np.any(np.diff(ptr) < 0):
-            raise fail("E114", f"{where} indptr decreases")
-        previous = int(ptr[-1])
-    if previous != nnz:
-        raise fail("E114", f"{where} indptr ends at {previous} but there are {nnz} values")
-    for _, idx in _blocks(reader.indices):
-        if idx.size and (idx.min() < 0 or idx.max() >= minor):
-            raise fail("E114", f"{where} has an index outside 0..{minor - 1}")
-
-
-def _check_values(reader: h5io.CountsReader, other_layers: list[str]) -> None:
-    """Count NaN/inf, negative and fractional values over the whole matrix, a block at a time."""
-    if reader.dtype == np.bool_:
-        raise fail("E108", f"{reader.source} holds booleans, not counts")
-    floating = np.issubdtype(reader.dtype, np.floating) or np.issubdtype(reader.dtype, np.complexfloating)
-    signed = floating or np.issubdtype(reader.dtype, np.signedinteger)
-    if np.issubdtype(reader.dtype, np.complexfloating):
-        raise fail("E108", f"{reader.source} holds complex numbers ({reader.dtype})")
-    not_finite = negative = fractional = 0
-    example = 0.0
-    for values in reader.iter_values():
-        if floating:
-            finite = np.isfinite(values)
-            not_finite += int(values.size - np.count_nonzero(finite))
-            values = values[finite]
-            fractions = values != np.floor(values)
-            if fractional == 0 and fractions.any():
-                example = float(values[fractions][0])
-            fractional += int(np.count_nonzero(fractions))
-        if signed:
-            negative += int(np.count_nonzero(values < 0))
-    where = f"{reader.source} ({reader.dtype})"
-    if not_finite:
-        raise fail("E110", f"{where} has {not_finite} NaN/inf values")
-    if negative:
-        raise fail("E109", f"{where} has {negative} negative values")
-    if fractional:
-        hint = CODES["E108"][1]
-        if other_layers:  # the raw counts are often kept in a layer next to normalised X
-            hint += f"; layers in this file: {', '.join(other_layers)} (e.g. --layer {other_layers[0]})"
-        raise fail("E108", f"{where} has {fractional} non-integer values (e.g. {example:g})", hint)
+        after = file.stat()
+    except OSError as exc:
+        raise fail("E119", f"{file} disappeared while it was read ({exc.strerror})") from exc
+    same = (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    if not same:
+        raise fail("E119", f"{file} was {before.st_size} bytes, now {after.st_size} (or was rewritten)")
