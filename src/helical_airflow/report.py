@@ -91,7 +91,7 @@ def palette(n: int) -> list[str]:
     """n distinct colours: colorcet's glasbey (the first ten are matplotlib's tab10), 256 before it repeats."""
     import colorcet
 
-    colours = list(colorcet.glasbey_category10)
+    colours = list(colorcet.palette["glasbey_category10"])  # hex strings
     return [colours[i % len(colours)] for i in range(n)]
 
 
@@ -120,7 +120,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def legend_entries(labels: np.ndarray) -> list[tuple[str, str, int]]:
+    """(category, colour, cells) in natural order (0, 1, 2, 10), unlabelled cells grey and last."""
+    names = natural_order(list(labels))
+    counts = Counter(labels)
+    colours = palette(len(names))
+    return [(n, "#bbbbbb" if n == MISSING_LABEL else c, counts[n]) for n, c in zip(names, colours, strict=True)]
+
+
 def scatter_picture(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | None, label_key: str | None) -> str:
+    return _png(scatter_figure(panels, labels, label_key))
+
+
+def scatter_figure(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | None, label_key: str | None) -> Any:
     """Side-by-side scatters (UMAP, PCA) of the same cells, one legend outside the points, sorted naturally."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
@@ -129,13 +141,10 @@ def scatter_picture(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | N
     order = np.random.default_rng(0).permutation(len(panels[0][1]))  # no category drawn on top of all others
     handles = []
     if labels is not None:
-        names = natural_order(list(labels))
-        colours = dict(zip(names, palette(len(names)), strict=True))
-        if MISSING_LABEL in colours:
-            colours[MISSING_LABEL] = "#bbbbbb"
-        counts = Counter(labels)
+        entries = legend_entries(labels)
+        colours = {name: colour for name, colour, _ in entries}
         point_colours = np.array([colours[v] for v in labels])
-        handles = [Line2D([], [], ls="", marker="o", ms=6, color=colours[n], label=f"{n} ({counts[n]})") for n in names]
+        handles = [Line2D([], [], ls="", marker="o", ms=6, color=c, label=f"{n} ({k})") for n, c, k in entries]
     for ax, (title, coords) in zip(axes[0], panels, strict=True):
         colour = point_colours[order] if labels is not None else "#1f77b4"
         ax.scatter(coords[order, 0], coords[order, 1], s=max(1.0, min(8.0, 4000 / len(coords))), c=colour,
@@ -151,7 +160,7 @@ def scatter_picture(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | N
         fig.legend(handles=handles, title=label_key, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    title_fontsize=9, ncol=columns, frameon=False)  # fmt: skip
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def qc_picture(counts: np.ndarray, genes: np.ndarray) -> str:
