@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 #: installs all of them; on a developer's machine without root the same guards skip with the install hint
 NO_SKIPS = os.environ.get("HELICAL_AIRFLOW_TESTS_NO_SKIPS") == "1"
 
+#: the report's UMAP costs ~15-20 s of numba compilation in every process that draws one; tests that look at
+#: it (tests/integration/test_report.py) switch it back on, every other run's report says it was left out
+os.environ.setdefault("HELICAL_AIRFLOW_REPORT_UMAP", "0")
+
 
 def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
