@@ -1,5 +1,9 @@
 """The run folder on disk: atomic writes (a killed process never leaves a half-written file), shard
-state, and the merged outputs (embeddings.h5ad, manifest.json)."""
+state, and the merged outputs (embeddings.h5ad, manifest.json).
+
+Files get the mode a plain `open()` would give them (0666 less the process umask), not mkstemp's 0600: with
+the local stack's umask 027 (HELICAL_STACK_UMASK) the owner's group can read every output, others cannot.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +26,29 @@ from .spec import Manifest, Plan, ShardResult
 from .versions import package_versions
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere set and restored at once)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    """Write to a temp file in the same folder, fsync, then rename over the target (mode: 0666 less the umask)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -60,9 +60,37 @@ def test_secrets_are_private_and_no_default_password(stack: Stack) -> None:
 
 def test_params_are_validated_at_trigger(stack: Stack) -> None:
     _, client, _ = stack
-    for bad in ({"model": "no-such-model"}, {"input_path": "/etc/passwd.h5ad"}, {"input_path": "../x.h5ad"}):
-        with pytest.raises(StackError, match="HTTP 400"):
+    for bad, code in (({"model": "no-such-model"}, "E201"), ({"input_path": "/etc/passwd.h5ad"}, "E513"),
+                      ({"input_path": "../x.h5ad"}, "E513")):  # fmt: skip
+        with pytest.raises(StackError, match="HTTP 400") as raised:
             client.trigger(DAG, {**CONF, **bad})
+        assert f"error {code}" in raised.value.message and "fix:" in raised.value.message  # phrased like the CLI
+
+
+def _stack_pids(cfg: StackConfig) -> set[int]:
+    pids: set[int] = set()
+    for name in manager._known_names(cfg):
+        running = process.read_pid(cfg.run_dir, name)
+        if running:
+            main = psutil.Process(running.pid)
+            pids |= {main.pid, *(child.pid for child in main.children(recursive=True))}
+    return pids
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(stack: Stack) -> None:
+    cfg, _, _ = stack
+    pids = _stack_pids(cfg)
+    listening = [c for c in psutil.net_connections(kind="inet") if c.pid in pids
+                 and (c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr))]  # fmt: skip
+    ports = {c.laddr.port for c in listening}
+    wanted = {cfg.ports[name] for name in ("postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log")}
+    assert wanted <= ports, f"not listening: {wanted - ports}"
+    exposed = sorted({(c.laddr.ip, c.laddr.port) for c in listening if c.laddr.ip not in ("127.0.0.1", "::1")})
+    assert exposed == [], f"listening beyond loopback: {exposed}"
+    if shutil.which("ss"):  # the same answer from the kernel's socket table
+        ss = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout.splitlines()
+        ours = [line for line in ss if any(f"pid={pid}," in line for pid in pids)]
+        assert ours and all(line.split()[4].rsplit(":", 1)[0] in ("127.0.0.1", "[::1]") for line in ours), ours
 
 
 def _celery_results(cfg: StackConfig, secrets: dict[str, str], run_id: str) -> dict[int, tuple[str, str, str]]:

@@ -24,6 +24,18 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+#: how fast the stack recovers from a lost process (docs/reliability.md). A worker killed mid-task: its tasks stop
+#: heartbeating and are failed (then retried) after 60 s instead of 300. A task whose Celery message was lost (Redis
+#: restarted before it persisted it): back in the queue after 120 s in "queued" instead of 600. The visibility timeout
+#: must exceed the longest task (embed_shard: 4 h execution_timeout), or Redis redelivers running tasks: 5 h.
+RECOVERY = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+    "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "18000",
+}
+
+
 def passwords_file(cfg: StackConfig) -> Path:
     """The simple auth manager's password file (we write it first, so the password is ours, not Airflow's)."""
     return cfg.airflow_home / "passwords.json"
@@ -55,7 +67,10 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": cfg.host,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(ports["scheduler_health"]),
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_log"]),
+            # the worker's and triggerer's log servers bind this host (stack/airflow_main.py), not 0.0.0.0
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_HOST": cfg.host,
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_log"]),
+            **RECOVERY,
             "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
             "AIRFLOW__METRICS__STATSD_PORT": str(ports["statsd"]),
             # the file sensor of the incoming-data DAG looks under this connection's path

@@ -1,4 +1,4 @@
-"""`helical-airflow stack up | down | status | logs`: the local Airflow stack without Docker."""
+"""`helical-airflow stack up | down | status | logs | password | env`: the local Airflow stack without Docker."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def up(
         bool | None, typer.Option(help="also start the monitoring services (env HELICAL_STACK_MONITORING, default on)")
     ] = None,
 ) -> None:
-    """Start the stack (what is already running is left alone); prints the admin password the first time."""
+    """Start the stack (what is already running is left alone); the first successful start prints the admin password."""
     cfg = _cfg(state_dir, monitoring=monitoring)
     if api_port:
         cfg.ports["api"] = api_port
@@ -58,13 +58,14 @@ def up(
     if cache_dir:
         cfg.cache_dir = str(Path(cache_dir).resolve())
     try:
-        secrets, created = manager.up(cfg, echo=err.print)
+        secrets, _ = manager.up(cfg, echo=err.print)
     except HelicalAirflowError as exc:
         raise _fail(exc) from None
-    if created:
+    password = manager.take_password_to_show(cfg, secrets)  # after a successful start, never before
+    if password:
         out.print(
-            f"[bold]Generated credentials (shown once)[/]: Airflow user [bold]admin[/], password "
-            f"[bold]{secrets['admin_password']}[/]\n  all secrets: {cfg.secrets_file} (mode 0600)",
+            f"[bold]Generated credentials[/]: Airflow user [bold]admin[/], password [bold]{password}[/]\n"
+            f"  all secrets: {cfg.secrets_file} (mode 0600); show it again: helical-airflow stack password",
             highlight=False,
         )
     out.print(f"UI and REST API: {cfg.api_url}  (REST: {cfg.api_url}/api/v2, token: POST {cfg.api_url}/auth/token)")
@@ -97,6 +98,15 @@ def status(state_dir: StateOpt = None) -> None:
     out.print(table if rows else "the stack has never been started here (helical-airflow stack up)")
     if not rows or any(not row.healthy for row in rows):
         raise typer.Exit(1)
+
+
+@stack_app.command()
+def password(state_dir: StateOpt = None) -> None:
+    """Print the Airflow admin user's password (from the stack's 0600 secrets file)."""
+    cfg = _cfg(state_dir)
+    if not cfg.secrets_file.is_file():
+        raise _fail(HelicalAirflowError("E509", "the stack has never been started here", "helical-airflow stack up"))
+    print(json.loads(cfg.secrets_file.read_text())["admin_password"])
 
 
 @stack_app.command()

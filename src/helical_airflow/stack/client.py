@@ -33,7 +33,7 @@ class AirflowClient:
             with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (our own API URL)
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:1000]
+            detail = exc.read().decode(errors="replace")[:4000]
             raise StackError(
                 "E520", f"{method} {path} -> HTTP {exc.code}: {detail}", "check the request and the stack's logs"
             ) from None

@@ -55,6 +55,8 @@ class StackConfig:
     statsd_host: str = "127.0.0.1"
     monitoring: bool = True  # also start the monitoring services (stack/monitoring.py)
     ready_timeout_s: float = 120.0
+    #: umask of the Airflow services: outputs readable by the owner's group, not by others (HELICAL_STACK_UMASK)
+    umask: int = 0o027
 
     @classmethod
     def from_env(cls, **overrides: object) -> StackConfig:
@@ -67,6 +69,7 @@ class StackConfig:
             statsd_host=_env("STATSD_HOST", "127.0.0.1"),
             monitoring=_flag("MONITORING", True),
             python=_env("PYTHON", sys.executable),
+            umask=int(_env("UMASK", "027"), 8),
         )
         for key, value in overrides.items():
             if value is not None:

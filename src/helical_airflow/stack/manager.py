@@ -66,6 +66,20 @@ _SAVED = ("host", "ports", "data_dir", "output_dir", "cache_dir", "dags_folder",
           "worker_name", "gpu_pool_slots", "statsd_host", "monitoring")  # fmt: skip
 
 
+def password_shown_marker(cfg: StackConfig) -> Path:
+    """Exists once a successful `stack up` has shown the admin password (a failed first `up` shows nothing)."""
+    return cfg.state_dir / ".admin_password_shown"
+
+
+def take_password_to_show(cfg: StackConfig, secrets: dict[str, str]) -> str | None:
+    """The admin password if no successful `stack up` has shown it yet (marks it shown); else None."""
+    marker = password_shown_marker(cfg)
+    if marker.is_file():
+        return None
+    marker.touch()
+    return secrets["admin_password"]
+
+
 def _save_config(cfg: StackConfig) -> None:
     saved = {name: getattr(cfg, name) for name in _SAVED}
     (cfg.state_dir / "stack.json").write_text(json.dumps(saved, default=str, indent=1) + "\n")

@@ -41,6 +41,7 @@ class Service:
     user: str | None = None  # run as this user (Postgres refuses to run as root)
     cwd: Path | None = None
     stop_signal: int = signal.SIGTERM
+    umask: int | None = None  # file mode mask of what it writes (Airflow: outputs readable by the group)
     prepare: Callable[[], None] | None = None  # one-time set-up before starting (e.g. initdb)
     after_start: Callable[[], None] | None = None  # once healthy (e.g. create the database)
 
@@ -90,6 +91,7 @@ def start(service: Service, run_dir: Path) -> Running:
             env={**os.environ, **service.env},
             cwd=service.cwd,
             user=service.user,
+            umask=-1 if service.umask is None else service.umask,
             start_new_session=True,
         )
     running = Running(proc.pid, psutil.Process(proc.pid).create_time(), service.stop_signal)

@@ -124,7 +124,9 @@ def redis(cfg: StackConfig, secrets: dict[str, str]) -> Service:
         write_private(
             conf,
             f"port {cfg.ports['redis']}\nbind {cfg.host}\nrequirepass {secrets['redis_password']}\n"
-            f'dir {cfg.redis_dir}\nsave ""\nappendonly no\ndaemonize no\nprotected-mode yes\nlogfile ""\n',
+            f'dir {cfg.redis_dir}\nsave ""\ndaemonize no\nprotected-mode yes\nlogfile ""\n'
+            # AOF: every queued Celery message is on disk within a second, so a restart loses none
+            "appendonly yes\nappendfsync everysec\n",
         )
 
     def ping() -> bool:
@@ -153,16 +155,20 @@ def airflow_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]
     env = airflow_env(cfg, secrets)
     ports = cfg.ports
 
+    # the worker and triggerer start a task-log server: through airflow_main it binds cfg.host, not every interface
+    log_serving = [cfg.python, "-m", "helical_airflow.stack.airflow_main"]
+
     def svc(name: str, args: list[str], probe: health.Probe, port: int | None = None) -> Service:
         return Service(
             name=name,
-            argv=[airflow, *args],
+            argv=[*(log_serving if name in ("worker", "triggerer") else [airflow]), *args],
             env=env,
             log_file=cfg.log_dir / f"{name}.log",
             port=port,
             health=probe,
             install_hint=AIRFLOW_INSTALL,
             cwd=cfg.airflow_home,
+            umask=cfg.umask,
         )
 
     return [
