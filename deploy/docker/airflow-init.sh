@@ -10,7 +10,8 @@
 #
 # Env: AIRFLOW_UID (required), HELICAL_INIT_DIRS (space-separated folders to own; default below),
 #      HELICAL_INIT_SKIP_AIRFLOW=1 (only the folders: the permission test runs it that way),
-#      HELICAL_ADMIN_PASSWORD_FILE (default /run/secrets/airflow_admin_password), GPU_POOL_SLOTS.
+#      HELICAL_ADMIN_PASSWORD_FILE (default /run/secrets/airflow_admin_password), HELICAL_PASSWORDS_FILE
+#      (default /opt/airflow/secrets/passwords.json, the simple auth manager's file), GPU_POOL_SLOTS.
 set -euo pipefail
 dirs="${HELICAL_INIT_DIRS:-/opt/airflow/logs /opt/airflow/secrets /opt/helical-cache /opt/outputs}"
 uid="${AIRFLOW_UID:-}"
@@ -38,6 +39,7 @@ for dir in $dirs; do
   chmod -R u+rwX,g+rwX "$dir"
   [[ "$(basename "$dir")" != secrets ]] || chmod 0770 "$dir"  # the admin password file: not for others
 done
+# shellcheck disable=SC2086  # $dirs is a space-separated list on purpose
 ls -ld $dirs
 [[ "${HELICAL_INIT_SKIP_AIRFLOW:-0}" == 1 ]] && exit 0
 
@@ -46,7 +48,7 @@ as_user=(setpriv --reuid "$uid" --regid 0 --clear-groups -- env HOME="${AIRFLOW_
 password_file="${HELICAL_ADMIN_PASSWORD_FILE:-/run/secrets/airflow_admin_password}"
 "${as_user[@]}" python -m helical_airflow.stack.bootstrap "${GPU_POOL_SLOTS:-1}"
 # the simple auth manager reads (and may append to) this file: it lives on the airflow-secrets volume
-"${as_user[@]}" python - "$password_file" /opt/airflow/secrets/passwords.json <<'PY'
+"${as_user[@]}" python - "$password_file" "${HELICAL_PASSWORDS_FILE:-/opt/airflow/secrets/passwords.json}" <<'PY'
 import json, os, sys
 password = open(sys.argv[1]).read().strip()
 fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -451,3 +451,37 @@ def test_a_volume_seeded_from_the_image_is_writable_by_uid_1000_once_the_init_ra
         refused = subprocess.run(["bash", str(AIRFLOW_INIT)], capture_output=True, text=True,
                                  env={**env, "AIRFLOW_UID": uid})  # fmt: skip
         assert refused.returncode == 1 and "AIRFLOW_UID" in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)")
+def test_the_init_runs_airflow_as_airflow_uid_and_writes_the_password_file(scratch: Path) -> None:
+    """The Airflow half of airflow-init.sh, with `python -m helical_airflow.stack.bootstrap` recorded, not run."""
+    bin_dir = scratch / "bin"
+    bin_dir.mkdir()
+    log = scratch / "log"
+    log.mkdir(mode=0o777)
+    log.chmod(0o777)
+    python = bin_dir / "python"
+    system_python = "/usr/bin/python3"  # uid 1000 may not reach the project's env; the password step is stdlib
+    python.write_text(f"""#!/bin/sh
+if [ "$1" = "-m" ]; then echo "$(id -u):$(id -g) $HOME $*" >> {log}/bootstrap.log; exit 0; fi
+exec {system_python} "$@"
+""")
+    python.chmod(0o755)
+    secrets = _seed(scratch / "secrets", 0o2770, 50000, 0)  # the image's layout
+    admin = scratch / "airflow_admin_password"
+    admin.write_text("s3cret-admin-password\n")
+    admin.chmod(0o644)  # as a Compose secret file (0644 inside the 0700 secrets/ folder)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "AIRFLOW_UID": "1000", "HELICAL_INIT_DIRS": str(secrets),
+           "HELICAL_ADMIN_PASSWORD_FILE": str(admin), "HELICAL_PASSWORDS_FILE": str(secrets / "passwords.json"),
+           "GPU_POOL_SLOTS": "3"}  # fmt: skip
+    done = subprocess.run(["bash", str(AIRFLOW_INIT)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    # Airflow ran as AIRFLOW_UID, group 0, with the airflow user's home: never as root
+    assert (log / "bootstrap.log").read_text().split() == [
+        "1000:0", "/home/airflow", "-m", "helical_airflow.stack.bootstrap", "3",
+    ]  # fmt: skip
+    written = secrets / "passwords.json"
+    assert json.loads(written.read_text()) == {"admin": "s3cret-admin-password"}
+    assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (1000, 0o600)
+    assert secrets.stat().st_mode & 0o777 == 0o770
