@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -485,3 +486,35 @@ exec {system_python} "$@"
     assert json.loads(written.read_text()) == {"admin": "s3cret-admin-password"}
     assert (written.stat().st_uid, written.stat().st_mode & 0o777) == (1000, 0o600)
     assert secrets.stat().st_mode & 0o777 == 0o770
+
+
+def test_airflow_reads_every_secret_through_its_cmd_setting(full: dict, secrets: dict, tmp_path: Path) -> None:
+    """The compose environment's *_CMD settings, run by Airflow 3.3.2 itself, give the secrets' values."""
+    pytest.importorskip("airflow")
+    env = dict(full["services"]["airflow-scheduler"]["environment"])
+    folder = tmp_path / "run-secrets"  # stands in for /run/secrets
+    folder.mkdir()
+    for name, value in secrets.items():
+        (folder / name).write_text(value)
+    cmds = {k: v.replace("/run/secrets/", f"{folder}/") for k, v in env.items() if k.endswith("_CMD")}
+    keys = {"database": "sql_alchemy_conn", "celery": ["broker_url", "result_backend"], "core": "fernet_key",
+            "api_auth": "jwt_secret", "api": "secret_key"}  # fmt: skip
+    wanted = [
+        (section, key) for section, names in keys.items() for key in ([names] if isinstance(names, str) else names)
+    ]
+    script = "import json, sys\nfrom airflow.configuration import conf\n" + (
+        f"print(json.dumps([conf.get(s, k) for s, k in {wanted!r}]))"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    run_env = {**base, **cmds, "AIRFLOW_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=run_env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = dict(zip(wanted, json.loads(done.stdout.strip().splitlines()[-1]), strict=True))
+    assert got == {
+        ("database", "sql_alchemy_conn"): secrets["airflow_sql_alchemy_conn"],
+        ("celery", "broker_url"): secrets["airflow_celery_broker_url"],
+        ("celery", "result_backend"): secrets["airflow_celery_result_backend"],
+        ("core", "fernet_key"): secrets["airflow_fernet_key"],
+        ("api_auth", "jwt_secret"): secrets["airflow_jwt_secret"],
+        ("api", "secret_key"): secrets["airflow_api_secret_key"],
+    }
