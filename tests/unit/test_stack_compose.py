@@ -518,3 +518,45 @@ def test_airflow_reads_every_secret_through_its_cmd_setting(full: dict, secrets:
         ("api_auth", "jwt_secret"): secrets["airflow_jwt_secret"],
         ("api", "secret_key"): secrets["airflow_api_secret_key"],
     }
+
+
+def test_redis_takes_its_password_from_the_config_secret_and_the_healthcheck_logs_in(
+    full: dict, secrets: dict, tmp_path: Path
+) -> None:
+    """A real redis-server started as compose starts it (config file from the secret), with the real healthcheck."""
+    from stack_helpers import free_ports, require_binaries, wait_for
+
+    require_binaries("redis-server", "redis-cli")
+    import redis
+
+    folder = tmp_path / "run-secrets"
+    folder.mkdir()
+    for name, value in secrets.items():
+        (folder / name).write_text(value)
+    service = full["services"]["redis"]
+    (port,) = free_ports(1)
+    argv = [a.replace("/run/secrets/", f"{folder}/") for a in service["command"]]
+    argv[0] = shutil.which("redis-server") or "redis-server"
+    proc = subprocess.Popen([*argv, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
+                 20, "redis-server")  # fmt: skip
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(port=port).ping()  # no password: refused
+        assert redis.Redis(port=port, password=secrets["redis_password"]).ping()
+        assert redis.from_url(secrets["airflow_celery_broker_url"].replace("@redis:6379", f"@127.0.0.1:{port}")).ping()
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert secrets["redis_password"] not in cmdline  # not in `ps`
+        # the compose healthcheck, as the container's shell runs it (`$$` is compose's escape for `$`)
+        check = service["healthcheck"]["test"][1].replace("$$", "$").replace("/run/secrets/", f"{folder}/")
+        check = check.replace("redis-cli ping", f"redis-cli -p {port} ping")
+        assert subprocess.run(["sh", "-c", check], capture_output=True).returncode == 0
+        wrong = tmp_path / "wrong"
+        wrong.mkdir()
+        (wrong / "redis_password").write_text("not-the-password")
+        bad = check.replace(f"{folder}/", f"{wrong}/")
+        assert subprocess.run(["sh", "-c", bad], capture_output=True).returncode != 0  # the check can fail
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
