@@ -50,6 +50,27 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
+def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A `preexec_fn` for subprocess.Popen: the child gets `sig` when the thread that started it exits (Linux).
+
+    prctl is looked up here, in the parent, so the forked child only makes one system call before exec.
+    None (no preexec_fn) where there is no prctl.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return arm
+
+
 def _address_space_bytes() -> int:
     try:
         with open("/proc/self/statm") as fh:

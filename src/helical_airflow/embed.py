@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import h5io, telemetry
+from . import h5io, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .models import get_model, registry
 from .spec import Plan, Precision, ShardResult
@@ -92,6 +92,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+@shardlock.one_writer_per_shard  # a retry waits while an earlier attempt of the shard still runs
 def embed_shard(
     plan: Plan, index: int, runner: Any = None, device: str | None = None, load_seconds: float = 0.0
 ) -> ShardResult:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..bounded import parent_death_preexec
 from .base import failure, parse_result, shard_command
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def run_local(
         text=True,
         errors="replace",
         start_new_session=True,
+        preexec_fn=parent_death_preexec(),  # dies with the task process: no orphan when a worker is killed
     )
     lines: list[str] = []
     try:
