@@ -57,19 +57,19 @@ params = {
         type="string",
         pattern=INPUT_PATTERN,
         title="Input .h5ad",
-        # a refused value answers HTTP 400 quoting this schema: the description reads like the CLI's errors
-        description=f"Path of the .h5ad file inside the data folder ({DATA_DIR}), e.g. `sample.h5ad`. "
-        f"If refused - error E513: input_path must end in .h5ad and stay inside the data folder (no `..`, no other "
-        f"absolute path); fix: copy the file into {DATA_DIR} and give its path relative to it, e.g. sample.h5ad.",
+        description=f"Path of the .h5ad file inside the data folder ({DATA_DIR}), e.g. `sample.h5ad`.",
+        # a refused value answers HTTP 400 quoting the schema: this key (ajv-errors' name) reads like the CLI's errors
+        errorMessage=f"error E513: input_path must end in .h5ad and stay inside the data folder {DATA_DIR} (no `..`, "
+        "no other absolute path); fix: copy the file into the data folder and give its path relative to it, "
+        "e.g. sample.h5ad",
     ),
     "model": Param(
         "geneformer",
         type="string",
         enum=list(MODELS),
         title="Model",
-        description="A model name from `helical-airflow models list`; family names pick the family's default. "
-        "If refused - error E201: unknown model name; fix: use one of the names listed by `helical-airflow models "
-        "list`.",
+        description="A model name from `helical-airflow models list`; family names pick the family's default.",
+        errorMessage="error E201: unknown model name; fix: use one of the names `helical-airflow models list` prints",
     ),
     "shard_size": Param(
         1000,

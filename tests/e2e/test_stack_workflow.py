@@ -85,7 +85,8 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(stack: Stack) -> Non
     ports = {c.laddr.port for c in listening}
     wanted = {cfg.ports[name] for name in ("postgres", "redis", "api", "scheduler_health", "worker_log", "trigger_log")}
     assert wanted <= ports, f"not listening: {wanted - ports}"
-    exposed = sorted({(c.laddr.ip, c.laddr.port) for c in listening if c.laddr.ip not in ("127.0.0.1", "::1")})
+    exposed = sorted({(c.laddr.ip, c.laddr.port, psutil.Process(c.pid).name()) for c in listening
+                      if c.laddr.ip not in ("127.0.0.1", "::1")})  # fmt: skip
     assert exposed == [], f"listening beyond loopback: {exposed}"
     if shutil.which("ss"):  # the same answer from the kernel's socket table
         ss = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=True).stdout.splitlines()

@@ -127,3 +127,21 @@ def test_services_start_with_their_umask(cfg: StackConfig) -> None:
 
     psutil.Process(running.pid).wait(30)
     assert stat.S_IMODE((cfg.state_dir / "made").stat().st_mode) == 0o640
+
+
+def test_airflows_statsd_client_sends_from_a_connected_loopback_socket(cfg: StackConfig) -> None:
+    import socket
+
+    from helical_airflow.stack.statsd_client import ConnectedStatsClient
+
+    secrets, _ = load_or_create(cfg.secrets_file)
+    path = airflow_env(cfg, secrets)["AIRFLOW__METRICS__STATSD_CUSTOM_CLIENT_PATH"]
+    assert path == "helical_airflow.stack.statsd_client.ConnectedStatsClient"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        client = ConnectedStatsClient("127.0.0.1", server.getsockname()[1], prefix="airflow")
+        client.incr("scheduler_heartbeat")
+        assert server.recv(100) == b"airflow.scheduler_heartbeat:1|c"
+        local, remote = client._sock.getsockname(), client._sock.getpeername()
+        assert local[0] == "127.0.0.1" and remote == server.getsockname()  # not an open 0.0.0.0 socket

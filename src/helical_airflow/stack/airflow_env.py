@@ -73,6 +73,8 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
             **RECOVERY,
             "AIRFLOW__METRICS__STATSD_HOST": cfg.statsd_host,
             "AIRFLOW__METRICS__STATSD_PORT": str(ports["statsd"]),
+            # its UDP socket connected to StatsD: no socket of Airflow's left open on 0.0.0.0 (stack/statsd_client.py)
+            "AIRFLOW__METRICS__STATSD_CUSTOM_CLIENT_PATH": "helical_airflow.stack.statsd_client.ConnectedStatsClient",
             # the file sensor of the incoming-data DAG looks under this connection's path
             "AIRFLOW_CONN_HELICAL_DATA": json.dumps({"conn_type": "fs", "extra": {"path": str(cfg.data_dir)}}),
             # what the DAG's tasks and the launchers read (settings.py, launchers/)
