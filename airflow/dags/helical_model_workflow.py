@@ -2,8 +2,9 @@
 ### helical_model_workflow
 Embed every cell of a `.h5ad` in the data folder with a Helical foundation model, shard by shard.
 
-`validate_input` -> `plan_shards` -> `route_to_queue` -> `embed_shard` (one mapped task per shard, each
-in its own process or container, through the chosen launcher) -> `merge` -> `quality_gate` -> `publish`.
+`validate_input` -> `plan_shards` -> `route_to_queue` -> `embed_shard` (one mapped task per group of shards:
+a process, container or pod of its own through the chosen launcher, loading the model once for the group and
+checkpointing every shard) -> `merge` -> `quality_gate` -> `publish`.
 
 Shards run on the Celery queue and pool of the model's resource profile: `route_to_queue` follows
 `embed_shard` (queue `default`) or `embed_shard_gpu` (queue `gpu`, pool `gpu_pool`); the other is skipped.
@@ -77,7 +78,8 @@ params = {
         minimum=1,
         maximum=1_000_000,
         title="Shard size",
-        description="Cells per shard (one task each). Worker memory follows this, not the file size.",
+        description="Cells per shard (each checkpointed on its own; a task embeds a group of shards with one model "
+        "load). Worker memory follows this, not the file size.",
     ),  # fmt: skip
     "device": Param(
         "auto",
@@ -135,7 +137,8 @@ params = {
         type="string",
         enum=list(LAUNCHERS),
         title="Launcher",
-        description="local: a subprocess on the worker; docker: a container (DockerOperator) per shard.",
+        description="local: a subprocess on the worker; docker: a container (DockerOperator); kubernetes: a pod "
+        "(KubernetesPodOperator). One per group of shards.",
     ),  # fmt: skip
 }
 
@@ -170,11 +173,11 @@ with DAG(
 
     @task(execution_timeout=timedelta(minutes=10))
     def plan_shards(summary: dict[str, Any], **context: Any) -> list[dict[str, Any]]:
-        """Write plan.json; returns one {plan_path, shard} per shard, the list the embed task maps over."""
+        """Write plan.json; returns one {plan_path, shards} per group of shards, the list the embed task maps over."""
         plan = steps.plan_shards(dict(context["params"]), summary)
         for key in ("plan_path", "queue", "run_key", "out_dir"):
             context["ti"].xcom_push(key=key, value=plan[key])
-        return [{"plan_path": plan["plan_path"], "shard": index} for index in plan["shards"]]
+        return [{"plan_path": plan["plan_path"], "shards": group} for group in plan["groups"]]
 
     @task.branch(execution_timeout=timedelta(minutes=5))
     def route_to_queue(queue: str) -> str:
@@ -194,11 +197,12 @@ with DAG(
             map_index_template="{{ shard_label }}",
             max_active_tis_per_dagrun=32,
         )
-        def embed_shard(plan_path: str, shard: int, **context: Any) -> dict[str, Any]:
-            get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
-            return steps.embed_shard(plan_path, shard, context["params"]["launcher"])
+        def embed_shards(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
+            label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
+            get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+            return steps.launch_shards(plan_path, shards, context["params"]["launcher"])
 
-        shards = embed_shard.expand_kwargs(planned)
+        shards = embed_shards.expand_kwargs(planned)
         routed >> shards
         embedded.append(shards)
 

@@ -91,10 +91,11 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
 def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """Write plan.json; returns where it is, the shard indices to map over and the queue to run them on."""
     from .models import get_model
-    from .plan import make_plan
+    from .plan import make_plan, task_groups
     from .spec import InputSummary
 
     plan = make_plan(InputSummary(**summary), run_params(params), settings.output_dir())
+    groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
     profile = get_model(plan.params.model).profile
     if plan.fixture:
         log.warning("FIXTURE weights (random tiny models): the embeddings carry no biology")
@@ -104,21 +105,23 @@ def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
         "plan_path": str(plan.plan_file),
         "run_key": plan.run_key,
         "out_dir": plan.out_dir,
-        "shards": [shard.index for shard in plan.shards],
+        "groups": groups,  # one embed task each: a contiguous group of shards, one model load
         "queue": profile.queue,
         "pool": profile.pool,
     }
 
 
 @fail_fast_on_user_errors
-def embed_shard(plan_path: str, shard: int, launcher: str) -> dict[str, Any]:
-    """Run one shard through the launcher the user picked; its output streams into the task log."""
+def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict[str, Any]]:
+    """Embed a task's group of shards through the launcher the user picked (one model load); its output streams
+    into the task log; the results come from the run folder."""
     from .launchers import launch
 
-    result = launch(launcher, plan_path, shard)
-    verb = "reused (already done)" if result.get("reused") else f"embedded in {result.get('seconds', 0):.1f}s"
-    log.info("shard %d: %d cells %s on %s", shard, result.get("cells", 0), verb, result.get("host"))
-    return result
+    results = launch(launcher, plan_path, shards)
+    for result in results:
+        verb = "reused (already done)" if result.get("reused") else f"embedded in {result.get('seconds', 0):.1f}s"
+        log.info("shard %d: %d cells %s on %s", result["index"], result.get("cells", 0), verb, result.get("host"))
+    return results
 
 
 @fail_fast_on_user_errors

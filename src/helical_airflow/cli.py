@@ -319,23 +319,36 @@ def plan(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
 
 @app.command("embed-shard")
 @friendly_errors
-def embed_shard_cmd(
+def embed_shard_command(
     plan_path: Annotated[Path, typer.Option("--plan", help="plan.json written by `plan`")],
-    shard: Annotated[int, typer.Option(help="shard index (0-based)", min=0)],
+    shard: Annotated[
+        list[int], typer.Option(help="shard index (0-based); repeat it to embed several with one model load", min=0)
+    ],
 ) -> None:
-    """Embed one shard of a plan (what every launcher runs); prints the shard's result as JSON.
+    """Embed shards of a plan with one model load (what every launcher runs).
 
-    A finished shard is reused. The array is written atomically to shards/<i>.npy.
+    Each shard is written atomically to shards/<i>.npy with its record shards/<i>.json (where launchers read the
+    result); a finished shard is reused. Exits 75 after a shard when the process should be recycled
+    (HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB, default 90% of the model's memory cap; HELICAL_AIRFLOW_RUNNER_MAX_SHARDS):
+    the launcher then starts a fresh process for the shards left.
     """
-    from .embed import embed_shard, use_cache_dir
+    from .embed import Recycle, embed_shards
+    from .errors import RECYCLE_EXIT
+    from .models import get_model
     from .plan import load_plan
 
     loaded = load_plan(plan_path)
-    use_cache_dir(loaded.params.cache_dir)
-    result = embed_shard(loaded, shard)
-    verb = "reused" if result.reused else f"embedded {result.cells} cells in {result.seconds:.2f}s"
-    logging.getLogger("helical_airflow").info("shard %d %s (peak RSS %.0f MB)", shard, verb, result.peak_rss_mb)
-    print(result.model_dump_json())
+    bound = settings.recycle()
+    if not bound.max_rss_mb:
+        bound = Recycle(get_model(loaded.params.model).profile.memory_cap_gb * 1024 * 0.9, bound.max_shards)
+    say = logging.getLogger("helical_airflow").info
+    results, left = embed_shards(loaded, shard, bound, on_shard=lambda _, r: say(
+        "shard %d %s (peak RSS %.0f MB)", r.index,
+        "reused" if r.reused else f"embedded {r.cells} cells in {r.seconds:.2f}s", r.peak_rss_mb,
+    ))  # fmt: skip
+    if left:
+        say("%d shard(s) left for a fresh process: %s", len(left), left)
+        raise typer.Exit(RECYCLE_EXIT)
 
 
 @app.command()

@@ -12,10 +12,12 @@ import resource
 import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import psutil
 
 from . import h5io, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
@@ -73,18 +75,18 @@ def effective_precision(device: str, requested: Precision) -> Precision:
     return requested if device == "cuda" else "fp32"
 
 
-def load_runner(plan: Plan, device: str) -> Any:
+def runner_for(plan: Plan, device: str) -> Any:
+    """The plan's model, loaded through helical with the plan's resolved parameters."""
     use_cache_dir(plan.params.cache_dir)
     params = plan.params
-    spec = get_model(params.model)
     return registry.load_runner(
-        spec,
+        get_model(params.model),
         device=device,
-        precision=effective_precision(device, params.precision or spec.profile.precision),
-        batch_size=params.batch_size or spec.profile.batch_size,
-        engine=params.engine or spec.profile.engine,
+        precision=effective_precision(device, params.precision),
+        batch_size=params.batch_size,
+        engine=params.engine,
         seed=params.seed,
-        options=registry.resolve_options(spec, params.options),
+        options=params.options,
     )
 
 
@@ -113,7 +115,7 @@ def embed_shard(
         if runner is None:
             device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu, plan.fixture)
             started = time.perf_counter()
-            runner = load_runner(plan, device)
+            runner = runner_for(plan, device)
             load_seconds = time.perf_counter() - started
         device = device or "cpu"
         _reset_peak_gpu(device)
@@ -150,8 +152,8 @@ def embed_shard(
         peak_rss_mb=round(_peak_rss_mb(), 1),
         peak_gpu_mb=_peak_gpu_mb(device),
         device=device,
-        precision=effective_precision(device, plan.params.precision or "fp32"),
-        engine=plan.params.engine or "helical",
+        precision=effective_precision(device, plan.params.precision),
+        engine=plan.params.engine,
         batch_size=getattr(runner, "batch_size", None) or plan.params.batch_size,
         host=socket.gethostname(),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -159,6 +161,51 @@ def embed_shard(
     write_json(plan.shard_result_file(index), result)
     telemetry.emit_shard(plan, result)
     return result
+
+
+class Recycle(NamedTuple):
+    """When a long-running embed process hands over to a fresh one (memory is given back only by exiting)."""
+
+    max_rss_mb: float = 0.0  # current RSS past which the process stops after the shard it is on; 0: no bound
+    max_shards: int = 0  # shards embedded (not reused) after which it stops; 0: no bound
+
+
+def embed_shards(
+    plan: Plan, indices: Sequence[int], recycle: Recycle = Recycle(),
+    on_shard: Callable[[Plan, ShardResult], None] | None = None,
+) -> tuple[list[ShardResult], list[int]]:  # fmt: skip
+    """Embed these shards of `plan` in this process, loading the model once, and only if one of them needs it.
+
+    Each shard is checkpointed on its own (shards/<i>.npy + .json, atomically) and reused when already done. When
+    `recycle` says so the loop stops after a shard and returns the indices still to do, so a caller can start a
+    fresh process for them: a model that leaks memory never grows past its bound. Returns (results, left).
+    """
+    results: list[ShardResult] = []
+    runner, device, embedded = None, None, 0
+    for position, index in enumerate(indices):
+        load_seconds = 0.0  # charged to the shard that needed the model first
+        if runner is None and finished_result(plan, index) is None:
+            use_cache_dir(plan.params.cache_dir)
+            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu, plan.fixture)
+            started = time.perf_counter()
+            runner = runner_for(plan, device)
+            load_seconds = time.perf_counter() - started
+            telemetry.emit_model_load(plan, device)
+            log.info("model %s loaded on %s in %.1fs", plan.params.model, device, load_seconds)
+        result = embed_shard(plan, index, runner=runner, device=device, load_seconds=load_seconds)
+        results.append(result)
+        if on_shard:
+            on_shard(plan, result)
+        embedded += not result.reused
+        rss_mb = psutil.Process().memory_info().rss / 2**20
+        left = list(indices[position + 1 :])
+        over_memory = bool(recycle.max_rss_mb) and rss_mb > recycle.max_rss_mb
+        over_count = bool(recycle.max_shards) and embedded >= recycle.max_shards
+        if left and not result.reused and (over_memory or over_count):
+            log.info("recycling the embed process after %d shard(s) (RSS %.0f MB, bound %.0f MB; %d shard(s) left)",
+                     embedded, rss_mb, recycle.max_rss_mb, len(left))  # fmt: skip
+            return results, left
+    return results, []
 
 
 def _reset_peak_gpu(device: str) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+#: exit code of `embed-shard` when it stopped early to be recycled (its memory bound or shard count was reached,
+#: embed.Recycle): the launcher starts a fresh process for the shards left (EX_TEMPFAIL)
+RECYCLE_EXIT = 75
+
+
 class HelicalAirflowError(Exception):
     """An error with a stable code and a fix hint; the CLI prints it without a traceback."""
 

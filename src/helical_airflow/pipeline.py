@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .embed import embed_shard, load_runner, resolve_device, use_cache_dir
-from .models import get_model
+from .embed import embed_shards
 from .plan import make_plan
 from .quality import check_label_key, quality_gate, require_passed
 from .report import write_report
 from .spec import Manifest, Plan, RunParams, ShardResult
-from .store import finished_result, load_manifest, manifest_file, merge
+from .store import load_manifest, manifest_file, merge
 from .tracking import configured_uri, is_tracked, track_manifest
 from .validate import validate_input
 
@@ -31,21 +29,8 @@ def prepare(input_path: str | Path, params: RunParams, out_root: Path) -> Plan:
 
 
 def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardResult]:
-    """Embed the shards not finished yet, loading the model once, only if there is work to do."""
-    results: list[ShardResult] = []
-    runner, device = None, None
-    for shard in plan.shards:
-        load_seconds = 0.0  # charged to the shard that needed the model first
-        if runner is None and finished_result(plan, shard.index) is None:
-            use_cache_dir(plan.params.cache_dir)
-            device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu, plan.fixture)
-            started = time.perf_counter()
-            runner = load_runner(plan, device)
-            load_seconds = time.perf_counter() - started
-        result = embed_shard(plan, shard.index, runner=runner, device=device, load_seconds=load_seconds)
-        results.append(result)
-        if on_shard:
-            on_shard(plan, result)
+    """Embed the shards not finished yet in this process, loading the model once, only if there is work to do."""
+    results, _ = embed_shards(plan, [shard.index for shard in plan.shards], on_shard=on_shard)
     return results
 
 

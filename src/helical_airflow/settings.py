@@ -71,6 +71,32 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
+def recycle() -> Any:
+    """When a long-running embed process hands over to a fresh one (embed.Recycle):
+    HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB (default: 90% of the model's memory cap, applied by the caller when 0) and
+    HELICAL_AIRFLOW_RUNNER_MAX_SHARDS (default 0: no bound)."""
+    from .embed import Recycle
+
+    return Recycle(
+        max_rss_mb=float(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB") or 0),
+        max_shards=int(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_SHARDS") or 0),
+    )
+
+
+def task_slots() -> int:
+    """HELICAL_AIRFLOW_TASK_SLOTS: how many embed tasks of one run may run at once across the workers (default:
+    the Celery worker concurrency, AIRFLOW__CELERY__WORKER_CONCURRENCY, else 4). The plan groups its shards into
+    at most this many tasks, so each task loads the model once for its group."""
+    raw = os.environ.get("HELICAL_AIRFLOW_TASK_SLOTS") or os.environ.get("AIRFLOW__CELERY__WORKER_CONCURRENCY") or "4"
+    return max(1, int(raw))
+
+
+def max_shards_per_task() -> int:
+    """HELICAL_AIRFLOW_MAX_SHARDS_PER_TASK: the most shards one embed task takes (default 25), so a retry or a
+    slow worker holds back a bounded part of a large run."""
+    return max(1, int(os.environ.get("HELICAL_AIRFLOW_MAX_SHARDS_PER_TASK") or 25))
+
+
 #: helical's own model store (helical.utils.downloader.Downloader.download_via_name builds the same URLs)
 HELICAL_MODELS_URL = "https://helicalpackage.s3.eu-west-2.amazonaws.com"
 

@@ -35,6 +35,17 @@ class RunParams(BaseModel):
     cache_dir: str | None = Field(default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)")
 
 
+class ResolvedParams(RunParams):
+    """RunParams after planning (plan.resolve_params, the one place defaults are filled): nothing left to choose.
+
+    Every later step (embed, merge, report, MLflow) reads these; precision is the one asked for on a GPU (a CPU
+    shard runs fp32 and its ShardResult says so)."""
+
+    precision: Precision
+    batch_size: int = Field(ge=1)
+    engine: Engine
+
+
 class InputSummary(BaseModel):
     """What validation learned about the input file, without loading X whole."""
 
@@ -68,7 +79,7 @@ class Plan(BaseModel):
     dataset: str
     out_dir: str
     input: InputSummary
-    params: RunParams  # resolved: no None left for precision, batch_size, engine
+    params: ResolvedParams
     model_family: str
     helical_model_name: str
     fixture: bool
@@ -171,7 +182,7 @@ class Manifest(BaseModel):
     fixture_note: str | None
     weights_checksum: str
     weights_files: dict[str, str] = Field(default_factory=dict)  # each model file (cache-relative) -> sha256
-    params: RunParams
+    params: ResolvedParams
     versions: dict[str, str]
     host: dict[str, str]
     shards: list[ShardResult]

@@ -11,6 +11,7 @@ the order monitoring/statsd/mapping.yml reads them back:
         cells_per_second (g), seconds (ms), model_load_seconds (ms), peak_rss_bytes (g),
         peak_gpu_bytes (g, GPU only), memory_cap_bytes (g, from the model's resource profile)
     helical.failure.<code>.<model>.<dataset>.<run_key>            1 (c) per failed shard
+    helical.load.<model>.<device>.<host>                          1 (c) per model load (a process's first shard)
     helical.quality.<score>.<model>.<dataset>.<run_key>           (g) per quality gate: passed (1/0),
         mean_pairwise_cosine, knn_accuracy, silhouette, pca_knn_accuracy, pca_silhouette (with a label)
 
@@ -139,6 +140,17 @@ def emit_shard(plan: Plan, result: ShardResult) -> None:
     """cells embedded, cells/s, shard seconds, model load seconds, peak RSS, peak GPU memory."""
     if target_is_set():
         send(shard_lines(plan, result))
+
+
+def load_lines(plan: Plan, device: str) -> list[str]:
+    tail = ".".join(label(v) for v in (plan.params.model, device, socket.gethostname()))
+    return [f"{PREFIX}.load.{tail}:1|c"]
+
+
+def emit_model_load(plan: Plan, device: str) -> None:
+    """One model load in an embed process (helical_model_loads_total{model, device, host})."""
+    if target_is_set():
+        send(load_lines(plan, device))
 
 
 def emit_failure(plan: Plan, code: str) -> None:

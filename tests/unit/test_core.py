@@ -56,6 +56,7 @@ def test_run_key_depends_on_what_changes_the_embeddings_and_not_on_the_cache_pat
         run_key(_summary(), base.model_copy(update={"precision": "bf16"}), "w1"),
         run_key(_summary(), base.model_copy(update={"engine": "fast"}), "w1"),
         run_key(_summary(), base.model_copy(update={"layer": "counts"}), "w1"),
+        run_key(_summary(), base.model_copy(update={"options": {"species": "mouse"}}), "w1"),
     ]
     assert key not in different and len(set(different)) == len(different)
 

@@ -14,16 +14,16 @@ import psutil
 import pytest
 
 from helical_airflow.launchers import LAUNCHERS, LaunchError, launch, shard_command
-from helical_airflow.launchers.base import failure, parse_result
+from helical_airflow.launchers.base import failure, read_results
 from helical_airflow.launchers.local import run_local, runner_program
 
 
 def test_every_launcher_runs_the_same_command() -> None:
-    expected = ["helical-airflow", "embed-shard", "--plan", "/d/plan.json", "--shard", "3"]
-    assert shard_command("/d/plan.json", 3) == expected
+    expected = ["helical-airflow", "embed-shard", "--plan", "/d/plan.json", "--shard", "3", "--shard", "4"]
+    assert shard_command("/d/plan.json", [3, 4]) == expected
     assert set(LAUNCHERS) == {"local", "docker", "kubernetes"}
     with pytest.raises(Exception, match="E510"):
-        launch("ssh", "/d/plan.json", 0)
+        launch("ssh", "/d/plan.json", [0])
 
 
 def test_runner_program_uses_the_configured_environment(tmp_path: Path) -> None:
@@ -42,19 +42,16 @@ def test_failure_quotes_the_shard_error_and_decides_retries() -> None:
     assert killed.retryable and "memory" in killed.hint
 
 
-def test_parse_result_takes_the_last_json_line() -> None:
-    assert parse_result(["log {not json", '{"index": 1}', "[info] done", '{"index": 2, "cells": 5}', ""]) == {
-        "index": 2,
-        "cells": 5,
-    }
-    with pytest.raises(LaunchError, match="E512"):
-        parse_result(["no result here"])
+def test_results_come_from_the_store_and_a_missing_one_is_e512(plan_path: str) -> None:
+    with pytest.raises(LaunchError, match="E512") as err:
+        read_results(plan_path, [0])  # nothing embedded yet: exit 0 would not be enough
+    assert err.value.retryable
 
 
 def test_local_launcher_surfaces_exit_code_and_error_line(tmp_path: Path) -> None:
     lines: list[str] = []
     with pytest.raises(LaunchError) as err:
-        run_local(str(tmp_path / "missing-plan.json"), 0, emit=lines.append)
+        run_local(str(tmp_path / "missing-plan.json"), [0], emit=lines.append)
     assert err.value.process_exit_code == 2 and not err.value.retryable
     assert "E204" in err.value.message
     assert any("E204" in line for line in lines), "the shard's output must reach the task log"
@@ -73,11 +70,35 @@ def plan_path(tmp_path_factory: pytest.TempPathFactory, sample_h5ad: Path, fixtu
 @pytest.mark.slow
 def test_local_launcher_embeds_a_shard_then_reuses_it(plan_path: str) -> None:
     lines: list[str] = []
-    result = run_local(plan_path, 1, emit=lines.append)
+    (result,) = run_local(plan_path, [1], emit=lines.append)
     assert result["index"] == 1 and result["start"] == 300 and result["cells"] == 300 and not result["reused"]
     assert (Path(plan_path).parent / "shards" / "1.npy").is_file()
     assert any("FIXTURE" in line for line in lines)
-    assert run_local(plan_path, 1)["reused"] is True
+    assert run_local(plan_path, [1])[0]["reused"] is True
+
+
+@pytest.mark.slow
+def test_a_group_loads_the_model_once_and_a_recycled_process_hands_over(
+    tmp_path: Path, sample_h5ad: Path, fixture_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process per group (one model load) unless recycled: then a fresh process per two shards here."""
+    from helical_airflow.pipeline import prepare
+    from helical_airflow.spec import RunParams
+
+    params = RunParams(model="gf-6L-10M-i2048", shard_size=140, device="cpu", cache_dir=fixture_cache)
+    plan = str(prepare(sample_h5ad, params, tmp_path).plan_file)  # 5 shards
+    lines: list[str] = []
+    results = run_local(plan, [0, 1, 2], emit=lines.append)
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert [r["model_load_seconds"] > 0 for r in results] == [True, False, False]  # loaded once for the group
+    assert sum(line.startswith("launching") for line in lines) == 1
+    monkeypatch.setenv("HELICAL_AIRFLOW_RUNNER_MAX_SHARDS", "1")
+    lines.clear()
+    results = run_local(plan, [0, 1, 2, 3, 4], emit=lines.append)
+    assert [r["reused"] for r in results] == [True, True, True, False, False]
+    assert [r["model_load_seconds"] > 0 for r in results][3:] == [True, True]  # shard 3, then a fresh process
+    assert sum(line.startswith("launching") for line in lines) == 2
+    assert any("recycled" in line for line in lines)
 
 
 def _shard_processes(plan: str) -> list[psutil.Process]:
@@ -104,7 +125,7 @@ def test_a_killed_task_takes_its_shard_process_down(plan_path: str) -> None:
             raise TaskKilled  # what AirflowTaskTimeout does: an exception in the middle of the task
 
     box: dict[str, BaseException] = {}
-    thread = threading.Thread(target=lambda: _catch(box, lambda: run_local(plan_path, 2, emit=emit)))
+    thread = threading.Thread(target=lambda: _catch(box, lambda: run_local(plan_path, [2], emit=emit)))
     thread.start()
     thread.join(120)
     assert isinstance(box.get("error"), TaskKilled)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from helical_airflow.plan import resolve_params
+
 pytest.importorskip("airflow.providers.docker")
 
 from helical_airflow.launchers.docker import (  # noqa: E402
@@ -56,7 +58,8 @@ def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
                            x_source="X", x_format="csr", dtype="int32", gene_id_kind="symbol", genes_in_vocab=5,
                            vocab_overlap=1.0)  # fmt: skip
     plan = Plan(run_key="abc123", dataset="x", out_dir=str(tmp_path / "out"), input=summary,
-                params=RunParams(model=model, device=device, cache_dir="/worker/cache"), model_family="geneformer",
+                params=resolve_params(RunParams(model=model, device=device, cache_dir="/worker/cache")),
+                model_family="geneformer",
                 helical_model_name=model, fixture=True, weights_checksum="w", code_version="c", shards=[],
                 created_at="now")  # fmt: skip
     path = tmp_path / f"{model}-{device}.json"
@@ -69,20 +72,21 @@ def test_gpu_profiles_request_gpus_and_containers_are_always_removed(tmp_path: P
 
     cfg = DockerSettings(image="runner:test", gpu_image="runner:test-cuda", docker_url="unix:///tmp/none.sock")
     gpu_model = next(n for n in ("gf-20L-151M-i4096", "tf_sapiens") if get_model(n).profile.gpu == "required")
-    op = docker_operator(_plan(tmp_path, gpu_model), 4, cfg)
-    # the image's ENTRYPOINT is helical-airflow: the command is its arguments
-    assert op.command == ["embed-shard", "--plan", _plan(tmp_path, gpu_model), "--shard", "4"]
+    op = docker_operator(_plan(tmp_path, gpu_model), [4, 5], cfg)
+    # the image's ENTRYPOINT is helical-airflow: the command is its arguments, a group of shards
+    assert op.command == ["embed-shard", "--plan", _plan(tmp_path, gpu_model), "--shard", "4", "--shard", "5"]
     assert op.device_requests and op.device_requests[0]["Capabilities"] == [["gpu"]]
-    assert op.auto_remove == "force" and op.mount_tmp_dir is False
+    # kept until run_docker has read its exit status through the Docker API (then removed); no xcom: the store
+    assert op.auto_remove == "never" and op.mount_tmp_dir is False and op.do_xcom_push is False
     assert op.mem_limit == f"{get_model(gpu_model).profile.memory_cap_gb:g}g"
     assert op.image == "runner:test-cuda" and op.docker_url == "unix:///tmp/none.sock"  # GPU shard: CUDA image
 
-    cpu = docker_operator(_plan(tmp_path, "geneformer", "cpu"), 0, cfg)
+    cpu = docker_operator(_plan(tmp_path, "geneformer", "cpu"), [0], cfg)
     assert cpu.device_requests is None and cpu.image == "runner:test"  # CPU shard: CPU image, no GPU asked
-    cuda = docker_operator(_plan(tmp_path, "geneformer", "cuda"), 0, cfg)  # asked for CUDA
+    cuda = docker_operator(_plan(tmp_path, "geneformer", "cuda"), [0], cfg)  # asked for CUDA
     assert cuda.device_requests and cuda.image == "runner:test-cuda"
     # without a GPU image configured, GPU shards keep the one image (and still get the GPUs)
-    single = docker_operator(_plan(tmp_path, gpu_model), 0, DockerSettings(image="one:1"))
+    single = docker_operator(_plan(tmp_path, gpu_model), [0], DockerSettings(image="one:1"))
     assert single.image == "one:1" and single.device_requests
 
 

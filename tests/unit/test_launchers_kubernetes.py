@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helical_airflow.plan import resolve_params
+
 pytest.importorskip("airflow.providers.cncf.kubernetes")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -38,7 +40,7 @@ def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
                            x_source="X", x_format="csr", dtype="int32", gene_id_kind="symbol", genes_in_vocab=5,
                            vocab_overlap=1.0)  # fmt: skip
     plan = Plan(run_key="ab12cd34ef56ab78", dataset="x", out_dir="/opt/outputs/x/ab12cd34ef56ab78", input=summary,
-                params=RunParams(model=model, device=device, cache_dir="/opt/helical-cache"), model_family="f",
+                params=resolve_params(RunParams(model=model, device=device, cache_dir="/opt/helical-cache")), model_family="f",
                 helical_model_name=model, fixture=True, weights_checksum="w", code_version="c", shards=[],
                 created_at="now")  # fmt: skip
     path = tmp_path / f"{model}-{device}.json"
@@ -65,7 +67,7 @@ def _deployment() -> KubernetesSettings:
 
 def _pod(tmp_path: Path, model: str, shard: int = 3, device: str = "auto") -> dict:
     path = _plan(tmp_path, model, device)
-    return _validated(shard_pod(load_plan(path), path, shard, get_model(model).profile, _deployment()))
+    return _validated(shard_pod(load_plan(path), path, [shard], get_model(model).profile, _deployment()))
 
 
 def test_a_gpu_models_pod_asks_for_a_gpu_on_a_gpu_node(folders: None, tmp_path: Path) -> None:
@@ -125,13 +127,13 @@ def test_inputs_are_read_only_and_the_plans_paths_resolve_in_the_pod(folders: No
 
 def test_the_operator_sends_the_same_pod(folders: None, tmp_path: Path) -> None:
     path = _plan(tmp_path, GPU_MODEL)
-    operator = pod_operator(path, 1, _deployment())
+    operator = pod_operator(path, [1, 2], _deployment())
     assert operator.on_finish_action.value == "delete_pod" and operator.get_logs
     request = _validated(operator.build_pod_request_obj(dry_run=True))
     (container,) = request["spec"]["containers"]  # no xcom sidecar: the result is read from the outputs volume
     assert container["name"] == "base" and container["image"].endswith("-cuda")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["args"][-2:] == ["--shard", "1"]
+    assert container["args"][-4:] == ["--shard", "1", "--shard", "2"]
     assert request["metadata"]["namespace"] == "helical"
     assert {v["name"] for v in request["spec"]["volumes"]} == {"data", "outputs", "weights", "tmp"}
 
@@ -154,6 +156,6 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_pod_without_a_cache_volume_is_still_valid(folders: None, tmp_path: Path) -> None:
     path = _plan(tmp_path, CPU_MODEL)
     cfg = KubernetesSettings(cache_pvc=None)
-    pod = _validated(shard_pod(load_plan(path), path, 0, get_model(CPU_MODEL).profile, cfg))
+    pod = _validated(shard_pod(load_plan(path), path, [0], get_model(CPU_MODEL).profile, cfg))
     assert {v["name"] for v in pod["spec"]["volumes"]} == {"data", "outputs", "tmp"}
     assert "nodeSelector" not in pod["spec"]  # nothing configured: the scheduler decides

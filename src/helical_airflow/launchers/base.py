@@ -1,11 +1,17 @@
-"""What every launcher shares: the command line, reading its result, and turning a failure into an error."""
+"""What every launcher shares: the command line, reading the shards' results from the store, and turning a failure
+into an error.
+
+A launcher runs `helical-airflow embed-shard --plan P --shard I [--shard J ...]`: one process (or container, or
+pod) embeds a group of shards with one model load, checkpointing each. The results are then read from the run
+folder (shards/<i>.json, the same records resume trusts), never from the process's output.
+"""
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Callable, Sequence
 
-from ..errors import HelicalAirflowError
+from ..errors import RECYCLE_EXIT, HelicalAirflowError
 
 LAUNCHERS = ("local", "docker", "kubernetes")
 
@@ -24,27 +30,58 @@ class LaunchError(HelicalAirflowError):
         self.retryable = retryable
 
 
-def shard_command(plan_path: str, shard: int, program: str = "helical-airflow") -> list[str]:
-    """THE command every launcher runs."""
-    return [program, "embed-shard", "--plan", str(plan_path), "--shard", str(shard)]
+def shard_command(plan_path: str, shards: Sequence[int], program: str = "helical-airflow") -> list[str]:
+    """THE command every launcher runs: embed these shards of the plan, loading the model once."""
+    return [program, "embed-shard", "--plan", str(plan_path), *(a for i in shards for a in ("--shard", str(i)))]
 
 
-def parse_result(lines: list[str]) -> dict:
-    """The shard's ShardResult: the last line of its stdout that is a JSON object."""
-    for line in reversed(lines):
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                continue
-    raise LaunchError(
-        "E512",
-        "the shard finished but printed no result (a ShardResult JSON line)",
-        "check that the runner has the same helical-airflow version as the worker",
-        0,
-        retryable=False,
-    )
+def read_results(plan_path: str, shards: Sequence[int]) -> list[dict]:
+    """The shards' ShardResults from the run folder; E512 when the process exited 0 but one is missing."""
+    from ..plan import load_plan
+    from ..store import finished_result
+
+    plan = load_plan(plan_path)
+    results = {i: finished_result(plan, i) for i in shards}
+    missing = [i for i, r in results.items() if r is None]
+    if missing:
+        raise LaunchError(
+            "E512",
+            f"the embed process exited normally but shard(s) {missing} have no finished result in {plan.out_dir}",
+            "check that the runner has the same helical-airflow version and sees the same output folder",
+            0,
+            retryable=True,
+        )
+    return [r.model_dump() for r in results.values() if r is not None]
+
+
+def run_until_done(
+    plan_path: str, shards: Sequence[int], run_once: Callable[[list[int]], int], emit: Callable[[str], None]
+) -> list[dict]:
+    """What every launcher does with a group: run one embed process (container, pod) over the shards, and while it
+    exits RECYCLE_EXIT having made progress, another over the shards left; then read the results from the store.
+    `run_once` returns the exit code (0 or RECYCLE_EXIT) or raises LaunchError."""
+    try:
+        already = set(shards) - set(left_to_do(plan_path, shards))  # reused, not embedded by this launch
+    except HelicalAirflowError:  # e.g. no plan: the embed process reports it in its own words (and exit code)
+        already = set()
+    todo = list(shards)
+    while True:
+        code = run_once(todo)
+        left = left_to_do(plan_path, shards)
+        if code != RECYCLE_EXIT or not left or left == todo:  # no progress: the results say what is missing
+            break
+        emit(f"embed process recycled; a fresh one takes the {len(left)} shard(s) left")
+        todo = left
+    return [{**r, "reused": r["index"] in already} for r in read_results(plan_path, shards)]
+
+
+def left_to_do(plan_path: str, shards: Sequence[int]) -> list[int]:
+    """The shards of the group without a finished result (what a recycled process leaves for the next one)."""
+    from ..plan import load_plan
+    from ..store import finished_result
+
+    plan = load_plan(plan_path)
+    return [i for i in shards if finished_result(plan, i) is None]
 
 
 def failure(where: str, exit_code: int | None, lines: list[str]) -> LaunchError:

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import settings
+from ..errors import RECYCLE_EXIT
 from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
 from ..settings import DockerSettings
-from .base import LaunchError, failure, parse_result, shard_command
+from .base import failure, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ def image_for(gpu: bool, cfg: DockerSettings) -> str:
     return (cfg.gpu_image or cfg.image) if gpu else cfg.image
 
 
-def docker_operator(plan_path: str, shard: int, cfg: DockerSettings | None = None, task_id: str | None = None) -> Any:
-    """The DockerOperator that runs one shard (built at run time: the plan decides cache, GPU and memory)."""
+def docker_operator(
+    plan_path: str, shards: list[int], cfg: DockerSettings | None = None, task_id: str | None = None
+) -> Any:
+    """The DockerOperator that embeds a group of shards (built at run time: the plan decides cache, GPU, memory)."""
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest
 
@@ -87,9 +89,9 @@ def docker_operator(plan_path: str, shard: int, cfg: DockerSettings | None = Non
     gpu = wants_gpu(profile.gpu, plan.params.device, cfg)
     passed = ("HELICAL_AIRFLOW_STATSD_HOST", "HELICAL_AIRFLOW_STATSD_PORT", "MLFLOW_TRACKING_URI")
     return DockerOperator(
-        task_id=task_id or f"embed_shard_{shard}_container",
+        task_id=task_id or f"embed_shard_{shards[0]}_container",
         image=image_for(gpu, cfg),
-        command=shard_command(plan_path, shard)[1:],  # the image's ENTRYPOINT is helical-airflow
+        command=shard_command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
         docker_url=cfg.docker_url,
         mounts=container_mounts(cfg, plan.params.cache_dir),
         environment={
@@ -102,30 +104,49 @@ def docker_operator(plan_path: str, shard: int, cfg: DockerSettings | None = Non
         mem_limit=f"{profile.memory_cap_gb:g}g",
         network_mode=cfg.network,
         user=cfg.user,
-        container_name=f"helical-{plan.run_key}-shard{shard}-{uuid.uuid4().hex[:6]}",
-        labels={"helical_airflow.run_key": plan.run_key, "helical_airflow.shard": str(shard)},
-        auto_remove="force",  # removed on success and on failure
+        container_name=f"helical-{plan.run_key}-shard{shards[0]}-{uuid.uuid4().hex[:6]}",
+        labels={"helical_airflow.run_key": plan.run_key, "helical_airflow.shards": ",".join(map(str, shards))},
+        auto_remove="never",  # run_docker reads the exit status through the Docker API, then removes it
         mount_tmp_dir=False,  # nothing to share through /tmp; also works with a remote engine
-        do_xcom_push=True,
-        xcom_all=True,  # every log line comes back: the ShardResult is the last JSON line
+        do_xcom_push=False,  # the results are read from the run folder
     )
 
 
 def run_docker(
-    plan_path: str, shard: int, cfg: DockerSettings | None = None, emit: Callable[[str], None] | None = None
-) -> dict:
-    """Run the shard in a container; returns its ShardResult (dict). Logs stream into the task log."""
+    plan_path: str, shards: list[int], cfg: DockerSettings | None = None, emit: Callable[[str], None] | None = None
+) -> list[dict]:
+    """Embed the shards in a container (a fresh one after a recycle); returns their ShardResults from the run folder.
+    Logs stream into the task log; the exit status comes from the Docker API, never from the error's text."""
+    emit = emit or log.info
+    return run_until_done(plan_path, shards, lambda todo: _run_container(plan_path, todo, cfg, emit), emit)
+
+
+def _run_container(plan_path: str, shards: list[int], cfg: DockerSettings | None, emit: Callable[[str], None]) -> int:
     from airflow.providers.docker.exceptions import DockerContainerFailedException
 
-    operator = docker_operator(plan_path, shard, cfg)
-    (emit or log.info)(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
+    operator = docker_operator(plan_path, shards, cfg)
+    emit(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
+    logs: list[str] = []
     try:
         # A nested operator: the launcher is chosen per run (a DAG param), so the mapped task calls it.
-        lines = operator.execute(context={})
+        operator.execute(context={})
     except DockerContainerFailedException as exc:
-        found = re.search(r"'StatusCode': (-?\d+)", str(exc))
         logs = [str(line) for line in (exc.logs or [])]
-        raise failure(f"container of shard {shard}", int(found.group(1)) if found else None, logs) from None
-    if not isinstance(lines, list):
-        raise LaunchError("E512", "the container printed nothing", "check the runner image", 0, retryable=False)
-    return parse_result([str(line) for line in lines])
+    finally:
+        code = container_exit_status(operator)
+    if code not in (0, RECYCLE_EXIT):
+        raise failure(f"container of shard(s) {shards}", code, logs)
+    return code
+
+
+def container_exit_status(operator: Any) -> int | None:
+    """The container's exit code from the Docker API (137 when the kernel's OOM killer ended it), then remove it;
+    None when it never started."""
+    container = getattr(operator, "container", None)
+    if not container:
+        return None
+    try:
+        state = operator.cli.inspect_container(container["Id"])["State"]
+        return 137 if state.get("OOMKilled") else int(state["ExitCode"])
+    finally:
+        operator.cli.remove_container(container["Id"], force=True)

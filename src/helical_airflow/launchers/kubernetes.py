@@ -1,7 +1,7 @@
 """The `kubernetes` launcher: the shard runs in its own pod through Airflow's KubernetesPodOperator.
 
-The pod runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I`, the same
-command as every launcher. `shard_pod` builds the whole pod from the model's ResourceProfile and the
+The pod runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I [--shard J
+...]`, the same command as every launcher (a group of shards, one model load). `shard_pod` builds the whole pod from the model's ResourceProfile and the
 deployment's settings (settings.py, HELICAL_AIRFLOW_K8S_*), as a plain function so it can be checked without a
 cluster:
 - resources: memory request = limit = the profile's `memory_cap_gb`; a CPU request; GPU shards (profile
@@ -10,22 +10,22 @@ cluster:
 - volumes: the inputs' PVC read-only at the worker's data folder, the outputs' PVC at its output folder and the
   weights PVC at the plan's cache folder, so the paths in plan.json resolve unchanged in the pod.
 - runs as the runner image's non-root user (group 0), no privilege escalation, every capability dropped.
-The worker mounts the same PVCs: the shard's result is read back from `shards/<i>.json` on the outputs volume.
+The worker mounts the same PVCs: the shards' results are read back from `shards/<i>.json` on the outputs volume;
+the pod's exit code (75: recycle, a fresh pod for the shards left) comes from the operator's final pod status.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .. import settings
+from ..errors import RECYCLE_EXIT
 from ..settings import KubernetesSettings
-from .base import LaunchError, failure, shard_command
+from .base import failure, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def wants_gpu(gpu_policy: str, device: str) -> bool:
     return gpu_policy == "required" or device == "cuda"
 
 
-def shard_pod(plan: Any, plan_path: str, shard: int, profile: Any, cfg: KubernetesSettings) -> Any:
-    """The V1Pod that runs one shard (kubernetes client models; nothing is sent anywhere)."""
+def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: KubernetesSettings) -> Any:
+    """The V1Pod that embeds a group of shards (kubernetes client models; nothing is sent anywhere)."""
+    shard = shards[0]
     from kubernetes.client import models as k8s
 
     gpu = wants_gpu(profile.gpu, plan.params.device)
@@ -90,7 +91,7 @@ def shard_pod(plan: Any, plan_path: str, shard: int, profile: Any, cfg: Kubernet
     container = k8s.V1Container(
         name=CONTAINER,
         image=cfg.gpu_image if gpu else cfg.image,
-        args=shard_command(plan_path, shard)[1:],  # the image's ENTRYPOINT is helical-airflow
+        args=shard_command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         resources=k8s.V1ResourceRequirements(requests=requests, limits=limits),
         volume_mounts=mounts,
@@ -134,8 +135,10 @@ def shard_pod(plan: Any, plan_path: str, shard: int, profile: Any, cfg: Kubernet
     )
 
 
-def pod_operator(plan_path: str, shard: int, cfg: KubernetesSettings | None = None, task_id: str | None = None) -> Any:
-    """The KubernetesPodOperator that runs one shard (built at run time: the plan decides image, GPU and memory)."""
+def pod_operator(
+    plan_path: str, shards: list[int], cfg: KubernetesSettings | None = None, task_id: str | None = None
+) -> Any:
+    """The KubernetesPodOperator for a group of shards (built at run time: the plan decides image, GPU, memory)."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from ..models import get_model
@@ -143,9 +146,9 @@ def pod_operator(plan_path: str, shard: int, cfg: KubernetesSettings | None = No
 
     cfg = cfg or settings.kubernetes_settings()
     plan = load_plan(plan_path)
-    pod = shard_pod(plan, plan_path, shard, get_model(plan.params.model).profile, cfg)
+    pod = shard_pod(plan, plan_path, shards, get_model(plan.params.model).profile, cfg)
     return KubernetesPodOperator(
-        task_id=task_id or f"embed_shard_{shard}_pod",
+        task_id=task_id or f"embed_shard_{shards[0]}_pod",
         full_pod_spec=pod,
         name=pod.metadata.name,
         namespace=cfg.namespace,
@@ -160,28 +163,26 @@ def pod_operator(plan_path: str, shard: int, cfg: KubernetesSettings | None = No
 
 
 def run_kubernetes(
-    plan_path: str, shard: int, cfg: KubernetesSettings | None = None, emit: Callable[[str], None] | None = None
-) -> dict:
-    """Run the shard in a pod; returns its ShardResult (dict) from shards/<i>.json on the shared outputs volume."""
-    from ..plan import load_plan
+    plan_path: str, shards: list[int], cfg: KubernetesSettings | None = None, emit: Callable[[str], None] | None = None
+) -> list[dict]:
+    """Embed the shards in a pod (a fresh one after a recycle); returns their ShardResults from shards/<i>.json on
+    the shared outputs volume."""
+    emit = emit or log.info
+    return run_until_done(plan_path, shards, lambda todo: _run_pod(plan_path, todo, cfg, emit), emit)
 
-    operator = pod_operator(plan_path, shard, cfg)
-    (emit or log.info)(f"launching pod {operator.name} in {operator.namespace}")
+
+def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, emit: Callable[[str], None]) -> int:
+    operator = pod_operator(plan_path, shards, cfg)
+    emit(f"launching pod {operator.name} in {operator.namespace}")
     try:
         operator.execute(context=_context())
-    except Exception as exc:  # AirflowException with the pod's status; the exit code is in there
+    except Exception as exc:  # AirflowException with the pod's final status, which holds the container's exit code
         found = re.search(r"'exit_code': (-?\d+)", str(exc))
-        raise failure(f"pod of shard {shard}", int(found.group(1)) if found else None, str(exc).splitlines()) from exc
-    result = Path(load_plan(plan_path).shard_result_file(shard))
-    if not result.is_file():
-        raise LaunchError(
-            "E512",
-            f"the pod finished but {result} is missing",
-            "the worker and the pods must mount the same outputs volume (HELICAL_AIRFLOW_K8S_OUTPUT_PVC)",
-            0,
-            retryable=False,
-        )
-    return json.loads(result.read_text())
+        code = int(found.group(1)) if found else None
+        if code == RECYCLE_EXIT:
+            return code
+        raise failure(f"pod of shard(s) {shards}", code, str(exc).splitlines()) from exc
+    return 0
 
 
 def _context() -> Any:

@@ -1,7 +1,10 @@
 """The `local` launcher: `helical-airflow embed-shard` as a subprocess of the configured Python environment.
 
-Its output is streamed line by line into the caller's log (the Airflow task log); the process gets its
-own process group, so a killed or timed-out task also kills the shard and nothing is left running.
+One process embeds the task's group of shards with one model load. Its output is streamed line by line into the
+caller's log (the Airflow task log); the process gets its own process group, so a killed or timed-out task also
+kills the shards and nothing is left running. A process that stops early to be recycled (exit 75: its memory
+bound or shard count, embed.Recycle) is followed by a fresh one for the shards left. A model crash or an
+out-of-memory kills that process, never the Celery worker.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..bounded import parent_death_preexec
-from .base import failure, parse_result, shard_command
+from ..errors import RECYCLE_EXIT
+from .base import failure, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +52,21 @@ def thread_limits(plan_path: str) -> dict[str, str]:
 
 def run_local(
     plan_path: str,
-    shard: int,
+    shards: list[int],
     python: str | None = None,
     env: dict[str, str] | None = None,
     emit: Callable[[str], None] | None = None,
-) -> dict:
-    """Run the shard; returns its ShardResult (dict). Raises LaunchError with the exit code on failure."""
-    argv = [*runner_program(python), *shard_command(plan_path, shard)[1:]]
+) -> list[dict]:
+    """Embed the shards; returns their ShardResults (dicts) from the store. Raises LaunchError on failure."""
     emit = emit or log.info
+    return run_until_done(plan_path, shards, lambda todo: _run_process(plan_path, todo, python, env, emit), emit)
+
+
+def _run_process(
+    plan_path: str, shards: list[int], python: str | None, env: dict[str, str] | None, emit: Callable[[str], None]
+) -> int:
+    """One embed process over `shards`; its exit code (0 or RECYCLE_EXIT), LaunchError for any other."""
+    argv = [*runner_program(python), *shard_command(plan_path, shards)[1:]]
     emit("launching: " + " ".join(argv))
     proc = subprocess.Popen(
         argv,
@@ -78,9 +89,9 @@ def run_local(
     except BaseException:  # task killed or timed out: take the shard down with it
         _kill_group(proc)
         raise
-    if code != 0:
-        raise failure(f"shard {shard} (pid {proc.pid})", code, lines)
-    return parse_result(lines)
+    if code not in (0, RECYCLE_EXIT):
+        raise failure(f"shard(s) {shards} (pid {proc.pid})", code, lines)
+    return code
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
