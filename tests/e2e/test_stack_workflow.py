@@ -95,7 +95,7 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(stack: Stack) -> Non
 
 
 def _celery_results(cfg: StackConfig, secrets: dict[str, str], run_id: str) -> dict[int, tuple[str, str, str]]:
-    """For each embed_shard task instance: the Celery result row of the task id the executor assigned it."""
+    """For each embed_shard task instance (a group of shards): the Celery result row of its executor task id."""
     import psycopg
 
     url = database_url(cfg, secrets, "postgresql")
@@ -109,9 +109,16 @@ def _celery_results(cfg: StackConfig, secrets: dict[str, str], run_id: str) -> d
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
-def _shard_results(client: AirflowClient, run_id: str, n: int) -> list[dict]:
+def _groups(client: AirflowClient, run_id: str) -> list[list[int]]:
+    """The shard groups plan_shards handed the embed task (one mapped task instance each)."""
+    xcom = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/plan_shards/xcomEntries/return_value?deserialize=true"
+    return [item["shards"] for item in client.get(xcom)["value"]]
+
+
+def _shard_results(client: AirflowClient, run_id: str, n_tasks: int) -> list[dict]:
+    """Every shard's result, from the embed tasks' XComs (each returns its group's results)."""
     base = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/embed_shard/xcomEntries/return_value"
-    return [client.get(f"{base}?map_index={i}&deserialize=true")["value"] for i in range(n)]
+    return [r for i in range(n_tasks) for r in client.get(f"{base}?map_index={i}&deserialize=true")["value"]]
 
 
 def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
@@ -123,15 +130,17 @@ def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
     tis = client.task_instances(DAG, run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
 
-    # every mapped embed_shard ran, on the default queue, through the Celery worker
-    shards = sorted((t for t in tis if t["task_id"] == "embed_shard"), key=lambda t: t["map_index"])
-    n = len(shards)
-    assert n == -(-700 // SHARD_SIZE) >= 3
-    assert [t["map_index"] for t in shards] == list(range(n))
-    assert all(t["state"] == "success" and t["queue"] == "default" for t in shards)
+    # every shard is in exactly one group; every mapped embed_shard (a group) ran on the default queue, through
+    # the Celery worker, loading the model once for its group
+    n = -(-700 // SHARD_SIZE)
+    groups = _groups(client, run_id)
+    assert n >= 3 and sorted(i for g in groups for i in g) == list(range(n))
+    tasks = sorted((t for t in tis if t["task_id"] == "embed_shard"), key=lambda t: t["map_index"])
+    assert [t["map_index"] for t in tasks] == list(range(len(groups)))
+    assert all(t["state"] == "success" and t["queue"] == "default" for t in tasks)
     assert {t["state"] for t in tis if t["task_id"] == "embed_shard_gpu"} == {"skipped"}
     celery = _celery_results(cfg, secrets, run_id)
-    assert sorted(celery) == list(range(n)), "a shard has no Celery result: it did not run on the Celery worker"
+    assert sorted(celery) == list(range(len(groups))), "a task has no Celery result: it did not run on Celery"
     worker = cfg.worker_name.replace("%h", socket.gethostname())
     assert all(status == "SUCCESS" and node == worker for status, node, _ in celery.values()), celery
 
@@ -145,6 +154,9 @@ def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
     assert manifest["total_cells"] == 700 and len(manifest["shards"]) == n
     assert sorted(s["index"] for s in manifest["shards"]) == list(range(n))
     assert manifest["quality"]["passed"] and manifest["fixture"] is True
+    loads = {s["index"]: s["model_load_seconds"] > 0 for s in manifest["shards"]}
+    assert [loads[g[0]] for g in groups] == [True] * len(groups)  # the first shard of each group loaded it ...
+    assert not any(loads[i] for g in groups for i in g[1:])  # ... and only that one
     for i in range(n):
         assert (out_dir / "shards" / f"{i}.npy").is_file()
     assert (out_dir / "report.html").is_file()
@@ -168,12 +180,12 @@ def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
     assert list(ours.obs_names) == list(theirs.obs_names)
 
     # a second trigger reuses every finished shard (nothing is re-embedded, files untouched)
-    first = _shard_results(client, run_id, n)
-    assert not any(r["reused"] for r in first)
+    first = _shard_results(client, run_id, len(groups))
+    assert sorted(r["index"] for r in first) == list(range(n)) and not any(r["reused"] for r in first)
     mtimes = {i: os.stat(out_dir / "shards" / f"{i}.npy").st_mtime_ns for i in range(n)}
     again = client.trigger(DAG, CONF)
     assert client.wait_for_run(DAG, again, timeout_s=600)["state"] == "success"
-    assert all(r["reused"] for r in _shard_results(client, again, n))
+    assert all(r["reused"] for r in _shard_results(client, again, len(_groups(client, again))))
     assert {i: os.stat(out_dir / "shards" / f"{i}.npy").st_mtime_ns for i in range(n)} == mtimes
 
 
@@ -195,3 +207,23 @@ def test_a_file_dropped_in_incoming_triggers_the_workflow(stack: Stack) -> None:
     run = client.wait_for_run(DAG, runs[0]["dag_run_id"], timeout_s=900)
     assert run["state"] == "success"
     assert (cfg.output_dir / "dropped" / "latest" / "embeddings.h5ad").is_file()
+
+
+#: a family other than Geneformer, through the same DAG and Celery worker
+OTHER_FAMILY = "uce"
+
+
+def test_another_family_runs_through_the_celery_worker(stack: Stack) -> None:
+    cfg, client, _ = stack
+    run_id = client.trigger(DAG, {**CONF, "model": OTHER_FAMILY, "shard_size": 350})
+    run = client.wait_for_run(DAG, run_id, timeout_s=900)
+    tis = client.task_instances(DAG, run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+    published = client.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value"
+                           "?deserialize=true")["value"]  # fmt: skip
+    manifest = json.loads((Path(published["out_dir"]) / "manifest.json").read_text())
+    assert manifest["model_family"] == OTHER_FAMILY and manifest["total_cells"] == 700 and manifest["fixture"]
+    import anndata as ad
+
+    embeddings = ad.read_h5ad(Path(published["out_dir"]) / "embeddings.h5ad").obsm[f"X_{OTHER_FAMILY}"]
+    assert embeddings.shape[0] == 700 and np.isfinite(embeddings).all()
