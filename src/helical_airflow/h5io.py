@@ -190,18 +190,23 @@ def read_var(path: str | Path | h5py.File) -> pd.DataFrame:
         return _as_frame(read_elem(h5["var"]))
 
 
-def read_obs(path: str | Path, start: int | None = None, stop: int | None = None) -> pd.DataFrame:
-    """The cell table, or only rows [start, stop) of it, read column by column without the rest."""
+def read_obs(
+    path: str | Path, start: int | None = None, stop: int | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """The cell table, or only rows [start, stop) of it, read column by column without the rest; `columns`: only
+    those (an empty list: the cell names alone)."""
     with h5py.File(path, "r") as h5:
         group = h5["obs"]
-        if start is None and stop is None:
+        if start is None and stop is None and columns is None:
             return _as_frame(read_elem(group))
         rows = slice(start, stop)
         if group.attrs.get("encoding-type") != "dataframe" or group.attrs.get("encoding-version") != "0.2.0":
-            return _as_frame(read_elem(group)).iloc[rows]  # old layouts: read whole, then slice
+            whole = _as_frame(read_elem(group)).iloc[rows]  # old layouts: read whole, then slice
+            return whole if columns is None else whole[columns]
         index_key = str(group.attrs["_index"])
         index = pd.Index(_read_column(group[index_key], rows), name=index_key if index_key != "_index" else None)
-        columns = [str(c) for c in group.attrs.get("column-order", [])]
+        if columns is None:
+            columns = [str(c) for c in group.attrs.get("column-order", [])]
         data = {name: _read_column(group[name], rows) for name in columns}
         return pd.DataFrame(data, index=index, columns=columns)
 
@@ -230,12 +235,13 @@ def _as_frame(value: Any) -> pd.DataFrame:
 
 
 def read_shard(path: str | Path, start: int, stop: int, layer: str | None = None) -> ad.AnnData:
-    """Cells [start, stop): counts as CSR in X, their obs rows and the full var - what a model embeds."""
+    """Cells [start, stop): counts as CSR in X, their names and the gene names - what a model embeds (no obs
+    column: helical reads some as instructions, models.runner.clean_input, so they are never read)."""
     import anndata as ad
 
     with open_counts(path, layer) as reader:
         counts = reader.read_rows(start, stop)
-    return ad.AnnData(X=counts, obs=read_obs(path, start, stop), var=read_var(path))
+    return ad.AnnData(X=counts, obs=read_obs(path, start, stop, columns=[]), var=read_var(path).iloc[:, :0])
 
 
 def sha256_file(path: str | Path, size: int | None = None) -> str:
