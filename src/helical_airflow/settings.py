@@ -71,6 +71,19 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
 
 
+def runner_python() -> str | None:
+    """HELICAL_AIRFLOW_RUNNER_PYTHON: the Python of the environment the local launcher runs embed-shard in (default:
+    the worker's own)."""
+    return os.environ.get("HELICAL_AIRFLOW_RUNNER_PYTHON") or None
+
+
+def statsd_target() -> tuple[str, str] | None:
+    """HELICAL_AIRFLOW_STATSD_HOST / HELICAL_AIRFLOW_STATSD_PORT: where the runner sends its own metrics (off when
+    the host is unset; the port defaults to 9125). The port is checked by telemetry.target()."""
+    host = os.environ.get("HELICAL_AIRFLOW_STATSD_HOST", "").strip()
+    return (host, os.environ.get("HELICAL_AIRFLOW_STATSD_PORT", "").strip()) if host else None
+
+
 def recycle() -> Any:
     """When a long-running embed process hands over to a fresh one (embed.Recycle):
     HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB (default: 90% of the model's memory cap, applied by the caller when 0) and

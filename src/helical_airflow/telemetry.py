@@ -22,10 +22,10 @@ helical_embed_shard_duration_seconds, ... with labels model, device, dataset, ru
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
 
+from . import settings
 from .errors import ConfigError
 from .spec import Plan, QualityReport, ShardResult
 
@@ -50,10 +50,11 @@ def _number(value: float) -> str:
 
 def target() -> tuple[str, int] | None:
     """(host, port) from the environment, None when telemetry is off."""
-    host = os.environ.get(HOST_ENV, "").strip()
-    if not host:
+    configured = settings.statsd_target()
+    if configured is None:
         return None
-    port = os.environ.get(PORT_ENV, "").strip() or str(DEFAULT_PORT)
+    host, port = configured
+    port = port or str(DEFAULT_PORT)
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError("E604", f"{PORT_ENV}={port!r} is not a UDP port number", f"set {PORT_ENV}=9125 or unset it")
     return host, int(port)
@@ -160,4 +161,4 @@ def emit_failure(plan: Plan, code: str) -> None:
 
 
 def target_is_set() -> bool:
-    return bool(os.environ.get(HOST_ENV, "").strip())
+    return settings.statsd_target() is not None

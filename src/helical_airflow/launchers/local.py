@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
 from .base import failure, run_until_done, shard_command
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def runner_program(python: str | None = None) -> list[str]:
     """How to call helical-airflow in the configured env (HELICAL_AIRFLOW_RUNNER_PYTHON, default: this one)."""
-    python = python or os.environ.get("HELICAL_AIRFLOW_RUNNER_PYTHON") or sys.executable
+    python = python or settings.runner_python() or sys.executable
     script = Path(python).parent / "helical-airflow"
     return [str(script)] if script.is_file() else [python, "-m", "helical_airflow.cli"]
 
