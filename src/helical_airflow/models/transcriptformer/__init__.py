@@ -27,7 +27,9 @@ FAMILY = ModelFamily(
     engines=("helical",),
     options=(
         ModelOption(
-            name="species", default=files.DEFAULT_SPECIES, choices=files.ALL_SPECIES,
+            name="species",
+            default=files.DEFAULT_SPECIES,
+            choices=files.ALL_SPECIES,
             help="the cells' species: which vocab .h5 (ESM2 gene embeddings) the genes are looked up in. A species "
             "the model was trained on (tf_sapiens: homo_sapiens; tf_exemplar: its 5; tf_metazoa: 12) runs as is; "
             "tf_metazoa's 4 extra mammals (canis_lupus_familiaris, rattus_norvegicus, sus_scrofa, "
@@ -35,24 +37,34 @@ FAMILY = ModelFamily(
             "Gene symbols are mapped for homo_sapiens only; other species need their gene ids in var_names",
         ),
         ModelOption(
-            name="assay", default="unknown",
+            name="assay",
+            default="unknown",
             help="the sequencing assay, TranscriptFormer's aux token (e.g. \"10x 3' v3\"); one of the model's "
             "vocabs/assay_vocab.json keys. Default: unknown, what helical uses when obs has no assay column",
         ),
     ),  # fmt: skip
     models=(
         ModelSpec(
-            name="tf_sapiens", family="transcriptformer", helical_model_name="tf_sapiens", embedding_dim=2048,
+            name="tf_sapiens",
+            family="transcriptformer",
+            helical_model_name="tf_sapiens",
+            embedding_dim=2048,
             profile=gpu_only("bf16", batch_size=8, memory_cap_gb=12),
             description="TranscriptFormer TF-Sapiens: 57M human cells, 368M trainable parameters (default)",
         ),
         ModelSpec(
-            name="tf_exemplar", family="transcriptformer", helical_model_name="tf_exemplar", embedding_dim=2048,
+            name="tf_exemplar",
+            family="transcriptformer",
+            helical_model_name="tf_exemplar",
+            embedding_dim=2048,
             profile=gpu_only("bf16", batch_size=8, memory_cap_gb=16),
             description="TranscriptFormer TF-Exemplar: human and 4 model organisms, 542M trainable parameters",
         ),
         ModelSpec(
-            name="tf_metazoa", family="transcriptformer", helical_model_name="tf_metazoa", embedding_dim=2048,
+            name="tf_metazoa",
+            family="transcriptformer",
+            helical_model_name="tf_metazoa",
+            embedding_dim=2048,
             profile=gpu_only("bf16", batch_size=8, memory_cap_gb=20),
             description="TranscriptFormer TF-Metazoa: 12 species, 444M trainable parameters",
         ),

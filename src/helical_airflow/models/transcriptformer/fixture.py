@@ -155,7 +155,7 @@ def built(ctx: FixtureContext) -> dict[str, tuple[dict[str, bytes], bytes, int]]
                     (Path(tmp) / model / rel).parent.mkdir(parents=True, exist_ok=True)
                     (Path(tmp) / model / rel).write_bytes(data)
             jobs = [(str(Path(tmp) / model), ctx.stable_seed(model)) for model in SPECIES]
-            counts = run_child(_CHILD, jobs).strip().splitlines()[-len(jobs):]
+            counts = run_child(_CHILD, jobs).strip().splitlines()[-len(jobs) :]
             _BUILT[key] = {
                 model: (staged[model], (Path(tmp) / model / "model_weights.pt").read_bytes(), int(n))
                 for model, n in zip(SPECIES, counts, strict=True)
