@@ -80,6 +80,22 @@ def autocast(device: str, precision: str) -> Any:
     return torch.autocast("cuda", dtype={"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
 
 
+def require_cpp_compiler(name: str) -> None:
+    """helical's layers wrap flex attention in torch.compile (model_dir/layers.py:55) and build block masks with
+    `_compile=True` (model_dir/model.py:325); on a CPU, inductor compiles them with a C++ compiler. Without one
+    the first batch fails deep in torch ("InvalidCxxCompiler: No working C++ compiler found"): say so first."""
+    import shutil
+
+    wanted = os.environ.get("CXX") or "g++"
+    if not shutil.which(wanted):
+        raise ConfigError(
+            "E228",
+            f"{name!r} cannot run on this CPU host: helical compiles TranscriptFormer's flex attention with "
+            f"torch.compile, which needs a C++ compiler on a CPU, and {wanted!r} is not on PATH",
+            "install one (apt-get install g++) or set CXX, or run on a CUDA GPU (--device cuda)",
+        )
+
+
 class TranscriptFormerRunner(HelicalRunner):
     def load_model(self) -> Any:
         model_name = self.spec.helical_model_name
@@ -94,6 +110,8 @@ class TranscriptFormerRunner(HelicalRunner):
                 "embedding_surgery.py:39), so this cannot run on a CPU",
                 "run it on a CUDA GPU (--device cuda), or pick a species the model was trained on",
             )
+        if self.device == "cpu":
+            require_cpp_compiler(self.spec.name)
         self.assay = self.options.get("assay", "unknown")
         files.check_assay(models_dir, model_name, self.assay)
 
