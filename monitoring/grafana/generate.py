@@ -286,6 +286,17 @@ def main_dashboard() -> dash.Dashboard:
         )
     )
 
+    d = d.with_panel(
+        tbl(
+            "Quality gate scores of recent runs",
+            "Per run: passed (1/0), mean pairwise cosine (collapsed above 0.999), and with a label column the "
+            "kNN label-transfer accuracy and silhouette of the embeddings beside the PCA baseline of the same "
+            "cells (pca_*). Kept 7 days.",
+            f"max by (model, dataset, run_key, score) (last_over_time(helical_quality_score{{{MODEL}}}[7d]))",
+            24,
+        )
+    )
+
     d = d.with_row(dash.Row("Containers (cAdvisor, Docker stack)"))
     d = d.with_panel(
         ts(
