@@ -2,23 +2,29 @@
 ### helical_incoming_watcher
 Runs `helical_model_workflow` on every `.h5ad` that lands in `<data folder>/incoming/`.
 
-A deferrable file sensor waits in the triggerer (no worker slot is held), `claim_files` moves each
+A sensor in reschedule mode looks every 15 s (no worker slot is held in between), `claim_files` moves each
 finished file to `incoming/accepted/` (so it is picked up exactly once), and one workflow run is
-triggered per file with the workflow's default parameters. The DAG is continuous: as soon as one
-round ends, the next starts waiting. Copy large files under another name and rename them into
+triggered per file. Its parameters: `<name>.json` beside the file (e.g. `{"layer": "counts"}`), over the
+defaults of the folder it was dropped in (`incoming/<folder>/params.json`; a folder named like a model,
+e.g. `incoming/scgpt/`, picks that model), validated by the workflow's own Params. A file with invalid
+parameters, or whose run fails, moves to `incoming/failed/` with `<name>.error.txt` beside it.
+The DAG is continuous: as soon as one round ends, the next starts waiting. Copy large files under another
+name and rename them into
 `incoming/` when complete (or let `claim_files` wait until their size stops changing).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import DAG, task
 
-from helical_airflow import airflow_tasks as steps
+from helical_airflow import settings, watcher
+
+WORKFLOW_DAG_FILE = Path(__file__).with_name("helical_model_workflow.py")
 
 with DAG(
     dag_id="helical_incoming_watcher",
@@ -39,20 +45,24 @@ with DAG(
     },
     is_paused_upon_creation=False,
 ) as dag:
-    wait = FileSensor(
+
+    @task.sensor(
         task_id="wait_for_file",
-        fs_conn_id="helical_data",  # an fs connection whose path is the data folder (set by both stacks)
-        filepath="incoming/*.h5ad",
-        deferrable=True,
         poke_interval=15,
         timeout=int(timedelta(hours=6).total_seconds()),
+        mode="reschedule",  # no worker slot is held between pokes
         soft_fail=True,  # nothing arrived: skip, and the next round starts waiting
-        execution_timeout=timedelta(hours=6, minutes=10),  # the deferral counts: a little over `timeout`
+        execution_timeout=timedelta(hours=6, minutes=10),
     )
+    def wait_for_file() -> bool:
+        """A .h5ad in incoming/ or one folder down (incoming/<folder>/), not in accepted/ or failed/."""
+        return bool(watcher.pending(settings.data_dir() / "incoming"))
+
+    wait = wait_for_file()
 
     @task
     def claim_files() -> list[dict[str, Any]]:
-        return [{"input_path": path} for path in steps.claim_incoming("incoming")]
+        return watcher.claim(WORKFLOW_DAG_FILE, "incoming")
 
     claimed = claim_files()
     wait >> claimed
