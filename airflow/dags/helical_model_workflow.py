@@ -29,6 +29,7 @@ from helical_airflow import airflow_tasks as steps
 from helical_airflow import settings
 from helical_airflow.launchers.base import LAUNCHERS
 from helical_airflow.models import MODELS
+from helical_airflow.watcher import move_failed_input
 
 DAG_ID = "helical_model_workflow"
 DATA_DIR = str(settings.data_dir())
@@ -144,6 +145,8 @@ params = {
 
 default_args: dict[str, Any] = {
     "owner": "helical-airflow",
+    # a failed run of a file the watcher claimed parks it in incoming/failed/ with the error beside it
+    "on_failure_callback": move_failed_input,
     "retries": 2,
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": 2.0,  # 20 s, 40 s, ...
