@@ -85,7 +85,10 @@ FAMILY = ModelFamily(
         "the assay aux token comes from the assay option (default 'unknown', helical's own default when obs has no "
         "assay column), never from the input's obs (reduced to the cell names), and is checked against "
         "assay_vocab.json (E227)",
-        "GPU runs autocast to the profile's precision (bf16); helical's flex attention is compiled by torch.compile, "
-        "which needs a C/C++ compiler on CPU workers (the first batch pays the compile)",
+        "GPU runs autocast to the profile's precision (bf16); helical itself runs fp32",
+        "helical builds its flex-attention block masks without a device, so torch picks the accelerator its wheel "
+        "was built for (cuda even on a GPU-less host): while helical runs, its create_block_mask gets the run's device",
+        "helical compiles flex attention with torch.compile: a CPU run needs a C++ compiler (g++ or $CXX), E228 "
+        "before loading when there is none; the first batch of each process pays the compile",
     ),
 )
