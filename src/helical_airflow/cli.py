@@ -96,11 +96,15 @@ TrackingOpt = Annotated[
 InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
+    from .logs import json_handler, wanted_format
+
+    json_lines = wanted_format(log_format) == "json"  # one JSON object per line with run key, shard, model
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=True)],
+        handlers=[json_handler(sys.stderr) if json_lines else RichHandler(console=err, show_path=False,
+                                                                          rich_tracebacks=True)],
         force=True,
     )
     for noisy in ("h5py", "matplotlib", "numba", "urllib3", "filelock", "fsspec", "datasets"):
@@ -122,8 +126,17 @@ def friendly_errors[F: Callable[..., Any]](func: F) -> F:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
-    _setup_logging(verbose)
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            help="rich (for people) or json (one object per line with run_key, shard, model: for Loki). "
+            "Default: $HELICAL_AIRFLOW_LOG_FORMAT, else rich"
+        ),
+    ] = None,
+) -> None:
+    _setup_logging(verbose, log_format)
 
 
 def _default(field: str) -> Any:

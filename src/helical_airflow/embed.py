@@ -101,7 +101,15 @@ def embed_shard(
     """Embed shard `index` of `plan` (reusing it if already done).
 
     Pass a loaded runner (with its device and the seconds its loading took) to reuse one model for many shards.
+    Every log line made meanwhile carries the run key, shard, model and dataset (logs.py).
     """
+    from .logs import log_context
+
+    with log_context(run_key=plan.run_key, shard=index, model=plan.params.model, dataset=plan.dataset):
+        return _embed_shard(plan, index, runner, device, load_seconds)
+
+
+def _embed_shard(plan: Plan, index: int, runner: Any, device: str | None, load_seconds: float) -> ShardResult:
     if not 0 <= index < len(plan.shards):
         raise ConfigError("E208", f"shard {index} is not in this plan (0..{len(plan.shards) - 1})", "check --shard")
     done = finished_result(plan, index)

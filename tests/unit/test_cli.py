@@ -34,7 +34,7 @@ def _click_options(command: str) -> dict[str, TyperOption]:
 @pytest.mark.parametrize("command", ["run", "plan"])
 def test_run_and_plan_take_every_run_option_with_its_help_and_default(command: str) -> None:
     options = _click_options(command)
-    assert set(options) == {*cli.RUN_OPTIONS, "out"}
+    assert set(options) == {*cli.RUN_OPTIONS, "out", *(("label_key", "tracking_uri") if command == "run" else ())}
     for name, (option, default) in cli.RUN_OPTIONS.items():
         assert RUN_FLAGS[name] in options[name].opts
         assert options[name].help == _help_text(option)
@@ -141,3 +141,13 @@ def test_plan_command_writes_the_options_into_plan_json(
     assert params["model"] == "scgpt"
     assert params["shard_size"] == 250 and params["device"] == "cpu" and params["seed"] == 3
     assert params["cache_dir"] == str(Path(fixture_cache).resolve())
+
+
+def test_run_and_merge_document_label_key_and_tracking() -> None:
+    for command in ("run", "merge"):
+        options = _click_options(command)
+        assert options["label_key"].opts == ["--label-key"] and options["label_key"].default is None
+        assert options["tracking_uri"].opts == ["--tracking-uri"] and "$MLFLOW_TRACKING_URI" in options[
+            "tracking_uri"
+        ].help
+        assert "cell_type before louvain" in options["label_key"].help
