@@ -13,6 +13,7 @@ have initdb || need+=(postgresql)
 have podman || need+=(podman)
 have runc || need+=(runc)
 have debootstrap || need+=(debootstrap)
+have chromium || need+=(chromium)  # the browser tests (tests/e2e/test_browser.py) drive Debian's chromium
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "[test deps] installing: ${need[*]}"

@@ -13,4 +13,8 @@ set +e
 rc=$?
 set -e
 [ $rc = 5 ] && { echo "pytest collected no tests: that is a failure here" >&2; exit 1; }
+if compgen -G "test-artifacts/screenshots/*" >/dev/null; then
+  echo "browser test screenshots (tests/e2e/test_browser.py):"
+  ls -1 "$PWD"/test-artifacts/screenshots/*
+fi
 exit $rc
