@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import settings
+from .bounded import die_with_parent
 from .errors import ConfigError, HelicalAirflowError
 from .spec import RunParams
 
@@ -35,6 +36,9 @@ def fail_fast_on_user_errors[F: Callable[..., Any]](func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Airflow runs a task in its own process group, forked by its supervisor: when a killed worker takes the
+        # supervisor down, the task (and, through its own death signal, the shard it launched) must not run on
+        die_with_parent()
         try:
             return func(*args, **kwargs)
         except HelicalAirflowError as exc:

@@ -122,3 +122,32 @@ def test_embed_shard_holds_the_shard_lock() -> None:
 
     wrapper_code = shardlock.one_writer_per_shard(lambda plan, index: None).__code__
     assert embed.embed_shard.__code__ is wrapper_code and embed.embed_shard.__wrapped__.__name__ == "embed_shard"
+
+
+def test_every_dag_task_dies_with_its_airflow_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow puts the task process in its own process group: killing a worker's group spares it, unless armed."""
+    from helical_airflow import airflow_tasks
+
+    armed: list[bool] = []
+    monkeypatch.setattr(airflow_tasks, "die_with_parent", lambda: armed.append(True))
+    assert airflow_tasks.fail_fast_on_user_errors(lambda: 7)() == 7 and armed == [True]
+
+
+def test_die_with_parent_kills_a_process_whose_parent_dies(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent_script = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import os, time; from helical_airflow.bounded import die_with_parent; die_with_parent(); "
+            "open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"], start_new_session=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", parent_script])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = psutil.Process(int(pid_file.read_text()))
+    parent.kill()
+    parent.wait()
+    gone, _ = psutil.wait_procs([child], timeout=10)
+    assert gone

@@ -145,3 +145,31 @@ def test_airflows_statsd_client_sends_from_a_connected_loopback_socket(cfg: Stac
         assert server.recv(100) == b"airflow.scheduler_heartbeat:1|c"
         local, remote = client._sock.getsockname(), client._sock.getpeername()
         assert local[0] == "127.0.0.1" and remote == server.getsockname()  # not an open 0.0.0.0 socket
+
+
+def test_supervisord_config_keeps_secrets_out_and_escapes_percent(cfg: StackConfig) -> None:
+    from helical_airflow.stack import supervisor
+    from helical_airflow.stack.services import all_services
+
+    secrets, _ = load_or_create(cfg.secrets_file)
+    services = all_services(cfg, secrets)
+    supervisor.write_conf(cfg, services)
+    conf = supervisor.conf_file(cfg).read_text()
+    assert stat.S_IMODE(supervisor.conf_file(cfg).stat().st_mode) == 0o600
+    assert not any(value in conf for value in secrets.values())  # they live in the 0600 env files
+    assert f"file={supervisor.socket_file(cfg)}" in conf and "inet_http_server" not in conf  # no TCP port
+    worker = conf.split("[program:worker]")[1].split("[program:")[0]
+    assert "helical-stack@%%h" in worker and "autorestart=true" in worker and "killasgroup=true" in worker
+    assert "umask=027" in worker
+    env = json.loads(supervisor.env_file(cfg, "worker").read_text())
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == secrets["jwt_secret"]
+    assert stat.S_IMODE(supervisor.env_file(cfg, "worker").stat().st_mode) == 0o600
+
+
+def test_runenv_adds_the_env_file_and_execs(tmp_path: Path) -> None:
+    env_path = tmp_path / "env.json"
+    env_path.write_text(json.dumps({"HELICAL_TEST_VALUE": "a,b=c %s"}))
+    done = subprocess.run([sys.executable, "-m", "helical_airflow.stack.runenv", str(env_path), "--", sys.executable,
+                           "-c", "import os; print(os.environ['HELICAL_TEST_VALUE'])"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "a,b=c %s", done.stderr

@@ -12,15 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import errors, health, process
+from . import errors, health, process, supervisor
 from .airflow_env import airflow_env, passwords_file
 from .config import StackConfig
 from .process import Service
 from .secrets import load_or_create, write_private
 from .services import airflow_services, all_services
 
-#: stopped last, in this order, once everything that uses them is gone
-_STOP_LAST = ["redis", "postgres"]
+#: stopped last, in this order, once everything that uses them is gone (supervisord: once it supervises nothing)
+_STOP_LAST = ["redis", "postgres", supervisor.NAME]
+#: stopped first, so that it restarts nothing while the rest goes down
+_STOP_FIRST = ["healthwatch"]
 
 
 @dataclass
@@ -42,20 +44,30 @@ def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
     secrets, created = load_or_create(cfg.secrets_file)
     if any(process.read_pid(cfg.run_dir, name) for name in _known_names(cfg)):
         cfg = saved_config(cfg)  # part of the stack runs: keep the ports and folders it was started with
+        supervisor.refresh_pid_files(cfg)
     services = all_services(cfg, secrets)
+    watch = healthwatch_service(cfg)
     airflow_names = {s.name for s in airflow_services(cfg, secrets)}
     todo = [s for s in services if process.read_pid(cfg.run_dir, s.name) is None]
     _preflight(cfg, todo)
     _write_airflow_passwords(cfg, secrets)
     _save_config(cfg)
     started: list[str] = []
+    had_supervisor = supervisor.running(cfg)
     try:
+        supervisor.ensure_running(cfg, [*services, watch])
+        _restart_if_not_scheduling(cfg, [s for s in services if s not in todo], echo)
         _start_all(cfg, [s for s in todo if s.name not in airflow_names], echo, started)
         _bootstrap_airflow(cfg, secrets, echo)
         _start_all(cfg, [s for s in todo if s.name in airflow_names], echo, started)
+        if process.read_pid(cfg.run_dir, watch.name) is None:
+            _start_all(cfg, [watch], echo, started)
     except BaseException:
         for name in reversed(started):  # leave nothing half-started behind; the logs stay
+            supervisor.stop(cfg, name)
             process.stop(name, cfg.run_dir)
+        if not had_supervisor:
+            process.stop(supervisor.NAME, cfg.run_dir)
         raise
     echo(f"stack up in {time.monotonic() - t0:.0f}s: Airflow at {cfg.api_url} (user admin)")
     return secrets, created
@@ -116,13 +128,40 @@ def _write_airflow_passwords(cfg: StackConfig, secrets: dict[str, str]) -> None:
         write_private(path, json.dumps(wanted) + "\n")
 
 
+def healthwatch_service(cfg: StackConfig) -> Service:
+    """The supervisord program that restarts services whose health check keeps failing (stack/healthwatch.py)."""
+    return Service(
+        name="healthwatch",
+        argv=[cfg.python, "-m", "helical_airflow.stack.healthwatch", str(cfg.state_dir)],
+        log_file=cfg.log_dir / "healthwatch.log",
+    )
+
+
+def _restart_if_not_scheduling(cfg: StackConfig, running: list[Service], echo: Echo) -> None:
+    """A scheduler whose process lives but whose /health fails (e.g. it left its loop when Postgres went away)."""
+    for service in running:
+        if service.name == "scheduler" and service.health and not _healthy_within(service.health, 15):
+            echo("  scheduler      alive but not scheduling (its /health fails): restarting it")
+            proc = supervisor.restart(cfg, service)
+            process.wait_ready(service, proc, cfg.ready_timeout_s)
+
+
+def _healthy_within(probe: health.Probe, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not probe():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+    return True
+
+
 def _start_all(cfg: StackConfig, services: list[Service], echo: Echo, started: list[str]) -> None:
-    """Start a group in parallel, then wait for each to be healthy."""
+    """Start a group in parallel under supervisord, then wait for each to be healthy."""
     running = []
     for service in services:
         if service.prepare:
             service.prepare()
-        running.append((service, process.start(service, cfg.run_dir)))
+        running.append((service, supervisor.start(cfg, service)))
         started.append(service.name)
     for service, proc in running:
         t0 = time.monotonic()
@@ -169,7 +208,9 @@ def _airflow_version(cfg: StackConfig) -> str:
 def _known_names(cfg: StackConfig) -> list[str]:
     """Services with a PID file, in shutdown order."""
     names = sorted(p.stem for p in cfg.run_dir.glob("*.pid")) if cfg.run_dir.is_dir() else []
-    return [n for n in names if n not in _STOP_LAST] + [n for n in _STOP_LAST if n in names]
+    ends = _STOP_FIRST + _STOP_LAST
+    return ([n for n in _STOP_FIRST if n in names] + [n for n in names if n not in ends]
+            + [n for n in _STOP_LAST if n in names])  # fmt: skip
 
 
 def down(cfg: StackConfig, echo: Echo = print, purge: bool = False) -> list[str]:
@@ -177,18 +218,22 @@ def down(cfg: StackConfig, echo: Echo = print, purge: bool = False) -> list[str]
 
     Everything but the databases stops in parallel; Redis and Postgres stop last.
     """
+    supervisor.refresh_pid_files(cfg)
     names = _known_names(cfg)
-    first = [n for n in names if n not in _STOP_LAST]
+    first = [n for n in names if n not in _STOP_LAST + _STOP_FIRST]
 
     def stop(name: str) -> str | None:
         t0 = time.monotonic()
-        if not process.stop(name, cfg.run_dir):
+        # through supervisord first (else it would restart the service), then whatever is left of its tree
+        by_supervisor = name != supervisor.NAME and supervisor.stop(cfg, name)
+        if not process.stop(name, cfg.run_dir) and not by_supervisor:
             return None
         echo(f"  {name:<14} stopped ({time.monotonic() - t0:.1f}s)")
         return name
 
+    stopped = [n for n in map(stop, [n for n in names if n in _STOP_FIRST]) if n]
     with ThreadPoolExecutor(max_workers=max(len(first), 1)) as pool:
-        stopped = [n for n in pool.map(stop, first) if n]
+        stopped += [n for n in pool.map(stop, first) if n]
     stopped += [n for n in map(stop, [n for n in names if n in _STOP_LAST]) if n]
     if purge and cfg.state_dir.is_dir():
         shutil.rmtree(cfg.state_dir)
@@ -198,6 +243,7 @@ def down(cfg: StackConfig, echo: Echo = print, purge: bool = False) -> list[str]
 
 def status(cfg: StackConfig) -> list[ServiceStatus]:
     cfg = saved_config(cfg)
+    supervisor.refresh_pid_files(cfg)
     secrets = json.loads(cfg.secrets_file.read_text()) if cfg.secrets_file.is_file() else None
     if secrets is None:
         return []

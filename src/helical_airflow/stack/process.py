@@ -66,7 +66,7 @@ def read_pid(run_dir: Path, name: str) -> Running | None:
         if abs(proc.create_time() - data["started"]) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
             return None
         return Running(data["pid"], data["started"], data.get("stop_signal", signal.SIGTERM))
-    except (OSError, ValueError, KeyError, psutil.Error):
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
         return None
 
 
