@@ -51,7 +51,8 @@ def test_names_are_safe_as_file_names_and_obsm_keys() -> None:
 def test_profiles_are_consistent() -> None:
     for spec in MODELS.values():
         profile = spec.profile
-        assert profile.modality == "rna"
+        assert profile.modality in ("rna", "dna_sequence", "rna_sequence")
+        assert (spec.max_length is not None) == spec.is_sequence  # a sequence model knows its context
         assert profile.batch_size >= 1 and profile.memory_cap_gb > 0
         # a GPU-only model must be scheduled on the GPU queue and pool, and only those
         assert (profile.gpu == "required") == (profile.queue == "gpu") == (profile.pool == "gpu_pool")

@@ -15,7 +15,10 @@ from pydantic import BaseModel, ConfigDict
 
 from ..spec import Engine, Precision, QualityThresholds
 
-Modality = Literal["rna", "dna"]
+#: "rna": single-cell expression (.h5ad); "dna_sequence" / "rna_sequence": nucleotide sequences (FASTA or tables,
+#: seqio.py) over the alphabet ACGTN / ACGUN
+Modality = Literal["rna", "dna", "dna_sequence", "rna_sequence"]
+SEQUENCE_MODALITIES: tuple[Modality, ...] = ("dna_sequence", "rna_sequence")
 
 
 class ResourceProfile(BaseModel):
@@ -63,6 +66,11 @@ class ModelSpec(BaseModel):
     embedding_dim: int  # of the real model (fixtures are smaller; ask the runner)
     profile: ResourceProfile
     description: str
+    max_length: int | None = None  # sequence models: the context, in nucleotides (None: single-cell models)
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.profile.modality in SEQUENCE_MODALITIES
 
 
 class ModelOption(BaseModel):
