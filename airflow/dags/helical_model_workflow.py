@@ -89,10 +89,12 @@ params = {
         title="Device",
         description="auto: CUDA when the worker has a GPU, else CPU.",
     ),  # fmt: skip
+    # an enum with None shows a literal "null" in the trigger form: "" is "the model's profile" instead
     "precision": Param(
-        None,
-        type=["null", "string"],
-        enum=[None, "fp32", "fp16", "bf16"],
+        "",
+        type="string",
+        enum=["", "fp32", "fp16", "bf16"],
+        values_display={"": "the model's profile"},
         title="Precision",
         description="On GPU; empty: the model's profile. CPU always runs fp32.",
     ),  # fmt: skip
@@ -110,9 +112,10 @@ params = {
         description="Layer holding raw integer counts; empty: X.",
     ),  # fmt: skip
     "engine": Param(
-        None,
-        type=["null", "string"],
-        enum=[None, "helical", "fast"],
+        "",
+        type="string",
+        enum=["", "helical", "fast"],
+        values_display={"": "the model's profile"},
         title="Engine",
         description="fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
         "empty: the model's profile (fast for Geneformer and scGPT).",
@@ -126,8 +129,8 @@ params = {
         "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
     ),  # fmt: skip
     "label_key": Param(
-        "",
-        type="string",
+        None,
+        type=["null", "string"],
         title="Label column",
         description="obs column of cell labels: the quality gate scores the embeddings against it (kNN label "
         "transfer, silhouette, vs a PCA baseline) and the report colours by it. Empty: a guess (e.g. cell_type "

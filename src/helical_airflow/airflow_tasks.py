@@ -71,7 +71,7 @@ def resolve_input(input_path: str) -> Path:
 
 def run_params(params: dict[str, Any]) -> RunParams:
     """RunParams from the DAG's Params; the weights cache comes from the worker (HELICAL_AIRFLOW_CACHE_DIR)."""
-    chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) is not None}
+    chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) not in (None, "")}  # "": profile
     options = {str(k): str(v) for k, v in (params.get(MODEL_OPTIONS_PARAM) or {}).items()}
     return RunParams(**chosen, options=options, cache_dir=settings.cache_dir())
 
