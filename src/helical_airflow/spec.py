@@ -46,8 +46,28 @@ class ResolvedParams(RunParams):
     engine: Engine
 
 
+class SequenceSummary(BaseModel):
+    """What validation learned about a sequence input (FASTA or table; seqio.py), in one streaming pass."""
+
+    format: Literal["fasta", "csv", "tsv", "parquet"]
+    compressed: bool  # gzip
+    id_column: str | None  # tables only
+    sequence_column: str | None
+    extra_columns: list[str] = Field(default_factory=list)  # other table columns, kept in obs
+    alphabet: str  # "ACGTN" or "ACGUN"
+    context: int  # the model's context in nucleotides
+    too_long: Literal["error", "truncate", "window"]
+    n_too_long: int  # records longer than the context (truncated or windowed as `too_long` says)
+    n_soft_masked: int  # records with lower-case letters (upper-cased)
+    total_nucleotides: int
+    min_length: int
+    max_length: int
+    index_file: str  # record offsets / row groups, cached by the input's sha256
+
+
 class InputSummary(BaseModel):
-    """What validation learned about the input file, without loading X whole."""
+    """What validation learned about the input file, without loading X whole. For a sequence input: n_cells is
+    the number of records, n_genes 0, and `sequence` says the rest."""
 
     path: str
     sha256: str
@@ -60,6 +80,7 @@ class InputSummary(BaseModel):
     gene_id_kind: GeneIdKind
     genes_in_vocab: int
     vocab_overlap: float  # fraction of the file's genes the model knows
+    sequence: SequenceSummary | None = None  # sequence inputs only
 
 
 class ShardSpec(BaseModel):

@@ -59,6 +59,20 @@ CODES: dict[str, tuple[str, str]] = {
              "raise HELICAL_AIRFLOW_VALIDATE_MEMORY_MB)"),
     "E124": ("input refers to other files", "save it again with anndata: external links, external or virtual "
              "datasets are not read"),
+    # sequence inputs (FASTA / CSV / TSV / Parquet; seqio.py)
+    "E130": ("sequence input has no records", "give a FASTA file with '>id' records, or a table with at least one row"),
+    "E131": ("input is not FASTA", "FASTA starts with a '>id' header line followed by sequence lines"),
+    "E132": ("input is not a readable table", "save it as CSV/TSV with a header row, or as Parquet"),
+    "E133": ("the table lacks the id or sequence column", "name them with --id-column / --sequence-column"),
+    "E134": ("a record has an empty sequence", "drop the record or give its sequence"),
+    "E135": ("a sequence has characters outside the model's alphabet", "DNA models take ACGTN, RNA models ACGUN "
+             "(lower case is accepted); replace the other characters (e.g. with N)"),
+    "E136": ("duplicate record ids", "make the ids unique (the first word of each FASTA header, or the id column)"),
+    "E137": ("a sequence is longer than the model's context", "pass --too-long truncate or --too-long window, or "
+             "split the sequence"),
+    "E138": ("the gzip stream is truncated or corrupt", "copy or compress the file again (gzip -t FILE checks it)"),
+    "E139": ("unsupported sequence file type", "use .fa/.fasta/.fna (optionally .gz), .csv, .tsv or .parquet"),
+    "E140": ("a FASTA record has no id", "give every header line an id after '>'"),
 }  # fmt: skip
 LOW_OVERLAP_WARNING = 0.5  # below this fraction of known genes, embeddings lose much of the cell's signal
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -97,6 +111,10 @@ def validate_input(
     """
     spec = get_model(model)  # E201 for an unknown name, before touching the file
     resolved = registry.resolve_options(spec, options)  # E227 for a bad model option, too
+    if spec.is_sequence:  # FASTA / CSV / TSV / Parquet of nucleotide sequences: seqio's own checks
+        from .seqio import validate_sequences
+
+        return validate_sequences(path, spec, resolved, cache_dir, data_root)
     file = Path(path)
     before = _check_file(file, data_root)
     summary, var_names = inspect_bounded(file, layer, before.st_size)

@@ -1,0 +1,455 @@
+"""Sequence inputs: FASTA (.fa/.fasta/.fna, gzip too) and tables (.csv/.tsv/.parquet) of nucleotide sequences.
+
+- `validate_sequences` reads the input once, streaming (never whole), and raises a coded error (E130-E140,
+  validate.CODES) naming the record and the fix: empty, not FASTA / not a table, missing columns, empty
+  sequence, characters outside the model's alphabet (soft-masked lower case is accepted and upper-cased),
+  duplicate ids, longer than the model's context (policy `too_long`: error, truncate, window), truncated gzip.
+  The input is opened read-only; nothing is written until the file passed, then the record index is cached.
+- the index (`RecordIndex`) is built in that same pass and cached by the input's sha256: for FASTA each record's
+  byte offset (of the decompressed stream for gzip), for CSV/TSV the record count, for Parquet the row groups'
+  row counts. `read_records(path, start, stop)` then reads one shard's records without loading the file:
+  a seek for plain FASTA, a streamed (decompress-and-discard) seek for gzip, the overlapping row groups for
+  Parquet, streamed CSV blocks for CSV/TSV.
+
+Why not pyfaidx / Bio.SeqIO.index: both index only plain or BGZF files (ordinary gzip, what users have, is
+refused) and pyfaidx writes its `.fai` next to the input, which must stay untouched (the data folder is often
+read-only). The FASTA grammar needed here (header line, sequence lines) is a few lines; tables go through
+pyarrow, which is already a dependency.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .errors import InputValidationError
+from .spec import InputSummary, SequenceSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .models.profiles import ModelSpec
+
+Format = Literal["fasta", "csv", "tsv", "parquet"]
+TooLong = Literal["error", "truncate", "window"]
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+ALPHABETS = {"dna_sequence": "ACGTN", "rna_sequence": "ACGUN"}
+#: what an input_path may end in (the DAG's Param pattern and the CLI use it)
+SEQUENCE_PATTERN = r"\.(fa|fasta|fna)(\.gz)?$|\.(csv|tsv|parquet)$"
+INDEX_VERSION = 1
+CSV_BLOCK = 1 << 20  # bytes pyarrow reads per CSV block: a shard read holds about this much beyond its records
+
+
+def fail(code: str, detail: str, hint: str | None = None) -> InputValidationError:
+    from .validate import fail as validate_fail
+
+    return validate_fail(code, detail, hint)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    sequence: str  # upper case, as validated
+    extra: dict[str, Any] = field(default_factory=dict)  # other table columns
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to read the file: its format and, for tables, which columns are the id and the sequence."""
+
+    format: Format
+    compressed: bool
+    id_column: str | None = None
+    sequence_column: str | None = None
+
+
+def detect_format(path: Path) -> tuple[Format, bool]:
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    stem = name[:-3] if compressed else name
+    if stem.endswith(FASTA_SUFFIXES):
+        return "fasta", compressed
+    for suffix, fmt in TABLE_SUFFIXES.items():
+        if stem.endswith(suffix) and not compressed:
+            return fmt, False  # type: ignore[return-value]
+    raise fail("E139", f"{path.name}")
+
+
+def is_sequence_path(path: str | Path) -> bool:
+    return bool(re.search(SEQUENCE_PATTERN, str(path).lower()))
+
+
+def layout_for(path: Path, options: Mapping[str, str]) -> Layout:
+    fmt, compressed = detect_format(path)
+    if fmt == "fasta":
+        return Layout(fmt, compressed)
+    return Layout(fmt, compressed, options.get("id_column", "id"), options.get("sequence_column", "sequence"))
+
+
+# --- FASTA ------------------------------------------------------------------------------------------------------
+
+
+def _open_binary(path: Path, compressed: bool) -> Any:
+    raw = open(path, "rb")  # noqa: SIM115 - read-only; closed by the caller's with
+    return gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+
+
+def _fasta_records(path: Path, compressed: bool, start_offset: int = 0, limit: int | None = None) -> Iterator[tuple[int, str, str]]:
+    """(offset of the header line, id, raw sequence) of each record from `start_offset`, at most `limit`."""
+    with _open_binary(path, compressed) as fh:
+        try:
+            if start_offset:
+                fh.seek(start_offset)  # gzip: decompresses and discards up to there (bounded memory)
+            offset = start_offset
+            header: tuple[int, str] | None = None
+            parts: list[str] = []
+            count = 0
+            for line_no, raw in enumerate(fh, 1):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if line.startswith(">"):
+                    if header is not None:
+                        yield header[0], header[1], "".join(parts)
+                        count += 1
+                        if limit is not None and count >= limit:
+                            return
+                    words = line[1:].split()
+                    if not words:
+                        raise fail("E140", f"the header on line {line_no} (byte {offset}) of {path.name} is empty")
+                    header, parts = (offset, words[0]), []
+                elif line.strip():
+                    if header is None:
+                        raise fail("E131", f"{path.name} line {line_no} comes before any '>' header: "
+                                   f"{line[:40]!r}")  # fmt: skip
+                    parts.append(line.strip())
+                offset += len(raw)
+            if header is not None and (limit is None or count < limit):
+                yield header[0], header[1], "".join(parts)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise fail("E138", f"{path.name}: {exc}") from None
+
+
+# --- tables -------------------------------------------------------------------------------------------------------
+
+
+def _table_batches(path: Path, layout: Layout, columns: list[str] | None = None) -> Iterator[Any]:
+    """pyarrow RecordBatches of the table, streamed."""
+    import pyarrow as pa
+
+    try:
+        if layout.format == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            yield from pf.iter_batches(batch_size=4096, columns=columns)
+            return
+        import pyarrow.csv as pcsv
+
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=CSV_BLOCK),
+            parse_options=pcsv.ParseOptions(delimiter="\t" if layout.format == "tsv" else ","),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=columns, column_types={c: pa.string() for c in (layout.id_column, layout.sequence_column) if c},
+                strings_can_be_null=False,
+            ),  # fmt: skip
+        )
+        yield from reader
+    except InputValidationError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, ValueError) as exc:
+        text = str(exc)
+        if "include_columns" in text or "No match for FieldRef" in text or "not in schema" in text.lower():
+            raise fail("E133", f"{path.name}: {text.splitlines()[0]}") from None
+        if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and "Parquet" not in text:
+            raise fail("E116", f"{path.name}: {exc}") from None
+        raise fail("E132", f"{path.name}: {text.splitlines()[0] if text else type(exc).__name__}") from None
+
+
+def _table_columns(path: Path, layout: Layout) -> list[str]:
+    import pyarrow as pa
+
+    try:
+        if layout.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        batches = _table_batches(path, layout)
+        first = next(batches, None)
+        if first is None:
+            raise fail("E130", f"{path.name} has no rows")
+        return list(first.schema.names)
+    except InputValidationError:
+        raise
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise fail("E132", f"{path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _table_records(path: Path, layout: Layout, extra: list[str]) -> Iterator[tuple[int, str, str, dict[str, Any]]]:
+    """(row, id, raw sequence, other columns) of every row."""
+    columns = [layout.id_column, layout.sequence_column, *extra]
+    row = 0
+    for batch in _table_batches(path, layout, columns=[c for c in columns if c]):
+        data = batch.to_pydict()
+        ids, seqs = data[layout.id_column], data[layout.sequence_column]
+        for i in range(batch.num_rows):
+            seq = seqs[i]
+            yield row, "" if ids[i] is None else str(ids[i]), "" if seq is None else str(seq), {c: data[c][i] for c in extra}
+            row += 1
+
+
+# --- the index ----------------------------------------------------------------------------------------------------
+
+
+def index_dir() -> Path:
+    configured = os.environ.get("HELICAL_AIRFLOW_SEQ_INDEX_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "helical-airflow" / "seq-index"
+
+
+def index_file(sha256: str) -> Path:
+    return index_dir() / f"{sha256}.v{INDEX_VERSION}.npz"
+
+
+def _save_index(path: Path, offsets: np.ndarray, lengths: np.ndarray, meta: dict[str, Any]) -> None:
+    from .store import write_with
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, offsets=offsets, lengths=lengths, meta=np.array(json.dumps(meta)))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_with(path, write)
+
+
+@dataclass(frozen=True)
+class RecordIndex:
+    offsets: np.ndarray  # FASTA: header byte offset (decompressed stream); tables: row number
+    lengths: np.ndarray  # nucleotides per record, as in the file
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecordIndex:
+        with np.load(path) as data:
+            return cls(data["offsets"], data["lengths"], json.loads(str(data["meta"])))
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def alphabet_for(spec: ModelSpec) -> str:
+    return ALPHABETS[spec.profile.modality]
+
+
+def validate_sequences(
+    path: str, spec: ModelSpec, options: Mapping[str, str], cache_dir: str | None = None, data_root: Path | None = None
+) -> InputSummary:
+    """Check every record of a sequence input (one streaming pass), cache its index, and summarise it."""
+    from . import validate
+
+    file = Path(path)
+    layout = layout_for(file, options)  # E139 before touching the file
+    before = _stat_regular(file, data_root)
+    if before.st_size == 0:
+        raise fail("E130", f"{file.name} is empty (0 bytes)")
+    alphabet = alphabet_for(spec)
+    allowed = frozenset(alphabet)
+    context = int(spec.max_length or 0)
+    too_long: TooLong = options.get("too_long", "error")  # type: ignore[assignment]
+    extra: list[str] = []
+    if layout.format != "fasta":
+        names = _table_columns(file, layout)
+        missing = [c for c in (layout.id_column, layout.sequence_column) if c not in names]
+        if missing:
+            raise fail("E133", f"{file.name} has no column {', '.join(map(repr, missing))} (its columns: "
+                       f"{', '.join(names[:12])})")  # fmt: skip
+        extra = [c for c in names if c not in (layout.id_column, layout.sequence_column)]
+        records: Iterator[tuple[int, str, str, dict[str, Any]]] = _table_records(file, layout, extra)
+    else:
+        if not layout.compressed:
+            with open(file, "rb") as fh:
+                head = fh.read(1 << 16).lstrip()
+            if head and not head.startswith(b">"):
+                raise fail("E131", f"{file.name} does not start with a '>' header line: {head[:40]!r}")
+        records = ((off, rid, seq, {}) for off, rid, seq in _fasta_records(file, layout.compressed))
+
+    seen: set[str] = set()
+    offsets: list[int] = []
+    lengths: list[int] = []
+    n_too_long = n_soft = 0
+    for number, (offset, rid, seq, _) in enumerate(records, 1):
+        where = f"record {number} ({rid!r})" if rid else f"record {number}"
+        if not rid:
+            raise fail("E140", f"{where} of {file.name} has an empty id")
+        if rid in seen:
+            raise fail("E136", f"{where} of {file.name}: id {rid!r} appears twice")
+        seen.add(rid)
+        if not seq:
+            raise fail("E134", f"{where} of {file.name}")
+        upper = seq.upper()
+        n_soft += upper != seq
+        bad = set(upper) - allowed
+        if bad:
+            shown = "".join(sorted(bad))[:10]
+            raise fail("E135", f"{where} of {file.name} has {shown!r}; {spec.name} reads {alphabet}")
+        if context and len(seq) > context:
+            if too_long == "error":
+                raise fail("E137", f"{where} of {file.name} has {len(seq):,} nucleotides; {spec.name} reads at most "
+                           f"{context:,}")  # fmt: skip
+            n_too_long += 1
+        offsets.append(offset)
+        lengths.append(len(seq))
+    if not offsets:
+        raise fail("E130", f"{file.name} has no {'records' if layout.format == 'fasta' else 'rows'}")
+    validate._check_unchanged(file, before)
+    sha = sha256_file(file)
+    idx = index_file(sha)
+    meta = {"format": layout.format, "compressed": layout.compressed, "records": len(offsets), "sha256": sha}
+    if not idx.is_file():
+        _save_index(idx, np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int64), meta)
+    lens = np.asarray(lengths)
+    summary = SequenceSummary(
+        format=layout.format, compressed=layout.compressed, id_column=layout.id_column,
+        sequence_column=layout.sequence_column, extra_columns=extra, alphabet=alphabet, context=context,
+        too_long=too_long, n_too_long=n_too_long, n_soft_masked=int(n_soft), total_nucleotides=int(lens.sum()),
+        min_length=int(lens.min()), max_length=int(lens.max()), index_file=str(idx),
+    )  # fmt: skip
+    return InputSummary(
+        path=str(file.resolve()), sha256=sha, size_bytes=before.st_size, n_cells=len(offsets), n_genes=0,
+        x_source=f"sequence:{layout.sequence_column or 'fasta'}", x_format="dense", dtype="str",
+        gene_id_kind="symbol", genes_in_vocab=0, vocab_overlap=1.0, sequence=summary,
+    )  # fmt: skip
+
+
+def _stat_regular(file: Path, data_root: Path | None) -> os.stat_result:
+    from . import validate
+
+    try:
+        before = file.stat()
+    except FileNotFoundError:
+        raise fail("E101", str(file), validate._not_found_hint(data_root)) from None
+    except OSError as exc:
+        raise fail("E116", f"{file}: {exc.strerror}") from exc
+    validate._check_kind(file, before.st_mode)
+    if not os.access(file, os.R_OK):
+        raise fail("E116", f"{file}: permission denied")
+    return before
+
+
+# --- reading shards -----------------------------------------------------------------------------------------------
+
+
+def _index_for(summary: InputSummary) -> RecordIndex:
+    """The cached index of a validated input; rebuilt (same file, same offsets) where the cache lacks it."""
+    seq = summary.sequence
+    assert seq is not None
+    for candidate in (Path(seq.index_file), index_file(summary.sha256)):
+        if candidate.is_file():
+            return RecordIndex.load(candidate)
+    file = Path(summary.path)
+    layout = Layout(seq.format, seq.compressed, seq.id_column, seq.sequence_column)
+    if layout.format == "fasta":
+        rows = [(off, len(s)) for off, _, s in _fasta_records(file, layout.compressed)]
+    else:
+        rows = [(row, len(s)) for row, _, s, _ in _table_records(file, layout, [])]
+    offsets, lengths = (np.asarray(col, dtype=np.int64) for col in zip(*rows, strict=True))
+    meta = {"format": layout.format, "compressed": layout.compressed, "records": len(rows), "sha256": summary.sha256}
+    _save_index(index_file(summary.sha256), offsets, lengths, meta)
+    return RecordIndex(offsets, lengths, meta)
+
+
+def read_records(summary: InputSummary, start: int, stop: int) -> list[Record]:
+    """Records [start, stop) of a validated sequence input, upper-cased, without reading the rest of the file."""
+    seq = summary.sequence
+    assert seq is not None
+    file = Path(summary.path)
+    layout = Layout(seq.format, seq.compressed, seq.id_column, seq.sequence_column)
+    if layout.format == "fasta":
+        index = _index_for(summary)
+        offset = int(index.offsets[start])
+        return [Record(rid, s.upper()) for _, rid, s in _fasta_records(file, layout.compressed, offset, stop - start)]
+    if layout.format == "parquet":
+        return _parquet_records(file, layout, seq.extra_columns, start, stop)
+    out: list[Record] = []
+    for row, rid, s, extra in _table_records(file, layout, seq.extra_columns):  # streamed CSV blocks
+        if row >= stop:
+            break
+        if row >= start:
+            out.append(Record(rid, s.upper(), extra))
+    return out
+
+
+def _parquet_records(file: Path, layout: Layout, extra: list[str], start: int, stop: int) -> list[Record]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(file)
+    columns = [layout.id_column, layout.sequence_column, *extra]
+    out: list[Record] = []
+    first = 0
+    for group in range(pf.num_row_groups):
+        rows = pf.metadata.row_group(group).num_rows
+        if first + rows > start and first < stop:
+            data = pf.read_row_group(group, columns=columns).to_pydict()
+            for i in range(max(start - first, 0), min(stop - first, rows)):
+                out.append(Record(str(data[layout.id_column][i]), str(data[layout.sequence_column][i]).upper(),
+                                  {c: data[c][i] for c in extra}))  # fmt: skip
+        first += rows
+        if first >= stop:
+            break
+    return out
+
+
+def read_obs(summary: InputSummary) -> pd.DataFrame:
+    """One row per record, in input order: id (the index), length, and the table's other columns."""
+    import pandas as pd
+
+    seq = summary.sequence
+    assert seq is not None
+    index = _index_for(summary)
+    obs = pd.DataFrame({"id": [], "length": []})
+    if seq.format == "fasta":
+        ids = [rid for _, rid, _ in _fasta_records(Path(summary.path), seq.compressed)]
+        obs = pd.DataFrame({"id": ids, "length": index.lengths.astype(np.int64)})
+    else:
+        layout = Layout(seq.format, seq.compressed, seq.id_column, seq.sequence_column)
+        columns = [c for c in [seq.id_column, *seq.extra_columns] if c]
+        frames = [b.to_pandas() for b in _table_batches(Path(summary.path), layout, columns=columns)]
+        table = pd.concat(frames, ignore_index=True)[columns]
+        table = table.rename(columns={seq.id_column: "id"})
+        table.insert(1, "length", index.lengths.astype(np.int64))
+        obs = table
+    obs["id"] = obs["id"].astype(str)
+    obs.index = pd.Index(obs["id"].to_numpy(), name=None)
+    return obs
+
+
+# --- what the model sees ------------------------------------------------------------------------------------------
+
+
+def pieces(sequence: str, context: int, too_long: TooLong) -> list[str]:
+    """The parts of one record the model embeds: itself, its first `context` nucleotides (truncate), or
+    consecutive windows of `context` (window; the record's embedding is their mean)."""
+    if not context or len(sequence) <= context or too_long == "error":
+        return [sequence]
+    if too_long == "truncate":
+        return [sequence[:context]]
+    return [sequence[i : i + context] for i in range(0, len(sequence), context)]
