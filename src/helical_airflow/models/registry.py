@@ -16,9 +16,12 @@ from ..errors import ConfigError
 from ..spec import Engine, Precision
 from . import cache
 from .c2s import FAMILY as C2S
+from .caduceus import FAMILY as CADUCEUS
+from .evo_2 import FAMILY as EVO_2
 from .family import ModelFamily
 from .geneformer import FAMILY as GENEFORMER
 from .genept import FAMILY as GENEPT
+from .hyena_dna import FAMILY as HYENA_DNA
 from .nicheformer import FAMILY as NICHEFORMER
 from .profiles import ModelSpec
 from .scgpt import FAMILY as SCGPT
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (GENEFORMER, SCGPT, UCE, TRANSCRIPTFORMER, NICHEFORMER, TAHOE, GENEPT, C2S)
+    + (HYENA_DNA, CADUCEUS, EVO_2)  # sequence families (seqio.py inputs)
 }
 
 #: family name -> the model it stands for

@@ -1,0 +1,103 @@
+"""What every sequence family (HyenaDNA, Caduceus, Evo 2, Helix-mRNA, Mamba2-mRNA) shares.
+
+- `SEQUENCE_OPTIONS`: the model options of a sequence input (id/sequence column of a table, the too-long
+  policy); as model options they are run parameters, part of the run key, `--option`/the DAG's model_options;
+- `no_vocabulary`: sequence models have no gene vocabulary (the registry's `vocabulary` hook);
+- `SequenceRunner`: the adapter base. `embed(records)` cuts each record into what the model reads
+  (seqio.pieces: itself, truncated, or windows), embeds the pieces through the family's `_embed_helical` (helical's
+  own process_data / get_embeddings) in groups of equal length, so no piece is ever padded next to a longer one
+  and an embedding never depends on the other records of the shard, then mean-pools each record's windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .profiles import ModelOption
+from .vocab import GeneVocabulary
+
+if TYPE_CHECKING:
+    from ..seqio import Record
+    from .profiles import ModelSpec
+    from .runner import RunSettings
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_OPTIONS: tuple[ModelOption, ...] = (
+    ModelOption(name="id_column", default="id", help="table inputs: the column holding each record's id"),
+    ModelOption(name="sequence_column", default="sequence", help="table inputs: the column holding the sequence"),
+    ModelOption(
+        name="too_long", default="error", choices=("error", "truncate", "window"),
+        help="a record longer than the model's context: error (E137), truncate to the context, or window (cut "
+        "into context-long windows whose embeddings are mean-pooled)",
+    ),  # fmt: skip
+)
+
+
+def no_vocabulary(spec: ModelSpec, options: Mapping[str, str], models_dir: Path) -> GeneVocabulary:
+    """Sequence models read nucleotides, not genes."""
+    return GeneVocabulary(symbols=frozenset(), ensembl=frozenset(), native="symbol", mapping_file=None)
+
+
+class SequenceRunner(ABC):
+    """A loaded sequence model: `embed(records)` -> (n_records, dim) float32, rows in the records' order."""
+
+    engine = "helical"
+
+    def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
+        self.spec, self.settings = spec, settings
+        self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
+        self.seed, self.engine, self.options, self.cache_dir = settings.seed, settings.engine, settings.options, settings.cache_dir
+        self.context = int(spec.max_length or 0)
+        self.too_long = settings.options.get("too_long", "error")
+        self.model: Any = self.load_model()
+
+    @abstractmethod
+    def load_model(self) -> Any: ...
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int: ...
+
+    @abstractmethod
+    def _embed_helical(self, sequences: list[str]) -> np.ndarray:
+        """(len(sequences), dim) for sequences that all have the same length, through helical's own code."""
+
+    def embed(self, records: Sequence[Record]) -> np.ndarray:
+        from ..seqio import pieces
+        from .runner import check_output
+
+        parts: list[str] = []
+        owner: list[int] = []
+        for i, record in enumerate(records):
+            for piece in pieces(record.sequence, self.context, self.too_long):  # type: ignore[arg-type]
+                parts.append(piece)
+                owner.append(i)
+        out = np.zeros((len(parts), self.embedding_dim), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for j, piece in enumerate(parts):
+            by_length.setdefault(len(piece), []).append(j)
+        for _, members in sorted(by_length.items()):
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                out[chunk] = check_output(self._embed_helical([parts[j] for j in chunk]), len(chunk), self.spec)
+        owners = np.asarray(owner)
+        pooled = np.zeros((len(records), self.embedding_dim), dtype=np.float32)
+        np.add.at(pooled, owners, out)
+        counts = np.bincount(owners, minlength=len(records)).astype(np.float32)
+        return pooled / counts[:, None]
+
+
+def mean_over_tokens(hidden: np.ndarray, input_ids: np.ndarray, pad_id: int | None) -> np.ndarray:
+    """Mean of the token states that are not padding: (n, L, d) -> (n, d)."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    if pad_id is None:
+        return hidden.mean(axis=1)
+    keep = (np.asarray(input_ids) != pad_id)[..., None].astype(np.float32)
+    return (hidden * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
