@@ -160,6 +160,10 @@ def check_label_key(path: str, label_key: str | None) -> None:
     """Fail early (before any embedding) when the asked-for label column cannot be used."""
     if label_key is None:
         return
+    from .seqio import is_sequence_path
+
+    if is_sequence_path(path):  # seqout.quality_gate checks it against the records' columns
+        return
     problem = scores.usable_label_problem(h5io.read_obs(path), label_key)
     if problem:
         raise ConfigError("E402", f"--label-key {label_key}: {problem}", "pass an obs column of categories, or omit it")
@@ -169,6 +173,10 @@ def quality_gate(
     plan: Plan, label_key: str | None = None, thresholds: QualityThresholds | None = None
 ) -> QualityReport:
     """Assess the merged shards; record the result in quality.json and the manifest (and qc.npy for the report)."""
+    if plan.input.sequence is not None:  # records, not cells: no counts for a PCA baseline or QC (seqout)
+        from . import seqout
+
+        return seqout.quality_gate(plan, label_key)
     embeddings = load_embeddings(plan)
     report = assess(embeddings, plan.input.n_cells, plan.params.seed)
     obs = h5io.read_obs(plan.input.path)

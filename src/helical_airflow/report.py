@@ -360,6 +360,10 @@ def _labels(plan: Plan, q: QualityReport | None, rows: np.ndarray) -> tuple[np.n
 def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
     from .quality import load_qc
 
+    if plan.input.sequence is not None:  # records, not cells: lengths instead of counts QC (seqout)
+        from . import seqout
+
+        return seqout.write_report(plan, manifest)
     manifest = manifest or load_manifest(plan)
     embeddings = load_embeddings(plan)
     with_umap = umap_enabled() and len(embeddings) > 3

@@ -129,6 +129,10 @@ def load_manifest(plan: Plan) -> Manifest:
 
 def merge(plan: Plan) -> Manifest:
     """Stack the shards in row order into embeddings.h5ad (input obs + obsm) and write manifest.json."""
+    if plan.input.sequence is not None:  # records, not cells: seqout (also writes embeddings.parquet)
+        from . import seqout
+
+        return seqout.merge(plan)
     import anndata as ad
 
     results = shard_results(plan)
