@@ -77,6 +77,14 @@ ModelOptionOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path, typer.Option(help="output root; the run goes to OUT/<dataset>/<run_key>/")]
+# sequence inputs (FASTA / CSV / TSV / Parquet): shorthands for the sequence models' --option id_column=... etc.
+IdColumnOpt = Annotated[str | None, typer.Option(help="sequence tables: the id column (default: id)")]
+SequenceColumnOpt = Annotated[str | None, typer.Option(help="sequence tables: the sequence column (default: sequence)")]
+TooLongOpt = Annotated[
+    str | None,
+    typer.Option(help="a sequence longer than the model's context: error (default), truncate, or window (context-long "
+                 "windows, embeddings mean-pooled)"),
+]  # fmt: skip
 LabelKeyOpt = Annotated[
     str | None,
     typer.Option(
@@ -156,7 +164,12 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (SeedOpt, _default("seed")),
     "options": (ModelOptionOpt, None),
     "cache_dir": (CacheOpt, _default("cache_dir")),
+    "id_column": (IdColumnOpt, None),
+    "sequence_column": (SequenceColumnOpt, None),
+    "too_long": (TooLongOpt, None),
 }
+#: RUN_OPTIONS that are model options of the sequence families (models/sequence.py), not RunParams fields
+SEQUENCE_FLAGS = ("id_column", "sequence_column", "too_long")
 DEFAULT_OUT = Path("outputs")
 
 
@@ -166,6 +179,10 @@ def _params(**options: Any) -> RunParams:
     cache_dir = values["cache_dir"]
     values["cache_dir"] = str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir()
     values["options"] = _model_options(values["options"] or [])
+    for flag in SEQUENCE_FLAGS:
+        given = values.pop(flag)
+        if given is not None:
+            values["options"][flag] = given
     return RunParams(**values)
 
 
@@ -295,7 +312,7 @@ def run(
 
 @app.command()
 @friendly_errors
-@run_options("model", "layer", "cache_dir", "options")
+@run_options("model", "layer", "cache_dir", "options", *SEQUENCE_FLAGS)
 def validate(
     input: InputArg,
     params: RunParams,

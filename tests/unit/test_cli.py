@@ -49,10 +49,12 @@ def test_run_option_defaults_are_run_params_defaults() -> None:
             assert cli.RUN_OPTIONS[name][1] is None and RunParams(model="m").options == {}
         elif name != "model":  # RunParams requires a model; the CLI's default is geneformer
             assert cli.RUN_OPTIONS[name][1] == field.default, name
+    for name in cli.SEQUENCE_FLAGS:  # shorthands for sequence model options: none given adds none
+        assert cli.RUN_OPTIONS[name][1] is None and name not in RunParams.model_fields
 
 
 def test_validate_takes_only_the_run_options_it_uses() -> None:
-    assert set(_click_options("validate")) == {"model", "layer", "cache_dir", "options", "as_json"}
+    assert set(_click_options("validate")) == {"model", "layer", "cache_dir", "options", "as_json", *cli.SEQUENCE_FLAGS}
 
 
 @pytest.mark.parametrize("command", ["run", "plan", "validate"])
