@@ -105,7 +105,9 @@ def _open_binary(path: Path, compressed: bool) -> Any:
     return gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
 
 
-def _fasta_records(path: Path, compressed: bool, start_offset: int = 0, limit: int | None = None) -> Iterator[tuple[int, str, str]]:
+def _fasta_records(
+    path: Path, compressed: bool, start_offset: int = 0, limit: int | None = None
+) -> Iterator[tuple[int, str, str]]:
     """(offset of the header line, id, raw sequence) of each record from `start_offset`, at most `limit`."""
     with _open_binary(path, compressed) as fh:
         try:
@@ -160,7 +162,8 @@ def _table_batches(path: Path, layout: Layout, columns: list[str] | None = None)
             read_options=pcsv.ReadOptions(block_size=CSV_BLOCK),
             parse_options=pcsv.ParseOptions(delimiter="\t" if layout.format == "tsv" else ","),
             convert_options=pcsv.ConvertOptions(
-                include_columns=columns, column_types={c: pa.string() for c in (layout.id_column, layout.sequence_column) if c},
+                include_columns=columns,
+                column_types={c: pa.string() for c in (layout.id_column, layout.sequence_column) if c},
                 strings_can_be_null=False,
             ),  # fmt: skip
         )
@@ -204,7 +207,12 @@ def _table_records(path: Path, layout: Layout, extra: list[str]) -> Iterator[tup
         ids, seqs = data[layout.id_column], data[layout.sequence_column]
         for i in range(batch.num_rows):
             seq = seqs[i]
-            yield row, "" if ids[i] is None else str(ids[i]), "" if seq is None else str(seq), {c: data[c][i] for c in extra}
+            yield (
+                row,
+                "" if ids[i] is None else str(ids[i]),
+                "" if seq is None else str(seq),
+                {c: data[c][i] for c in extra},
+            )
             row += 1
 
 

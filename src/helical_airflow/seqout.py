@@ -33,8 +33,15 @@ def merge(plan: Plan) -> Manifest:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .store import build_manifest, embeddings_key, load_embeddings, manifest_file, shard_results, write_json
-    from .store import write_with
+    from .store import (
+        build_manifest,
+        embeddings_key,
+        load_embeddings,
+        manifest_file,
+        shard_results,
+        write_json,
+        write_with,
+    )
 
     results = shard_results(plan)
     embeddings = load_embeddings(plan)
@@ -75,8 +82,10 @@ def quality_gate(plan: Plan, label_key: str | None = None) -> QualityReport:
         labels = table[choice.key].to_numpy()[rows]
         keep = scores.scorable(labels)
         if len(set(labels[keep].astype(str))) >= scores.MIN_CATEGORIES:
-            extra |= {"scored_cells": int(keep.sum()),
-                      "embedding_scores": scores.label_scores(embeddings[rows][keep], labels[keep], plan.params.seed)}
+            extra |= {
+                "scored_cells": int(keep.sum()),
+                "embedding_scores": scores.label_scores(embeddings[rows][keep], labels[keep], plan.params.seed),
+            }
     report = report.model_copy(update=extra)
     write_json(plan.out_path / "quality.json", report)
     if manifest_file(plan).is_file():
@@ -98,8 +107,11 @@ def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
     rows = np.sort(rng.choice(len(embeddings), min(rep.MAX_POINTS, len(embeddings)), replace=False))
     labels = table[key].astype(str).to_numpy()[rows] if key else None
     x = embeddings[rows].astype(np.float64)
-    pictures = {"scatter": rep.scatter_picture([("PCA of the embeddings", rep.pca_2d(x))], labels, key),
-                "qc": _length_picture(table["length"].to_numpy()), "timing": rep.timing_picture(manifest.shards)}
+    pictures = {
+        "scatter": rep.scatter_picture([("PCA of the embeddings", rep.pca_2d(x))], labels, key),
+        "qc": _length_picture(table["length"].to_numpy()),
+        "timing": rep.timing_picture(manifest.shards),
+    }
     seq = plan.input.sequence
     assert seq is not None
     qc = rep._table([

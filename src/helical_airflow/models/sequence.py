@@ -33,7 +33,9 @@ SEQUENCE_OPTIONS: tuple[ModelOption, ...] = (
     ModelOption(name="id_column", default="id", help="table inputs: the column holding each record's id"),
     ModelOption(name="sequence_column", default="sequence", help="table inputs: the column holding the sequence"),
     ModelOption(
-        name="too_long", default="error", choices=("error", "truncate", "window"),
+        name="too_long",
+        default="error",
+        choices=("error", "truncate", "window"),
         help="a record longer than the model's context: error (E137), truncate to the context, or window (cut "
         "into context-long windows whose embeddings are mean-pooled)",
     ),  # fmt: skip
@@ -53,7 +55,12 @@ class SequenceRunner(ABC):
     def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
         self.spec, self.settings = spec, settings
         self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
-        self.seed, self.engine, self.options, self.cache_dir = settings.seed, settings.engine, settings.options, settings.cache_dir
+        self.seed, self.engine, self.options, self.cache_dir = (
+            settings.seed,
+            settings.engine,
+            settings.options,
+            settings.cache_dir,
+        )
         self.context = int(spec.max_length or 0)
         self.too_long = settings.options.get("too_long", "error")
         self.model: Any = self.load_model()

@@ -21,8 +21,9 @@ MODELS = {
 
 def _evo2(name: str, dim: int, context: int, memory: int) -> ModelSpec:
     profile = gpu_only("bf16", batch_size=1, memory_cap_gb=memory).model_copy(update={"modality": "dna_sequence"})
+    what = f"Evo 2 {name.removeprefix('evo2-')}, {context:,} nt context"
     return ModelSpec(name=name, family="evo_2", helical_model_name=name, embedding_dim=dim, profile=profile,
-                     description=f"Evo 2 {name.removeprefix('evo2-')}, {context:,} nt context", max_length=context)  # fmt: skip
+                     description=what, max_length=context)  # fmt: skip
 
 
 FAMILY = ModelFamily(

@@ -27,5 +27,7 @@ class Evo2Runner(SequenceRunner):
     def _embed_helical(self, sequences: list[str]) -> np.ndarray:
         out = self.model.get_embeddings(self.model.process_data(sequences))
         length = int(self.model.max_seq_len)  # the calls' common length (process_data sets it)
-        states = np.concatenate([np.asarray(e, dtype=np.float32).reshape(-1, length, e.shape[-1]) for e in out["embeddings"]])
+        states = np.concatenate(
+            [np.asarray(e, dtype=np.float32).reshape(-1, length, e.shape[-1]) for e in out["embeddings"]]
+        )
         return states.mean(axis=1)  # every sequence of the call fills the whole length: no padding to leave out

@@ -23,7 +23,8 @@ from helical.models.hyena_dna.standalone_hyenadna import HyenaDNAModel
 torch.manual_seed(seed)
 config = HyenaDNAConfig(model_name=name).config
 model = HyenaDNAModel(**config, use_head=False, n_classes=2)
-state = {"model." + k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items() if "backbone" in k}
+state = {"model." + k: v.detach().to(torch.float16).contiguous()
+         for k, v in model.state_dict().items() if "backbone" in k}
 torch.save({"state_dict": state}, out)
 print(json.dumps({"d_model": config["d_model"], "layers": config["n_layer"],
                   "parameters": int(sum(p.numel() for p in model.parameters()))}))
