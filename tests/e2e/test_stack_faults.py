@@ -26,6 +26,7 @@ pytest.importorskip("psycopg")
 from stack_helpers import LocalStack, local_stack, require_binaries, wait_for  # noqa: E402
 
 from helical_airflow.stack import process, supervisor  # noqa: E402
+from helical_airflow.stack.errors import StackError  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.stack]
 
@@ -90,9 +91,26 @@ def _wait_for_a_running_shard(stack: LocalStack, run_id: str, timeout: float = 3
     wait_for(running, timeout, "an embed_shard task with its shard process running", interval=0.5)
 
 
+def _wait_for_run(stack: LocalStack, run_id: str, timeout: float) -> dict:
+    """Like client.wait_for_run, but an API answer of 5xx or no answer (the fault itself: Postgres restarting, the
+    api-server being restarted) is polled again, until the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = stack.client.get(f"/dags/{DAG}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+        except StackError as exc:
+            if exc.code != "E521" and "HTTP 5" not in exc.message:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} not finished after {timeout:.0f}s")
+        time.sleep(2)
+
+
 def _finish(stack: LocalStack, run_id: str, clean: np.ndarray, fault_at: float) -> float:
     """Wait for the run; check success, equal embeddings, no temp files, no shard processes; seconds since the fault."""
-    run = stack.client.wait_for_run(DAG, run_id, timeout_s=RECOVERY_S + WORK_S + 60, poll_s=2)
+    run = _wait_for_run(stack, run_id, RECOVERY_S + WORK_S + 60)
     seconds = time.monotonic() - fault_at
     tis = stack.client.task_instances(DAG, run_id)
     assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis]
@@ -166,3 +184,15 @@ def test_postgres_restarted_mid_run(stack: LocalStack, clean: np.ndarray) -> Non
     postgres = next(s for s in _services(stack) if s.name == "postgres")
     supervisor.restart(stack.cfg, postgres)
     _finish(stack, run_id, clean, fault_at)
+
+
+def test_one_shard_process_sigkilled(stack: LocalStack, clean: np.ndarray) -> None:
+    """The launcher reports a killed shard (E511, retryable) and Airflow's retry embeds it again."""
+    run_id = _trigger(stack, 100)
+    _wait_for_a_running_shard(stack, run_id)
+    victim = _shard_processes()[0]
+    victim.send_signal(signal.SIGKILL)
+    fault_at = time.monotonic()
+    _finish(stack, run_id, clean, fault_at)
+    tis = stack.client.task_instances(DAG, run_id)
+    assert any(t["task_id"].startswith("embed_shard") and t["try_number"] > 1 for t in tis), "nothing was retried"
