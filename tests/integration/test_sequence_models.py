@@ -1,0 +1,119 @@
+"""Sequence families through helical's real code on the offline fixture (tiny random weights in helical's layout):
+`helical-airflow run <sample>.fa --model <family>` writes one finite embedding per record, in input order;
+sharded == unsharded; the same records as FASTA, gzip FASTA, CSV and Parquet give the same embeddings; a record
+longer than the context, windowed, is the mean of its windows' embeddings.
+
+CPU-capable families only: Caduceus and Evo 2 need CUDA (their FAMILY.cpu_unsupported; E228 is checked in
+tests/unit/test_seqio.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from helical_airflow import pipeline
+from helical_airflow.models import registry
+from helical_airflow.models.fixture import build_fixture
+from helical_airflow.spec import RunParams
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample_dna.fa"
+CPU_FAMILIES = [name for name, f in registry.FAMILIES.items() if f.models[0].is_sequence and not f.cpu_unsupported]
+N = 10  # records used (of the sample's 40): keeps each run to seconds on a shared CPU
+
+
+def _records(n: int = N) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for block in SAMPLE.read_text().split(">")[1:]:
+        header, *lines = block.splitlines()
+        out.append((header.split()[0], "".join(lines)))
+    return out[:n]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("seq")
+    cache = root / "cache"
+    build_fixture(cache, families=CPU_FAMILIES)
+    os.environ["HELICAL_AIRFLOW_SEQ_INDEX_DIR"] = str(root / "index")
+    os.environ["HELICAL_AIRFLOW_REPORT_UMAP"] = "0"
+    records = _records()
+    fasta = "".join(f">{i} hg19\n" + "\n".join(s[j : j + 60] for j in range(0, len(s), 60)) + "\n" for i, s in records)
+    (root / "r.fa").write_text(fasta)
+    (root / "r.fa.gz").write_bytes(gzip.compress(fasta.encode(), mtime=0))
+    (root / "r.csv").write_text("id,sequence,label\n" + "".join(f"{i},{s},L{n % 2}\n" for n, (i, s) in enumerate(records)))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [i for i, _ in records], "sequence": [s for _, s in records],
+                      "label": [f"L{n % 2}" for n in range(len(records))]})  # fmt: skip
+    pq.write_table(table, root / "r.parquet", row_group_size=3)
+    return {"root": root, "cache": cache}
+
+
+def _run(env: dict[str, Path], name: str, family: str, shard_size: int, **options: str) -> ad.AnnData:
+    params = RunParams(model=family, shard_size=shard_size, device="cpu", cache_dir=str(env["cache"]), options=options)
+    manifest = pipeline.run(env["root"] / name, params, env["root"] / "out")
+    out = Path(manifest.outputs.get("embeddings", "")) if manifest.outputs.get("embeddings") else None
+    folder = next(p for p in (env["root"] / "out" / name).iterdir() if (p / "manifest.json").is_file()
+                  and json.loads((p / "manifest.json").read_text())["run_key"] == manifest.run_key)  # fmt: skip
+    assert out is None or out.name == "embeddings.h5ad"
+    return ad.read_h5ad(folder / "embeddings.h5ad")
+
+
+@pytest.mark.parametrize("family", CPU_FAMILIES)
+def test_sharded_equals_unsharded_in_input_order_and_formats_agree(env: dict[str, Path], family: str) -> None:
+    key = f"X_{family}"
+    whole = _run(env, "r.fa", family, shard_size=100)
+    ids = [i for i, _ in _records()]
+    assert list(whole.obs["id"]) == ids and list(whole.obs["length"]) == [len(s) for _, s in _records()]
+    x = whole.obsm[key]
+    assert x.shape[0] == N and np.isfinite(x).all() and np.linalg.norm(x, axis=1).min() > 0
+    sharded = _run(env, "r.fa", family, shard_size=3)
+    np.testing.assert_allclose(sharded.obsm[key], x, atol=registry.FAMILIES[family].shard_atol, rtol=0)
+    for name in ("r.fa.gz", "r.csv", "r.parquet"):
+        other = _run(env, name, family, shard_size=4)
+        assert list(other.obs["id"]) == ids, name
+        np.testing.assert_allclose(other.obsm[key], x, atol=1e-5, rtol=0, err_msg=name)
+    assert list(_run(env, "r.csv", family, shard_size=4).obs["label"][:2]) == ["L0", "L1"]
+
+
+@pytest.mark.parametrize("family", CPU_FAMILIES)
+def test_windows_are_mean_pooled(env: dict[str, Path], family: str) -> None:
+    context = registry.get_model(family).max_length
+    assert context
+    seq = "".join(s for _, s in _records(40))[: context * 2 + 100].upper()
+    windows = [seq[i : i + context] for i in range(0, len(seq), context)]
+    (env["root"] / "long.fa").write_text(f">long\n{seq}\n" + "".join(f">w{i}\n{w}\n" for i, w in enumerate(windows)))
+    out = _run(env, "long.fa", family, shard_size=2, too_long="window").obsm[f"X_{family}"]
+    np.testing.assert_allclose(out[0], out[1:].mean(axis=0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", CPU_FAMILIES)
+def test_cli_run_on_the_sample(env: dict[str, Path], family: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "helical_airflow.cli", "run", str(SAMPLE), "--model", family, "--cache-dir",
+         str(env["cache"]), "--out", str(tmp_path), "--shard-size", "16", "--device", "cpu"],
+        capture_output=True, text=True, timeout=600, env={**os.environ},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (folder,) = (tmp_path / SAMPLE.name).iterdir()
+    adata = ad.read_h5ad(folder / "embeddings.h5ad")
+    assert adata.n_obs == 40 and np.isfinite(adata.obsm[f"X_{family}"]).all()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(folder / "embeddings.parquet")
+    assert table.column("id").to_pylist() == list(adata.obs["id"])
+    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+                                  adata.obsm[f"X_{family}"])  # fmt: skip
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fixture"] is True and manifest["input"]["sequence"]["format"] == "fasta"
+    assert manifest["total_cells"] == 40 and (folder / "report.html").is_file()
