@@ -42,8 +42,12 @@ def _regex_literal(text: str) -> str:
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
 
 
-#: a path inside the data folder: relative (sample.h5ad) or absolute under it, never `..`, ending in .h5ad
-INPUT_PATTERN = rf"^(?!.*(?:^|/)\.\.(?:/|$))(?:{_regex_literal(DATA_DIR)}/)?[^/].*\.h5ad$"
+#: a path inside the data folder: relative (sample.h5ad) or absolute under it, never `..`, ending in .h5ad or, for
+#: the sequence models, .fa/.fasta/.fna (optionally .gz), .csv, .tsv or .parquet (seqio.py)
+INPUT_PATTERN = (
+    rf"^(?!.*(?:^|/)\.\.(?:/|$))(?:{_regex_literal(DATA_DIR)}/)?[^/].*"
+    r"\.(?:h5ad|fa|fasta|fna|fa\.gz|fasta\.gz|fna\.gz|csv|tsv|parquet)$"
+)
 
 
 def _embed_task_id(queue: str) -> str:
@@ -61,7 +65,8 @@ params = {
         title="Input .h5ad",
         description=f"Path of the .h5ad file inside the data folder ({DATA_DIR}), e.g. `sample.h5ad`.",
         # a refused value answers HTTP 400 quoting the schema: this key (ajv-errors' name) reads like the CLI's errors
-        errorMessage=f"error E513: input_path must end in .h5ad and stay inside the data folder {DATA_DIR} (no `..`, "
+        errorMessage=f"error E513: input_path must end in .h5ad (or, for sequence models, .fa/.fasta/.fna[.gz], "
+        f".csv, .tsv, .parquet) and stay inside the data folder {DATA_DIR} (no `..`, "
         "no other absolute path); fix: copy the file into the data folder and give its path relative to it, "
         "e.g. sample.h5ad",
     ),
@@ -128,6 +133,15 @@ params = {
         description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
         "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
     ),  # fmt: skip
+    # sequence models (FASTA / CSV / TSV / Parquet inputs); null: the family's default; ignored for single-cell models
+    "sequence_column": Param(None, type=["null", "string"], title="Sequence column",
+                             description="Sequence tables: the column holding the sequences (default: sequence)."),
+    "id_column": Param(None, type=["null", "string"], title="Id column",
+                       description="Sequence tables: the column holding each record's id (default: id)."),
+    "too_long": Param(None, type=["null", "string"], enum=[None, "error", "truncate", "window"],
+                      title="Too-long sequences",
+                      description="A sequence longer than the model's context: error (default), truncate, or window "
+                      "(context-long windows, embeddings mean-pooled; recorded in the manifest)."),
     "label_key": Param(
         None,
         type=["null", "string"],

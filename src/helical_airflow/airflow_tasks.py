@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: the Param names the DAG passes through to RunParams
+#: DAG Params that are the sequence models' options (models/sequence.py); ignored for single-cell models
+SEQUENCE_PARAMS = ("id_column", "sequence_column", "too_long")
 RUN_PARAM_NAMES = ("model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed")
 #: the DAG Param holding the model options (RunParams.options)
 MODEL_OPTIONS_PARAM = "model_options"
@@ -73,6 +75,12 @@ def run_params(params: dict[str, Any]) -> RunParams:
     """RunParams from the DAG's Params; the weights cache comes from the worker (HELICAL_AIRFLOW_CACHE_DIR)."""
     chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) not in (None, "")}  # "": profile
     options = {str(k): str(v) for k, v in (params.get(MODEL_OPTIONS_PARAM) or {}).items()}
+    from .models import get_model
+
+    if params.get("model") and get_model(params["model"]).is_sequence:  # the sequence Params are its model options
+        for name in SEQUENCE_PARAMS:
+            if params.get(name) not in (None, ""):
+                options.setdefault(name, str(params[name]))
     return RunParams(**chosen, options=options, cache_dir=settings.cache_dir())
 
 

@@ -104,6 +104,8 @@ def test_params_accept_defaults_and_paths_inside_the_data_folder(dagbag: DagBag,
     _valid(dag)
     _valid(dag, input_path="incoming/accepted/pbmc.h5ad", model="scgpt", shard_size=5, launcher="docker")
     _valid(dag, input_path=f"{data_dir}/sub/x.h5ad", precision="bf16", engine="fast", batch_size=8)
+    for name in ("sample_dna.fa", "a.fasta.gz", "sub/b.fna", "t.csv", "t.tsv", "t.parquet"):  # sequence models
+        _valid(dag, input_path=name, model="hyena_dna", sequence_column="seq", too_long="window")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,9 @@ def test_params_accept_defaults_and_paths_inside_the_data_folder(dagbag: DagBag,
         {"input_path": "/etc/passwd.h5ad"},
         {"input_path": "../outside.h5ad"},
         {"input_path": "ok/../../outside.h5ad"},
-        {"input_path": "sample.csv"},
+        {"input_path": "sample.txt"},
+        {"input_path": "sample.csv.gz"},
+        {"too_long": "drop"},
         {"shard_size": 0},
         {"device": "tpu"},
         {"launcher": "ssh"},
