@@ -94,12 +94,12 @@ params = {
         title="Device",
         description="auto: CUDA when the worker has a GPU, else CPU.",
     ),  # fmt: skip
-    # an enum with None shows a literal "null" in the trigger form: "" is "the model's profile" instead
+    # optional text fields, not enums: an enum with None shows a literal "null" in the trigger form, and a required
+    # field holding "" makes the form refuse its own defaults (both seen in tests/e2e/test_browser.py)
     "precision": Param(
-        "",
-        type="string",
-        enum=["", "fp32", "fp16", "bf16"],
-        values_display={"": "the model's profile"},
+        None,
+        type=["null", "string"],
+        pattern="^(fp32|fp16|bf16)$",
         title="Precision",
         description="On GPU; empty: the model's profile. CPU always runs fp32.",
     ),  # fmt: skip
@@ -117,10 +117,9 @@ params = {
         description="Layer holding raw integer counts; empty: X.",
     ),  # fmt: skip
     "engine": Param(
-        "",
-        type="string",
-        enum=["", "helical", "fast"],
-        values_display={"": "the model's profile"},
+        None,
+        type=["null", "string"],
+        pattern="^(helical|fast)$",
         title="Engine",
         description="fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
         "empty: the model's profile (fast for Geneformer and scGPT).",
