@@ -406,6 +406,11 @@ def read_records(summary: InputSummary, start: int, stop: int) -> list[Record]:
     return out
 
 
+def nucleotides(summary: InputSummary, start: int, stop: int) -> int:
+    """Nucleotides in records [start, stop), from the index (telemetry's nucleotides per second)."""
+    return int(_index_for(summary).lengths[start:stop].sum())
+
+
 def _parquet_records(file: Path, layout: Layout, extra: list[str], start: int, stop: int) -> list[Record]:
     import pyarrow.parquet as pq
 

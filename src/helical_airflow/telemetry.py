@@ -84,6 +84,13 @@ def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
         metrics.append(("model_load_seconds", result.model_load_seconds * 1000, "ms"))
     if result.peak_gpu_mb is not None:
         metrics.append(("peak_gpu_bytes", result.peak_gpu_mb * MB, "g"))
+    if plan.input.sequence is not None:  # sequence inputs: records and nucleotides (from the record index)
+        from .seqio import nucleotides
+
+        nt = nucleotides(plan.input, result.start, result.stop)
+        metrics += [("sequences", result.cells, "c"), ("nucleotides", nt, "c")]
+        if result.seconds > 0:
+            metrics.append(("nucleotides_per_second", nt / result.seconds, "g"))
     cap = _memory_cap_bytes(plan.params.model)
     if cap is not None:
         metrics.append(("memory_cap_bytes", cap, "g"))
