@@ -127,7 +127,8 @@ def main() -> int:
     info = build_fixture(cache_dir, families=["geneformer"], genes=[], n_synthetic_genes=args.genes,
                          shape="real", seed=args.seed, models=[model_name])
     fixture_s = time.perf_counter() - t0
-    genes = sorted(json.loads((cache_dir / ".cache/helical/models" / registry.required_files(get_model(model_name), {})[1])
+    token_file = registry.required_files(get_model(model_name), {})[1]
+    genes = sorted(json.loads((cache_dir / ".cache/helical/models" / token_file)
                               .read_text()))
     genes = [g for g in genes if not g.startswith("<")]
 

@@ -74,11 +74,12 @@ for case in cases:
         lengths = [int(dataset[i]["genes"].shape[0]) for i in range(len(dataset))]
     else:  # the runner with engine="fast" vs engine="helical" (what the CLI and the DAG call)
         spec = get_model(model_name)
-        runner_cls = {"geneformer": "GeneformerRunner", "scgpt": "ScGPTRunner"}[spec.family]
-        module = __import__(f"helical_airflow.models.{spec.family}", fromlist=[runner_cls])
-        make = getattr(module, runner_cls)
-        fast = make(spec, "cpu", "fp32", 24, 0, engine="fast").embed(data)
-        model = make(spec, "cpu", "fp32", 24, 0, engine="helical")
+        def make(engine):
+            return registry.load_runner(spec, device="cpu", precision="fp32", batch_size=24, engine=engine, seed=0,
+                                        options={})  # fmt: skip
+
+        fast = make("fast").embed(data)
+        model = make("helical")
         lengths = []
         report[case] = {"shape": list(fast.shape), "helical_shape": list(model.embed(data).shape)}
         ref = model.embed(data)

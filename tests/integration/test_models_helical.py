@@ -19,8 +19,8 @@ import pytest
 
 from helical_airflow.errors import ConfigError
 from helical_airflow.models import FAMILIES as REGISTRY
-from helical_airflow.models import cache as model_cache
 from helical_airflow.models import FAMILY_DEFAULTS, get_model, is_fixture_cache, registry
+from helical_airflow.models import cache as model_cache
 from helical_airflow.models.fixture import FIXTURE_FAMILIES, build_fixture, default_genes
 
 FAMILIES = FIXTURE_FAMILIES
@@ -34,7 +34,8 @@ from helical_airflow.errors import ConfigError
 from helical_airflow.models import get_model, registry
 from helical_airflow.models.fixture_io import gene_table, default_genes
 
-cache, sample, out, n, split, name = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+cache, sample, out, name = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[6]
+n, split = int(sys.argv[4]), int(sys.argv[5])
 adata = ad.read_h5ad(sample)[:n].copy()
 obs_before = list(adata.obs.columns)
 to_ensembl = {s: e for e, s in gene_table(default_genes(), 0)}

@@ -40,7 +40,8 @@ def _plan(tmp_path: Path, model: str, device: str = "auto") -> str:
                            x_source="X", x_format="csr", dtype="int32", gene_id_kind="symbol", genes_in_vocab=5,
                            vocab_overlap=1.0)  # fmt: skip
     plan = Plan(run_key="ab12cd34ef56ab78", dataset="x", out_dir="/opt/outputs/x/ab12cd34ef56ab78", input=summary,
-                params=resolve_params(RunParams(model=model, device=device, cache_dir="/opt/helical-cache")), model_family="f",
+                params=resolve_params(RunParams(model=model, device=device, cache_dir="/opt/helical-cache")),
+                model_family="f",
                 helical_model_name=model, fixture=True, weights_checksum="w", code_version="c", shards=[],
                 created_at="now")  # fmt: skip
     path = tmp_path / f"{model}-{device}.json"

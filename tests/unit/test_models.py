@@ -175,7 +175,8 @@ def _runner_on(tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch) -> _
     spec = get_model(model)
     settings = RunSettings(device="cpu", precision="fp32", batch_size=8, engine="fast", seed=1, options={},
                            cache_dir=str(tmp_path))  # fmt: skip
-    return _ZerosRunner(spec, settings, registry.get_family(spec).vocabulary(spec, {}, model_cache.models_dir(str(tmp_path))))
+    vocabulary = registry.get_family(spec).vocabulary(spec, {}, model_cache.models_dir(str(tmp_path)))
+    return _ZerosRunner(spec, settings, vocabulary)
 
 
 def _adata(genes: list[str], counts: list[list[int]]) -> Any:

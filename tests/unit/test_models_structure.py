@@ -35,18 +35,16 @@ def _imports(path: Path) -> set[str]:
             module = ".".join([*base, *(node.module.split(".") if node.module else [])])
             for alias in node.names:
                 candidate = f"{module}.{alias.name}"
-                found.add(candidate if (SRC.parent / candidate.replace(".", "/")).with_suffix(".py").exists()
-                          or (SRC.parent / candidate.replace(".", "/") / "__init__.py").exists() else module)  # fmt: skip
+                where = SRC.parent / candidate.replace(".", "/")
+                is_module = where.with_suffix(".py").exists() or (where / "__init__.py").exists()
+                found.add(candidate if is_module else module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
     return {m for m in found if m.startswith("helical_airflow.models")}
 
 
 def test_no_import_cycle_inside_models() -> None:
-    graph = {
-        _module_name(path): _imports(path) - {_module_name(path)}
-        for path in MODELS_DIR.rglob("*.py")
-    }
+    graph = {_module_name(path): _imports(path) - {_module_name(path)} for path in MODELS_DIR.rglob("*.py")}
     graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
 
 

@@ -126,7 +126,8 @@ def _plan(model: str = "gf-6L-10M-i2048", dataset: str = "pbmc.v2 (raw)") -> Pla
     )  # fmt: skip
     return Plan(
         run_key="3f9a0c1d2e4b5a67", dataset=dataset, out_dir="/tmp/out", input=summary_,
-        params=resolve_params(RunParams(model=model, precision="fp32", batch_size=8, engine="helical")), model_family="geneformer",
+        params=resolve_params(RunParams(model=model, precision="fp32", batch_size=8, engine="helical")),
+        model_family="geneformer",
         helical_model_name=model, fixture=True, weights_checksum="w", code_version="c", shards=[], created_at="now",
     )  # fmt: skip
 

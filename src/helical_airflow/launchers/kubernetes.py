@@ -1,7 +1,8 @@
 """The `kubernetes` launcher: the shard runs in its own pod through Airflow's KubernetesPodOperator.
 
 The pod runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I [--shard J
-...]`, the same command as every launcher (a group of shards, one model load). `shard_pod` builds the whole pod from the model's ResourceProfile and the
+...]`, the same command as every launcher (a group of shards, one model load). `shard_pod` builds the whole pod
+from the model's ResourceProfile and the
 deployment's settings (settings.py, HELICAL_AIRFLOW_K8S_*), as a plain function so it can be checked without a
 cluster:
 - resources: memory request = limit = the profile's `memory_cap_gb`; a CPU request; GPU shards (profile

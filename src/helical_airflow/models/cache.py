@@ -18,6 +18,7 @@ FIXTURE_MARKER = "FIXTURE.json"
 #: helical's symbol <-> Ensembl table (helical.utils.mapping), downloaded on first use
 ENSEMBL_MAPPING_FILE = "hsapiens_pybiomart.csv"
 
+
 def cache_root(cache_dir: str | None) -> Path:
     """The prefix helical is pointed at (CACHE_DIR_HELICAL_PREFIX); None means helical's default, $HOME."""
     return Path(cache_dir).expanduser().resolve() if cache_dir else Path.home()
@@ -31,7 +32,8 @@ def models_dir(cache_dir: str | None) -> Path:
 def missing_hint(model: str, has_fixture: bool) -> str:
     download = f"online: helical-airflow models download {model} --cache-dir DIR, then pass --cache-dir DIR"
     if has_fixture:
-        return f"offline: build the fixture cache (helical-airflow models fixture --out DIR) and pass --cache-dir DIR; {download}"
+        offline = "offline: build the fixture cache (helical-airflow models fixture --out DIR) and pass --cache-dir DIR"
+        return f"{offline}; {download}"
     return f"this model has no offline fixture; {download}"
 
 

@@ -155,7 +155,10 @@ def _genes_hash(table: list[tuple[str, str]]) -> str:
 
 
 def _merge_marker(
-    previous: dict[str, Any], models: dict[str, dict[str, Any]], table: list[tuple[str, str]], n_synthetic: int,
+    previous: dict[str, Any],
+    models: dict[str, dict[str, Any]],
+    table: list[tuple[str, str]],
+    n_synthetic: int,
     seed: int,
 ) -> dict[str, Any]:
     """FIXTURE.json: what was built; a later build into the same folder adds its models."""

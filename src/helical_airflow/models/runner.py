@@ -73,7 +73,12 @@ class HelicalRunner(ABC):
     def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
         self.spec, self.settings, self.vocab = spec, settings, vocab
         self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
-        self.seed, self.engine, self.options, self.cache_dir = settings.seed, settings.engine, settings.options, settings.cache_dir
+        self.seed, self.engine, self.options, self.cache_dir = (
+            settings.seed,
+            settings.engine,
+            settings.options,
+            settings.cache_dir,
+        )
         self.model: Any = self.load_model()
 
     @abstractmethod
@@ -261,6 +266,8 @@ def embed_known_cells(
     if not keep.all():
         log.warning(
             "%d of %d cells express no gene in the %s vocabulary; their embeddings are NaN",
-            int((~keep).sum()), adata.n_obs, spec.name,
+            int((~keep).sum()),
+            adata.n_obs,
+            spec.name,
         )
     return out

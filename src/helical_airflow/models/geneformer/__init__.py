@@ -33,18 +33,41 @@ FAMILY = ModelFamily(
     engines=("helical", "fast"),
     adapter="adapter:GeneformerRunner",
     models=(
-        _gf("gf-6L-10M-i2048", 256, any_device("fp16", batch_size=24, memory_cap_gb=4), "v1, 6 layers, 2048 genes/cell"),
-        _gf("gf-12L-40M-i2048", 512, any_device("fp16", batch_size=24, memory_cap_gb=6), "v1, 12 layers, 2048 genes/cell"),
-        _gf("gf-12L-40M-i2048-CZI-CellxGene", 512, any_device("fp16", batch_size=24, memory_cap_gb=6),
-            "v1, 12 layers, trained on CZI CELLxGENE"),
-        _gf("gf-12L-38M-i4096", 512, any_device("fp16", batch_size=16, memory_cap_gb=8),
-            "v2, 12 layers, 4096 genes/cell (default)"),
-        _gf("gf-12L-38M-i4096-CLcancer", 512, any_device("fp16", batch_size=16, memory_cap_gb=8),
-            "v2, cancer continual learning"),
+        _gf(
+            "gf-6L-10M-i2048", 256, any_device("fp16", batch_size=24, memory_cap_gb=4), "v1, 6 layers, 2048 genes/cell"
+        ),
+        _gf(
+            "gf-12L-40M-i2048",
+            512,
+            any_device("fp16", batch_size=24, memory_cap_gb=6),
+            "v1, 12 layers, 2048 genes/cell",
+        ),
+        _gf(
+            "gf-12L-40M-i2048-CZI-CellxGene",
+            512,
+            any_device("fp16", batch_size=24, memory_cap_gb=6),
+            "v1, 12 layers, trained on CZI CELLxGENE",
+        ),
+        _gf(
+            "gf-12L-38M-i4096",
+            512,
+            any_device("fp16", batch_size=16, memory_cap_gb=8),
+            "v2, 12 layers, 4096 genes/cell (default)",
+        ),
+        _gf(
+            "gf-12L-38M-i4096-CLcancer",
+            512,
+            any_device("fp16", batch_size=16, memory_cap_gb=8),
+            "v2, cancer continual learning",
+        ),
         _gf("gf-20L-151M-i4096", 896, gpu_only("fp16", batch_size=8, memory_cap_gb=16), "v2, 20 layers"),
         _gf("gf-12L-104M-i4096", 768, gpu_only("fp16", batch_size=8, memory_cap_gb=12), "v3, 12 layers"),
-        _gf("gf-12L-104M-i4096-CLcancer", 768, gpu_only("fp16", batch_size=8, memory_cap_gb=12),
-            "v3, cancer continual learning"),
+        _gf(
+            "gf-12L-104M-i4096-CLcancer",
+            768,
+            gpu_only("fp16", batch_size=8, memory_cap_gb=12),
+            "v3, cancer continual learning",
+        ),
         _gf("gf-18L-316M-i4096", 1152, gpu_only("fp16", batch_size=4, memory_cap_gb=24), "v3, 18 layers"),
     ),  # fmt: skip
     quirks=(

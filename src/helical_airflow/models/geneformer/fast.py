@@ -188,7 +188,8 @@ def geneformer_embeddings(
         starts = tokens.values[tokens.offsets[:-1][tokens.lengths > 0]]
         if cls_id is None or not (starts == cls_id).all():
             raise ConfigError(
-                "E232", "emb_mode 'cls' needs every cell to start with a <cls> token",
+                "E232",
+                "emb_mode 'cls' needs every cell to start with a <cls> token",
                 "use a Geneformer v2/v3 model (their tokenizer adds <cls>), or emb_mode 'cell'",
             )
     layer = int(model.layer_to_quant)
@@ -243,7 +244,12 @@ def _padded_forward(
 
 
 def _pool_padded(
-    hidden: torch.Tensor, mask: torch.Tensor, lens: np.ndarray, emb_mode: str, skip_first: int, skip_last: int,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    lens: np.ndarray,
+    emb_mode: str,
+    skip_first: int,
+    skip_last: int,
     device: torch.device,
 ) -> torch.Tensor:
     import torch
@@ -306,7 +312,10 @@ def _attention_jagged(
 
     def jagged(t: torch.Tensor) -> torch.Tensor:  # (tokens, heads, dim) -> (cells, heads, j, dim)
         nested = torch.nested.nested_tensor_from_jagged(
-            t, offsets_t, min_seqlen=shortest, max_seqlen=longest  # hints: no device -> host sync
+            t,
+            offsets_t,
+            min_seqlen=shortest,
+            max_seqlen=longest,  # hints: no device -> host sync
         )
         return nested.transpose(1, 2)
 
@@ -334,8 +343,13 @@ def _attention_per_cell(
 
 
 def _pool_packed(
-    hidden: torch.Tensor, seg: torch.Tensor, lens_t: torch.Tensor, lens: np.ndarray, emb_mode: str,
-    skip_first: int, skip_last: int,
+    hidden: torch.Tensor,
+    seg: torch.Tensor,
+    lens_t: torch.Tensor,
+    lens: np.ndarray,
+    emb_mode: str,
+    skip_first: int,
+    skip_last: int,
 ) -> torch.Tensor:
     import torch
 

@@ -41,8 +41,9 @@ def geneformer_tokens(model: Any, adata: Any, gene_names: str = "index", target_
     require_vocabulary_overlap(adata.var["ensembl_id"], tk.gene_token_dict)
 
     # TranscriptomeTokenizer.tokenize_anndata, with the per-cell loop reading CSR arrays directly
-    adata = sum_ensembl_ids(adata, tk.collapse_gene_ids, tk.gene_mapping_dict, tk.gene_token_dict, "h5ad",
-                            tk.chunk_size)
+    adata = sum_ensembl_ids(
+        adata, tk.collapse_gene_ids, tk.gene_mapping_dict, tk.gene_token_dict, "h5ad", tk.chunk_size
+    )
     coding_loc = np.where([tk.genelist_dict.get(i, False) for i in adata.var["ensembl_id"]])[0]
     norm_factor_vector = np.array([tk.gene_median_dict[i] for i in adata.var["ensembl_id"].iloc[coding_loc]])
     coding_tokens = np.array([tk.gene_token_dict[i] for i in adata.var["ensembl_id"].iloc[coding_loc]])

@@ -20,7 +20,10 @@ FAMILY = ModelFamily(
     adapter="adapter:ScGPTRunner",
     models=(
         ModelSpec(
-            name="scgpt", family="scgpt", helical_model_name="best_model", embedding_dim=512,
+            name="scgpt",
+            family="scgpt",
+            helical_model_name="best_model",
+            embedding_dim=512,
             profile=any_device("fp16", batch_size=24, memory_cap_gb=6, engine="fast"),
             description="scGPT whole-human continual pre-training checkpoint (scGPT_CP); CLS-token cell embedding",
         ),

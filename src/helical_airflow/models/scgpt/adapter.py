@@ -70,7 +70,10 @@ class ScGPTRunner(HelicalRunner):
 
         model_dir = cache.models_dir(self.cache_dir) / "scgpt" / "scGPT_CP"
         config = scGPTConfig(
-            batch_size=self.batch_size, emb_mode="cls", device=self.device, binning_seed=self.seed,
+            batch_size=self.batch_size,
+            emb_mode="cls",
+            device=self.device,
+            binning_seed=self.seed,
             **architecture(model_dir),
         )
         model = scGPT(config)

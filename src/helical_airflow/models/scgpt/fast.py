@@ -88,7 +88,8 @@ def scgpt_embeddings(
         )
     if getattr(dataset, "batch_ids", None) is not None:
         raise ConfigError(
-            "E233", "the fast scGPT path does not take batch labels",
+            "E233",
+            "the fast scGPT path does not take batch labels",
             "process the data without use_batch_labels, or use --engine helical",
         )
     encoder = model.model

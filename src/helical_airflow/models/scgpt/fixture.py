@@ -43,12 +43,17 @@ def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
-    vocab = {tok: i for i, tok in enumerate(["<pad>", "<cls>", "<eoc>", *(s for s in ctx.symbols if s not in SPECIAL_TOKENS)])}
+    vocab = {
+        tok: i
+        for i, tok in enumerate(["<pad>", "<cls>", "<eoc>", *(s for s in ctx.symbols if s not in SPECIAL_TOKENS)])
+    }
     dims = REAL if ctx.shape == "real" else TINY
     ctx.write(f"{MODEL_DIR}/vocab.json", json_bytes(vocab))
     ctx.write(f"{MODEL_DIR}/args.json", json_bytes({**dims, "fixture": True}))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "best_model.pt"
-        parameters = int(run_child(_CHILD, len(vocab), dims, ctx.stable_seed("scgpt"), str(out)).strip().splitlines()[-1])
+        parameters = int(
+            run_child(_CHILD, len(vocab), dims, ctx.stable_seed("scgpt"), str(out)).strip().splitlines()[-1]
+        )
         ctx.write(f"{MODEL_DIR}/best_model.pt", out.read_bytes())
     return {"hidden_size": dims["embsize"], "layers": dims["nlayers"], "parameters": parameters}
