@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 #: exit code of `embed-shard` when it stopped early to be recycled (its memory bound or shard count was reached,
 #: embed.Recycle): the launcher starts a fresh process for the shards left (EX_TEMPFAIL)
 RECYCLE_EXIT = 75
