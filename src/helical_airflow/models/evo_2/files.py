@@ -20,3 +20,13 @@ HUB_CACHE = "evo_2/hub"
 def files(model_name: str, options: Mapping[str, str]) -> list[str]:
     repo, name = REPOS[model_name]
     return [f"{HUB_CACHE}/models--{repo.replace('/', '--')}/snapshots/main/{name}"]
+
+
+def helical_files(model_name: str, options: Mapping[str, str]) -> list[str]:
+    """helical's own names (imports helical; tests compare it with `files`): Evo2Config's repo and model name, the
+    file `_load_evo2_model` asks hf_hub_download for (`<model_name>.pt`)."""
+    from helical.models.evo_2.evo_2_config import Evo2Config
+
+    config = Evo2Config(model_name=model_name).config["model_map"]
+    repo = config["model_hf_name"]
+    return [f"{HUB_CACHE}/models--{repo.replace('/', '--')}/snapshots/main/{config['model_name']}.pt"]
