@@ -49,7 +49,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fasta = "".join(f">{i} hg19\n" + "\n".join(s[j : j + 60] for j in range(0, len(s), 60)) + "\n" for i, s in records)
     (root / "r.fa").write_text(fasta)
     (root / "r.fa.gz").write_bytes(gzip.compress(fasta.encode(), mtime=0))
-    (root / "r.csv").write_text("id,sequence,label\n" + "".join(f"{i},{s},L{n % 2}\n" for n, (i, s) in enumerate(records)))
+    (root / "r.csv").write_text(
+        "id,sequence,label\n" + "".join(f"{i},{s},L{n % 2}\n" for n, (i, s) in enumerate(records))
+    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
