@@ -137,7 +137,7 @@ params = {
                              description="Sequence tables: the column holding the sequences (default: sequence)."),
     "id_column": Param(None, type=["null", "string"], title="Id column",
                        description="Sequence tables: the column holding each record's id (default: id)."),
-    "too_long": Param(None, type=["null", "string"], enum=[None, "error", "truncate", "window"],
+    "too_long": Param(None, type=["null", "string"], pattern="^(error|truncate|window)$",
                       title="Too-long sequences",
                       description="A sequence longer than the model's context: error (default), truncate, or window "
                       "(context-long windows, embeddings mean-pooled; recorded in the manifest)."),
