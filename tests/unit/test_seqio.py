@@ -163,3 +163,11 @@ def test_cuda_only_families_fail_on_cpu_before_loading() -> None:
         with pytest.raises(ConfigError) as caught:
             registry.check_runnable(spec, "cpu", "helical")
         assert caught.value.code == "E228" and ".py:" in caught.value.message
+
+
+def test_dag_params_become_the_sequence_models_options_only() -> None:
+    from helical_airflow.airflow_tasks import run_params
+
+    seq = run_params({"model": "hyena_dna", "too_long": "window", "sequence_column": "seq", "id_column": None})
+    assert seq.options == {"too_long": "window", "sequence_column": "seq"}
+    assert run_params({"model": "geneformer", "too_long": "window"}).options == {}  # no E227 for a single-cell run
