@@ -25,23 +25,39 @@ FAMILY = ModelFamily(
     # code runs on a CPU (float32, sdpa), which the fixture tests use (--device cpu for real weights: slow)
     models=(
         ModelSpec(
-            name="c2s-scale-gemma-2-2b", family="c2s", helical_model_name="2B", embedding_dim=2304,
+            name="c2s-scale-gemma-2-2b",
+            family="c2s",
+            helical_model_name="2B",
+            embedding_dim=2304,
             profile=gpu_only("bf16", batch_size=8, memory_cap_gb=16),
             description="C2S-Scale Gemma-2 2B: mean of the last hidden layer over the prompt (default)",
         ),
         ModelSpec(
-            name="c2s-scale-gemma-2-27b", family="c2s", helical_model_name="27B", embedding_dim=4608,
+            name="c2s-scale-gemma-2-27b",
+            family="c2s",
+            helical_model_name="27B",
+            embedding_dim=4608,
             profile=gpu_only("bf16", batch_size=2, memory_cap_gb=80),
             description="C2S-Scale Gemma-2 27B (about 55 GB of GPU memory in bf16)",
         ),
     ),  # fmt: skip
     options=(
-        ModelOption(name="organism", default="human",
-                    help="the organism named in the prompt ('... expression levels in a {organism} cell')"),
-        ModelOption(name="max_genes", default="all",
-                    help="how many top-expressed genes make the cell sentence: all (helical's default) or a number"),
-        ModelOption(name="aggregation_type", default="mean_pool", choices=("mean_pool", "last_token"),
-                    help="mean of the last layer over the prompt's tokens, or the last token's state"),
+        ModelOption(
+            name="organism",
+            default="human",
+            help="the organism named in the prompt ('... expression levels in a {organism} cell')",
+        ),
+        ModelOption(
+            name="max_genes",
+            default="all",
+            help="how many top-expressed genes make the cell sentence: all (helical's default) or a number",
+        ),
+        ModelOption(
+            name="aggregation_type",
+            default="mean_pool",
+            choices=("mean_pool", "last_token"),
+            help="mean of the last layer over the prompt's tokens, or the last token's state",
+        ),
     ),  # fmt: skip
     quirks=(
         "transformers loads from the hub cache under <models dir>/c2s_model_<size>: HF_HUB_OFFLINE and "

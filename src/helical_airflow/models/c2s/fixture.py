@@ -51,7 +51,8 @@ def tokenizer_files(symbols: list[str]) -> dict[str, bytes]:
     words = list(dict.fromkeys([*SPECIALS, *prompt_words(), *ORGANISMS, *symbols]))
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", words.index("<bos>"))])
+    bos = ("<bos>", words.index("<bos>"))
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[bos])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>",
         padding_side="left",
@@ -71,12 +72,12 @@ def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
     from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
     size = spec.helical_model_name
-    dims = REAL[size] if ctx.shape == "real" else TINY
+    dims: dict[str, Any] = REAL[size] if ctx.shape == "real" else TINY
     tokenizer = tokenizer_files(ctx.symbols)
     vocab_size = len(json.loads(tokenizer["tokenizer.json"])["model"]["vocab"])
     config = Gemma2Config(
         vocab_size=vocab_size, max_position_embeddings=8192, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-        torch_dtype="bfloat16", **dims,
+        **dims,
     )  # fmt: skip
     torch.manual_seed(ctx.stable_seed(f"c2s-{size}"))
     model = Gemma2ForCausalLM(config).eval()
@@ -93,8 +94,8 @@ def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
         ctx.write(f"{base}/{name}", save({k: state[k] for k in group}, metadata={"format": "pt"}))
         weight_map.update({k: name for k in group})
     total = sum(v.numel() * v.element_size() for v in state.values())
-    ctx.write(f"{base}/model.safetensors.index.json",
-              json_bytes({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}))  # fmt: skip
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    ctx.write(f"{base}/model.safetensors.index.json", json_bytes(index))
     for name, data in tokenizer.items():
         ctx.write(f"{base}/{name}", data)
     return {"hidden_size": dims["hidden_size"], "layers": dims["num_hidden_layers"],

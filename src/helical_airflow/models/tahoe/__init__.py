@@ -25,17 +25,26 @@ FAMILY = ModelFamily(
     # (helical's TahoeConfig.model_map says 1024/1536 for 1b/3b, but the model is built from model_config.yml)
     models=(
         ModelSpec(
-            name="tahoe-x1-70m", family="tahoe", helical_model_name="70m", embedding_dim=512,
+            name="tahoe-x1-70m",
+            family="tahoe",
+            helical_model_name="70m",
+            embedding_dim=512,
             profile=any_device("bf16", batch_size=8, memory_cap_gb=8),
             description="Tahoe-x1 70M: 12 layers, width 512; CLS-token cell embedding",
         ),
         ModelSpec(
-            name="tahoe-x1-1b", family="tahoe", helical_model_name="1b", embedding_dim=2048,
+            name="tahoe-x1-1b",
+            family="tahoe",
+            helical_model_name="1b",
+            embedding_dim=2048,
             profile=gpu_only("bf16", batch_size=8, memory_cap_gb=24),
             description="Tahoe-x1 1.3B: 24 layers, width 2048",
         ),
         ModelSpec(
-            name="tahoe-x1-3b", family="tahoe", helical_model_name="3b", embedding_dim=2560,
+            name="tahoe-x1-3b",
+            family="tahoe",
+            helical_model_name="3b",
+            embedding_dim=2560,
             profile=gpu_only("bf16", batch_size=4, memory_cap_gb=48),
             description="Tahoe-x1 3B: 32 layers, width 2560 (trained with drug tokens; helical drops them)",
         ),

@@ -96,7 +96,7 @@ def _weights(ctx: FixtureContext, size: str, vocab: dict[str, int]) -> tuple[byt
             ]  # fmt: skip
             counts = run_child(_CHILD, jobs).split()[-len(sizes) :]
             for job, s, count in zip(jobs, sizes, counts, strict=True):
-                _BUILT[(key, s)] = (Path(job[3]).read_bytes(), int(count))
+                _BUILT[(key, s)] = (Path(str(job[3])).read_bytes(), int(count))
     return _BUILT.pop((key, size))
 
 
