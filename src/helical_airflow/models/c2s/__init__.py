@@ -62,8 +62,8 @@ FAMILY = ModelFamily(
     quirks=(
         "transformers loads from the hub cache under <models dir>/c2s_model_<size>: HF_HUB_OFFLINE and "
         "TRANSFORMERS_OFFLINE are set before helical loads",
-        "the tokenizer pads on the right (Gemma's pads left, which moves a cell's token positions with its longest "
-        "batch mate and breaks helical's last_token index)",
+        "the tokenizer pads on the right: with Gemma's left padding helical's last_token index "
+        "(attention_mask.sum() - 1) lands inside the prompt, at a place set by the batch mates (1.2 max abs diff)",
         "Ensembl ids are turned into symbols for the sentence (helical's table); genes without a symbol are left out",
         "the organism always comes from the run's option (helical otherwise reads adata.uns/obs and keeps the first "
         "shard's)",
