@@ -508,6 +508,8 @@ def _damaged(blob: bytes, ops: list[tuple[str, float, int]]) -> bytes:
     rng = np.random.default_rng(len(ops))
     for kind, where, n in ops:
         at = 8 + int(where * (len(out) - 8))  # past the signature: damage the HDF5 structure, not just the magic
+        if at >= len(out):  # an earlier cut left nothing here
+            continue
         if kind == "flip":
             out[at] ^= n
         elif kind == "zero":
@@ -519,7 +521,7 @@ def _damaged(blob: bytes, ops: list[tuple[str, float, int]]) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=damage)
 def test_damaged_files_end_in_a_coded_error_or_pass_within_the_bound(
     ops: list[tuple[str, float, int]], base: Path, fixture_cache: str
