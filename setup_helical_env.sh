@@ -100,6 +100,15 @@ else
   say "installed: $("$bin_dir/python" -c 'from importlib.metadata import version as v
 print(", ".join(f"{n} {v(n)}" for n in ("helical", "torch", "transformers", "apache-airflow", "helical-airflow")))')"
 fi
+# flash-attn for helical's Tahoe code, which imports it at module import even when it runs torch attention on a CPU
+# (models/tahoe). PyPI has only its source, which compiles CUDA kernels by default: on a machine without CUDA it is
+# built without them (8 s; the adapter then uses torch attention). With CUDA, install helical's prebuilt wheel instead.
+if ! "$bin_dir/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("flash_attn") is None)' 2>/dev/null; then
+  say "installing flash-attn for Tahoe (CPU build, no CUDA kernels)"
+  FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE \
+    "$bin_dir/python" -m pip install -q --no-build-isolation "flash-attn==2.8.3.post2" \
+    || die "installing flash-attn failed" "run again; Tahoe needs it (the other models do not)"
+fi
 echo "$bin_dir" > .helical-env
 say "environment ready: $bin_dir"
 say "next: scripts/run_sample.sh (embed data/sample.h5ad offline) or scripts/test.sh (the test suite)"
