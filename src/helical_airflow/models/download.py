@@ -41,8 +41,8 @@ def download_model(spec: ModelSpec, options: dict[str, str], cache_dir: str, bas
         raise ConfigError(
             "E229",
             f"{spec.name!r} loads from the Hugging Face hub ({family.hub_repo}), not from helical's store",
-            f"fetch it where the hub is reachable: huggingface-cli download {family.hub_repo} --cache-dir "
-            f"{cache.models_dir(cache_dir)}/{family.name}/hub, then copy that folder into this cache",
+            f"fetch it where the hub is reachable (huggingface-cli download {family.hub_repo}) and put the files "
+            f"where docs/models/{family.name}.md says, under {cache.models_dir(cache_dir)}",
         )
     if cache.is_fixture_cache(cache_dir):
         raise ConfigError(

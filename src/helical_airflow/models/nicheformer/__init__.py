@@ -23,6 +23,7 @@ LAYERS = 12  # of the real model: `layer` counts from 0, or from the end with ne
 FAMILY = ModelFamily(
     name="nicheformer",
     package=__name__,
+    hub_repo="theislab/Nicheformer",  # helical downloads its 4 files from the hub's resolve/main links
     default_model="nicheformer",
     files=files.files,
     vocabulary=files.vocabulary,
