@@ -9,7 +9,7 @@ bin="$(cat .helical-env)"
 PYTHON="$bin/python" scripts/install_test_deps.sh
 export PATH="$bin:$PATH"
 set +e
-"$bin/python" -m pytest "$@"
+"$bin/python" -m pytest --durations=25 "$@"
 rc=$?
 set -e
 [ $rc = 5 ] && { echo "pytest collected no tests: that is a failure here" >&2; exit 1; }
