@@ -8,6 +8,9 @@ ratio large/small. Target: ratio <= 1.2. Exits 1 when the target is missed.
     .venv/bin/python bench/memory.py [--small 10000] [--large 200000] [--shard-size 1000]
                                      [--model geneformer] [--cache-dir DIR] [--repeats 1]
 
+--sequence fasta|fasta.gz|csv|parquet measures a sequence model instead (default --model hyena_dna): synthetic
+records of 500 random nucleotides (seeded) in that format; "cells" then counts records.
+
 Without --cache-dir the offline fixture cache is built in the work folder first (tiny random
 models: the numbers measure the I/O and runtime around the model, which is what grows with the
 file if streaming is broken; a real model adds a constant for its weights to both sides).
@@ -47,7 +50,7 @@ def run(args: list[str]) -> str:
     return done.stdout
 
 
-def peak_rss_of(args: list[str]) -> tuple[float, float, dict[str, object]]:
+def peak_rss_of(args: list[str], result_file: Path) -> tuple[float, float, dict[str, object]]:
     """(peak RSS MB from the kernel, wall seconds, the shard result JSON) of one embed-shard child."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
@@ -59,13 +62,42 @@ def peak_rss_of(args: list[str]) -> tuple[float, float, dict[str, object]]:
         stderr.seek(0)
         if child.returncode != 0:
             raise SystemExit(f"embed-shard {args} failed ({child.returncode}):\n{stderr.read()[-3000:]}")
-        result = json.loads(stdout.read().strip().splitlines()[-1])
+        result = json.loads(result_file.read_text())  # the shard's record (embed-shard prints logs only)
     return usage.ru_maxrss / 1024, seconds, result  # Linux reports ru_maxrss in KiB
+
+
+def write_sequences(path: Path, n: int, seed: int, length: int = 500) -> Path:
+    """n synthetic DNA records of `length` random nucleotides, in the format path's suffix names."""
+    import gzip
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"ACGT", dtype=np.uint8)
+    seqs = (letters[rng.integers(0, 4, size=(n, length))].tobytes().decode()[i * length : (i + 1) * length]
+            for i in range(n))  # fmt: skip
+    name = path.name
+    if name.endswith((".csv", ".parquet")):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        table = pa.table({"id": [f"s{i}" for i in range(n)], "sequence": list(seqs)})
+        pq.write_table(table, path, row_group_size=1000) if name.endswith(".parquet") else pcsv.write_csv(table, path)
+        return path
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "wt") as fh:
+        for i, seq in enumerate(seqs):
+            fh.write(f">s{i}\n{seq}\n")
+    return path
 
 
 def measure(work: Path, n_cells: int, args: argparse.Namespace, cache_dir: str) -> dict[str, object]:
     started = time.perf_counter()
-    path = write_synthetic_h5ad(work / f"synthetic_{n_cells}.h5ad", n_cells, fixture_genes(), seed=args.seed)
+    if args.sequence:
+        path = write_sequences(work / f"synthetic_{n_cells}.{args.sequence}", n_cells, args.seed)
+    else:
+        path = write_synthetic_h5ad(work / f"synthetic_{n_cells}.h5ad", n_cells, fixture_genes(), seed=args.seed)
     write_seconds = time.perf_counter() - started
     plan_file = (
         run(
@@ -93,7 +125,9 @@ def measure(work: Path, n_cells: int, args: argparse.Namespace, cache_dir: str) 
     for _ in range(args.repeats):
         for stale in Path(plan["out_dir"], "shards").glob(f"{shard}.*"):
             stale.unlink()  # a finished shard would be reused, not re-embedded
-        peak, seconds, result = peak_rss_of(["embed-shard", "--plan", plan_file, "--shard", str(shard)])
+        peak, seconds, result = peak_rss_of(
+            ["embed-shard", "--plan", plan_file, "--shard", str(shard)], Path(plan["out_dir"], "shards", f"{shard}.json")
+        )
         peaks.append(peak)
     return {
         "cells": n_cells,
@@ -112,12 +146,15 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=200_000)
     parser.add_argument("--shard-size", type=int, default=1000)
-    parser.add_argument("--model", default="geneformer")
+    parser.add_argument("--model", help="default: geneformer, or hyena_dna with --sequence")
+    parser.add_argument("--sequence", choices=("fasta", "fasta.gz", "csv", "parquet"),
+                        help="measure a sequence model on synthetic records in this format")
     parser.add_argument("--cache-dir", help="weights cache; default: build the offline fixture cache")
     parser.add_argument("--repeats", type=int, default=1, help="embed-shard runs per file (the max is kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="keep files here instead of a temporary folder")
     args = parser.parse_args()
+    args.model = args.model or ("hyena_dna" if args.sequence else "geneformer")
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         work = args.workdir or Path(tmp)
@@ -125,7 +162,9 @@ def main() -> None:
         cache_dir = args.cache_dir
         if cache_dir is None:
             cache_dir = str(work / "fixture_cache")
-            run(["models", "fixture", "--out", cache_dir])
+            from helical_airflow.models import get_model
+
+            run(["models", "fixture", "--out", cache_dir, "--model", get_model(args.model).helical_model_name])
         rows = [measure(work, n, args, cache_dir) for n in (args.small, args.large)]
         if args.workdir is None:
             shutil.rmtree(work / "outputs", ignore_errors=True)
