@@ -17,8 +17,8 @@ from pathlib import Path
 
 from grafana_foundation_sdk.builders import common as common_b
 from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import logs, loki, stat, table, timeseries
 from grafana_foundation_sdk.builders import prometheus as prom
-from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import prometheus as prom_models
@@ -26,6 +26,7 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOptio
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
+LOKI = DataSourceRef(type_val="loki", uid="loki")  # provisioned with this fixed uid too
 RATE = "$__rate_interval"
 DAG = 'dag_id=~"$dag"'
 TASK = 'dag_id=~"$dag",task_id=~"$task"'
@@ -390,6 +391,25 @@ def main_dashboard() -> dash.Dashboard:
             ],
             "short",
         )
+    )
+    d = d.with_panel(
+        _grid(
+            logs.Panel()
+            .title("Task and runner logs")
+            .description(
+                "Airflow task logs of the selected DAG and task, with the runner's JSON lines unpacked (Loki, shipped "
+                "by Promtail: monitoring/promtail/promtail.yml). Labels: dag_id, task_id, level, model, run_key."
+            )
+            .datasource(LOKI)
+            .with_target(
+                loki.Dataquery().ref_id("A").datasource(LOKI).expr('{job="airflow", dag_id=~"$dag", task_id=~"$task"}')
+            )
+            .show_time(True)
+            .enable_log_details(True)
+            .wrap_log_message(True),
+            24,
+            10,
+        ).datasource(LOKI)
     )
     d = d.with_panel(
         tbl(

@@ -25,7 +25,9 @@ def load(path: Path) -> dict:
 
 
 def targets(dashboard: dict) -> list[tuple[str, dict]]:
-    return [(p["title"], t) for p in dashboard["panels"] for t in p.get("targets", [])]
+    """The Prometheus queries (the logs panel's LogQL is checked on its own)."""
+    return [(p["title"], t) for p in dashboard["panels"] for t in p.get("targets", [])
+            if t.get("datasource", {}).get("type") != "loki"]  # fmt: skip
 
 
 def test_committed_dashboards_are_not_stale(tmp_path: Path) -> None:
@@ -59,7 +61,9 @@ def test_every_query_uses_the_provisioned_datasource_uid() -> None:
         assert "${DS_" not in text and "__inputs" not in text, f"{path.name} needs an import-time datasource input"
         dashboard = load(path)
         for panel in dashboard["panels"]:
-            if panel["type"] != "row":
+            if panel["type"] == "logs":
+                assert panel["datasource"] == {"type": "loki", "uid": uids["loki"]}, panel["title"]
+            elif panel["type"] != "row":
                 assert panel["datasource"] == {"type": "prometheus", "uid": uids["prometheus"]}, panel["title"]
         for title, target in targets(dashboard):
             assert target["datasource"]["uid"] == uids["prometheus"], title
@@ -102,3 +106,20 @@ def test_queries_read_only_metrics_that_exist() -> None:
             expr = re.sub(r"label_values\((.*),\s*\w+\)", r"\1", expr)  # the selector inside label_values()
             unknown = sorted(n for n in metric_names(expr) if not produced_metric(n, mapper))
             assert unknown == [], f"{path.name} / {title}: {unknown}"
+
+
+def test_the_logs_panel_reads_loki_by_the_labels_promtail_sets() -> None:
+    promtail = yaml.safe_load((GRAFANA.parent / "promtail" / "promtail.yml").read_text())
+    labels = set()
+    for job in promtail["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            labels |= set(static.get("labels", {}))
+        for stage in job.get("pipeline_stages", []):
+            labels |= set((stage.get("labels") or {}) if isinstance(stage.get("labels"), dict) else [])
+    panels = [p for path in DASHBOARDS for p in load(path)["panels"] if p["type"] == "logs"]
+    assert panels, "no logs panel"
+    for panel in panels:
+        for target in panel["targets"]:
+            assert target["datasource"] == {"type": "loki", "uid": "loki"}
+            used = set(re.findall(r"(\w+)\s*=~?", target["expr"].split("}")[0]))
+            assert used and used <= labels, f"{panel['title']}: {used - labels} are not labels Promtail sets"
