@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +103,20 @@ class HelicalRunner(ABC):
         require_mapping(self.cache_dir, any(is_ensembl(n) != native_ensembl for n in names), self.spec)
         mask = known_gene_mask(names, self.vocab.symbols, self.vocab.ensembl)
         return embed_known_cells(data, mask, self.embedding_dim, self._embed_helical, self.spec)
+
+
+@contextlib.contextmanager
+def private_workdir(prefix: str) -> Iterator[str]:
+    """A fresh temporary folder as the working directory while helical runs, removed afterwards: for families whose
+    helical code writes files under fixed names into the current directory (UCE's `./<name>_counts.npz`,
+    TranscriptFormer's `./inference_results`), so two shards never share a name."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix=f"helical-airflow-{prefix}-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield tmp
+        finally:
+            os.chdir(previous)
 
 
 def helical_prefix() -> str | None:

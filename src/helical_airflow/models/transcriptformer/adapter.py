@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -31,25 +30,13 @@ import numpy as np
 
 from ...errors import ConfigError
 from .. import cache
-from ..runner import HelicalRunner, is_ensembl
+from ..runner import HelicalRunner, is_ensembl, private_workdir
 from . import files
 
 if TYPE_CHECKING:
     import anndata
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def private_workdir() -> Iterator[str]:
-    """A fresh temporary folder, the working directory while helical runs; removed afterwards."""
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="helical-transcriptformer-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield tmp
-        finally:
-            os.chdir(previous)
 
 
 @contextlib.contextmanager
@@ -117,7 +104,7 @@ class TranscriptFormerRunner(HelicalRunner):
 
         from helical.models.transcriptformer import TranscriptFormer, TranscriptFormerConfig
 
-        with private_workdir() as tmp:
+        with private_workdir("transcriptformer") as tmp:
             config = TranscriptFormerConfig(
                 model_name=model_name, batch_size=self.batch_size, emb_mode="cell", output_path=tmp,
                 pretrained_embedding_species=self.species if self.out_of_distribution else None,
@@ -138,7 +125,7 @@ class TranscriptFormerRunner(HelicalRunner):
         # helical looks Ensembl ids up verbatim; the known-gene check (and the vocab files) have no version
         data.var_names = [n.split(".", 1)[0] if is_ensembl(n) else n for n in data.var_names]
         data.obs["assay"] = self.assay
-        with private_workdir() as tmp:
+        with private_workdir("transcriptformer") as tmp:
             self.model.config.model.inference_config.output_path = tmp
             self.model.model.inference_config.output_path = tmp
             dataset = self.model.process_data([data])

@@ -23,15 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import cache
-from ..runner import HelicalRunner, precision_scope
+from ..runner import HelicalRunner, precision_scope, private_workdir
 from . import files
 
 if TYPE_CHECKING:
@@ -42,18 +39,6 @@ log = logging.getLogger(__name__)
 #: UCEConfig arguments a fixture's args.json may set (n_layers is set in the built config: UCEConfig derives it
 #: from the model name)
 CONFIG_KEYS = ("token_dim", "d_hid", "output_dim", "sample_size", "pad_length", "CHROM_TOKEN_OFFSET")
-
-
-@contextlib.contextmanager
-def scratch_dir() -> Iterator[str]:
-    """A fresh temporary folder as the working directory, for helical's `./<name>_counts.npz`."""
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="helical-airflow-uce-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield tmp
-        finally:
-            os.chdir(previous)
 
 
 def _cells(dataset: Any, indices: list[int]) -> Any:
@@ -109,7 +94,7 @@ class UCERunner(HelicalRunner):
 
         data = self._known_genes(data)
         out = np.empty((data.n_obs, self.embedding_dim), dtype=np.float32)
-        with scratch_dir():
+        with private_workdir("uce"):
             dataset = self.model.process_data(data, gene_names="index", name="shard")
             lengths = np.array([int(dataset[i][3]) for i in range(len(dataset))])  # helical's own sentences
             for length in np.unique(lengths):
