@@ -14,7 +14,7 @@ pytest.importorskip("psycopg")
 import psycopg  # noqa: E402
 from stack_helpers import free_ports, stack_root  # noqa: E402  (tests/stack_helpers.py)
 
-from helical_airflow.stack import health, manager, process, services  # noqa: E402
+from helical_airflow.stack import health, manager, process, services, supervisor  # noqa: E402
 from helical_airflow.stack.config import StackConfig  # noqa: E402
 from helical_airflow.stack.errors import StackError  # noqa: E402
 from helical_airflow.stack.process import Service  # noqa: E402
@@ -34,10 +34,14 @@ def postgres() -> Iterator[Postgres]:
         cfg = StackConfig.from_env(state_dir=root / "state", data_dir=root / "data", monitoring=False)
         cfg.ports["postgres"] = free_ports(1)[0]
         secrets, _ = load_or_create(cfg.secrets_file)
+        svc = services.postgres(cfg, secrets)
+        supervisor.ensure_running(cfg, [svc])  # the stack runs every service under supervisord
         try:
-            yield cfg, secrets, services.postgres(cfg, secrets)
+            yield cfg, secrets, svc
         finally:
+            supervisor.stop(cfg, "postgres")
             process.stop("postgres", cfg.run_dir)
+            process.stop(supervisor.NAME, cfg.run_dir)
 
 
 def test_postgres_is_ready_once_it_takes_the_stacks_login(postgres: Postgres) -> None:
@@ -57,16 +61,16 @@ def test_postgres_is_ready_once_it_takes_the_stacks_login(postgres: Postgres) ->
         assert health.tcp_open(cfg.host, cfg.ports["postgres"]) and not svc.health()
         assert health.postgres_login(cfg.host, cfg.ports["postgres"], "airflow", "changed-behind-the-stacks-back")()
     # stopped: not ready
-    assert process.stop("postgres", cfg.run_dir)
+    assert supervisor.stop(cfg, "postgres")
     assert not svc.health()
 
 
 def test_postgres_restarts_on_its_data_and_is_ready_again(postgres: Postgres) -> None:
     cfg, _, svc = postgres
     manager._start_all(cfg, [svc], lambda _: None, started=[])
-    assert process.stop("postgres", cfg.run_dir)
+    assert supervisor.stop(cfg, "postgres")
     # the second start skips initdb (PG_VERSION is there) and waits for the login again
-    running = process.start(svc, cfg.run_dir)
+    running = supervisor.start(cfg, svc)
     process.wait_ready(svc, running, cfg.ready_timeout_s)
     assert svc.health()
     assert svc.after_start is not None
