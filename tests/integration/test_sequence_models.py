@@ -39,10 +39,12 @@ def _records(n: int = N) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def env(tmp_path_factory: pytest.TempPathFactory, fixture_cache: str) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("seq")
-    cache = root / "cache"
-    build_fixture(cache, families=CPU_FAMILIES)
+    # the session's fixture cache (it has every fixture family): helical reads its cache prefix once per process,
+    # and other tests in this process may have imported it with that cache already
+    cache = Path(fixture_cache)
+    build_fixture(cache, families=CPU_FAMILIES)  # already there: writes nothing
     os.environ["HELICAL_AIRFLOW_SEQ_INDEX_DIR"] = str(root / "index")
     os.environ["HELICAL_AIRFLOW_REPORT_UMAP"] = "0"
     records = _records()
