@@ -161,7 +161,8 @@ def runner_run(pipeline: Pipeline, sample_h5ad: Path, fixture_cache: str, tmp_pa
     failed = cli("embed-shard", "--plan", planned.stdout.strip().splitlines()[-1], "--shard", "0", env=env)
     code = re.search(r"error (E\d{3})", failed.stderr)
     assert failed.returncode != 0 and code, failed.stderr
-    return RunnerRun(plan["params"]["model"], plan["run_key"], [json.loads(shard.stdout)], code.group(1))
+    result = json.loads((Path(plan["out_dir"]) / "shards" / "0.json").read_text())  # the record launchers read
+    return RunnerRun(plan["params"]["model"], plan["run_key"], [result], code.group(1))
 
 
 @pytest.fixture(scope="module")
