@@ -125,9 +125,8 @@ def measure(work: Path, n_cells: int, args: argparse.Namespace, cache_dir: str) 
     for _ in range(args.repeats):
         for stale in Path(plan["out_dir"], "shards").glob(f"{shard}.*"):
             stale.unlink()  # a finished shard would be reused, not re-embedded
-        peak, seconds, result = peak_rss_of(
-            ["embed-shard", "--plan", plan_file, "--shard", str(shard)], Path(plan["out_dir"], "shards", f"{shard}.json")
-        )
+        record = Path(plan["out_dir"], "shards", f"{shard}.json")
+        peak, seconds, result = peak_rss_of(["embed-shard", "--plan", plan_file, "--shard", str(shard)], record)
         peaks.append(peak)
     return {
         "cells": n_cells,
