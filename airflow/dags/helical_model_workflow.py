@@ -216,12 +216,12 @@ with DAG(
             map_index_template="{{ shard_label }}",
             max_active_tis_per_dagrun=32,
         )
-        def embed_shards(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
+        def embed_group(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
             label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
             get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
             return steps.launch_shards(plan_path, shards, context["params"]["launcher"])
 
-        shards = embed_shards.expand_kwargs(planned)
+        shards = embed_group.expand_kwargs(planned)
         routed >> shards
         embedded.append(shards)
 
