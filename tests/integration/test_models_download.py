@@ -50,7 +50,7 @@ class _Store(http.server.SimpleHTTPRequestHandler):
         super().do_HEAD()
 
     def log_message(self, *args: Any) -> None:
-        pass
+        """Quiet: the test reads the requests from `gets`, not from stderr."""
 
 
 @pytest.fixture(scope="module")

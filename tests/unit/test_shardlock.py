@@ -39,7 +39,7 @@ def test_a_live_holder_keeps_the_lock_and_is_named(tmp_path: Path) -> None:
     holder = _hold(lock, 60)
     try:
         with pytest.raises(TimeoutError, match=f"pid {holder.pid}"), shardlock.shard_lock(lock, wait_s=1.5):
-            pass
+            raise AssertionError("the lock was taken while its holder is alive")
     finally:
         holder.kill()
         holder.wait()
@@ -103,7 +103,7 @@ def test_the_local_launcher_arms_the_parent_death_signal(monkeypatch: pytest.Mon
     seen: dict = {}
 
     class Stop(Exception):
-        pass
+        """Raised by the stand-in Popen once it has seen the launcher's arguments."""
 
     def popen(argv: list[str], **kwargs: object) -> None:
         seen.update(kwargs)
