@@ -368,9 +368,7 @@ def embed_shard_command(
     from .plan import load_plan
 
     loaded = load_plan(plan_path)
-    bound = settings.recycle()
-    if not bound.max_rss_mb:
-        bound = Recycle(get_model(loaded.params.model).profile.memory_cap_gb * 1024 * 0.9, bound.max_shards)
+    bound = Recycle(*settings.recycle_bounds(get_model(loaded.params.model).profile.memory_cap_gb))
     say = logging.getLogger("helical_airflow").info
     results, left = embed_shards(loaded, shard, bound, on_shard=lambda _, r: say(
         "shard %d %s (peak RSS %.0f MB)", r.index,

@@ -84,16 +84,12 @@ def statsd_target() -> tuple[str, str] | None:
     return (host, os.environ.get("HELICAL_AIRFLOW_STATSD_PORT", "").strip()) if host else None
 
 
-def recycle() -> Any:
-    """When a long-running embed process hands over to a fresh one (embed.Recycle):
-    HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB (default: 90% of the model's memory cap, applied by the caller when 0) and
-    HELICAL_AIRFLOW_RUNNER_MAX_SHARDS (default 0: no bound)."""
-    from .embed import Recycle
-
-    return Recycle(
-        max_rss_mb=float(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB") or 0),
-        max_shards=int(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_SHARDS") or 0),
-    )
+def recycle_bounds(memory_cap_gb: float) -> tuple[float, int]:
+    """When a long-running embed process hands over to a fresh one (embed.Recycle): (max RSS in MB, max shards).
+    HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB (default: 90% of the model's memory cap) and HELICAL_AIRFLOW_RUNNER_MAX_SHARDS
+    (default 0: no bound)."""
+    max_rss = float(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB") or 0) or memory_cap_gb * 1024 * 0.9
+    return max_rss, int(os.environ.get("HELICAL_AIRFLOW_RUNNER_MAX_SHARDS") or 0)
 
 
 def task_slots() -> int:

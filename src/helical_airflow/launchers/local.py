@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
+from ..plan import task_groups
 from .base import failure, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,17 @@ def thread_limits(plan_path: str) -> dict[str, str]:
     """Share the CPU cores between the shards that can run side by side on this worker.
 
     Each shard process would otherwise start one math thread per core, and N concurrent shards would
-    fight over the cores (N x cores threads). N is the worker's concurrency, or the plan's shard count
-    when smaller (a one-shard plan keeps every core). Explicit OMP_NUM_THREADS settings are left alone.
+    fight over the cores (N x cores threads). N is the worker's concurrency, or the number of task groups the
+    plan makes when smaller (a one-group plan keeps every core). Explicit OMP_NUM_THREADS settings are left alone.
     """
     if "OMP_NUM_THREADS" in os.environ:
         return {}
     concurrency = int(os.environ.get("AIRFLOW__CELERY__WORKER_CONCURRENCY", "1") or 1)
     # a missing or broken plan is reported by the shard process itself
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        concurrency = min(concurrency, len(json.loads(Path(plan_path).read_text())["shards"]))
+        n_shards = len(json.loads(Path(plan_path).read_text())["shards"])
+        groups = task_groups(n_shards, settings.task_slots(), settings.max_shards_per_task())
+        concurrency = min(concurrency, len(groups))  # one embed process per group of shards
     threads = str(max(1, (os.cpu_count() or 1) // max(concurrency, 1)))
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
