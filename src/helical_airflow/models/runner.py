@@ -63,6 +63,14 @@ class RunSettings:
     cache_dir: str | None  # the prefix helical reads its files under
 
 
+def take_settings(runner: Any, spec: ModelSpec, settings: RunSettings) -> None:
+    """What every runner (cells: HelicalRunner; sequences: models.sequence.SequenceRunner) keeps of its settings."""
+    runner.spec, runner.settings = spec, settings
+    runner.device, runner.precision, runner.batch_size = settings.device, settings.precision, settings.batch_size
+    runner.seed, runner.engine, runner.options = settings.seed, settings.engine, settings.options
+    runner.cache_dir = settings.cache_dir
+
+
 class HelicalRunner(ABC):
     """What every adapter shares: the run's settings, the model's vocabulary, and `embed` around helical.
 
@@ -73,14 +81,8 @@ class HelicalRunner(ABC):
     engine: Engine = "helical"
 
     def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
-        self.spec, self.settings, self.vocab = spec, settings, vocab
-        self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
-        self.seed, self.engine, self.options, self.cache_dir = (
-            settings.seed,
-            settings.engine,
-            settings.options,
-            settings.cache_dir,
-        )
+        take_settings(self, spec, settings)
+        self.vocab = vocab
         self.model: Any = self.load_model()
 
     @abstractmethod

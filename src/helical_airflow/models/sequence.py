@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .profiles import ModelOption
+from .runner import take_settings
 from .vocab import GeneVocabulary
 
 if TYPE_CHECKING:
@@ -53,14 +54,7 @@ class SequenceRunner(ABC):
     engine = "helical"
 
     def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
-        self.spec, self.settings = spec, settings
-        self.device, self.precision, self.batch_size = settings.device, settings.precision, settings.batch_size
-        self.seed, self.engine, self.options, self.cache_dir = (
-            settings.seed,
-            settings.engine,
-            settings.options,
-            settings.cache_dir,
-        )
+        take_settings(self, spec, settings)
         self.context = int(spec.max_length or 0)
         self.too_long = settings.options.get("too_long", "error")
         self.model: Any = self.load_model()
