@@ -232,7 +232,8 @@ def main_dashboard() -> dash.Dashboard:
     d = d.with_panel(
         ts(
             "Cells/s per model",
-            "Throughput of the last finished shard (cells / shard seconds, model load excluded).",
+            "Throughput of the last finished shard (cells / shard seconds, model load excluded); sequence models "
+            "count records here (and have their own panels below).",
             [query(f"max by (model, device) (helical_embed_cells_per_second{{{MODEL}}})", "{{model}} ({{device}})")],
             "short",
         )
@@ -256,6 +257,33 @@ def main_dashboard() -> dash.Dashboard:
             "Cells embedded per second across all shards and workers, by model.",
             [query(f"sum by (model) (rate(helical_embed_cells_total{{{MODEL}}}[{RATE}]))", "{{model}}")],
             "short",
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Sequences/s per model",
+            "Sequence models (FASTA / table inputs): records embedded per second across all shards and workers, by "
+            "model (rate of helical_embed_sequences_total).",
+            [query(f"sum by (model) (rate(helical_embed_sequences_total{{{MODEL}}}[{RATE}]))", "{{model}}")],
+            "short",
+            12,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Nucleotides/s per model",
+            'Sequence models: nucleotides embedded per second across all shards and workers, by model, and ("last '
+            'shard") the throughput of the last finished shard (nucleotides / shard seconds, model load excluded). '
+            "Records differ in length, so this is the throughput to compare across runs.",
+            [
+                query(f"sum by (model) (rate(helical_embed_nucleotides_total{{{MODEL}}}[{RATE}]))", "{{model}}"),
+                query(
+                    f"max by (model, device) (helical_embed_nucleotides_per_second{{{MODEL}}})",
+                    "{{model}} ({{device}}) last shard",
+                ),
+            ],
+            "short",
+            12,
         )
     )
     d = d.with_panel(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ from helical_airflow.statsd_bridge.mapping import Mapper
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "monitoring" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
+sys.path.insert(0, str(REPO / "monitoring"))
+import check_queries as cq  # noqa: E402  (monitoring/check_queries.py: every panel's and variable's query)
+
+#: sequence models' panels and the runner metrics each must read
+SEQUENCE_PANELS = {
+    "Sequences/s per model": {"helical_embed_sequences_total"},
+    "Nucleotides/s per model": {"helical_embed_nucleotides_total", "helical_embed_nucleotides_per_second"},
+}
 
 
 def load(path: Path) -> dict:
@@ -123,3 +132,100 @@ def test_the_logs_panel_reads_loki_by_the_labels_promtail_sets() -> None:
             assert target["datasource"] == {"type": "loki", "uid": "loki"}
             used = set(re.findall(r"(\w+)\s*=~?", target["expr"].split("}")[0]))
             assert used and used <= labels, f"{panel['title']}: {used - labels} are not labels Promtail sets"
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool is not installed: run ./scripts/install_monitoring.sh (CI does)")
+    return path
+
+
+def test_every_panel_and_variable_query_parses_with_promtool(tmp_path: Path) -> None:
+    """Each query (Grafana's variables substituted as check_queries.py does) as a recording rule: `promtool check
+    rules` parses every expression with Prometheus' own parser, without a server."""
+    promtool = _promtool()
+    queries = cq.dashboard_queries()
+    assert len(queries) > 30
+    rules = [{"record": f"panel:query_{i}", "expr": q.expr} for i, q in enumerate(queries)]
+    good = tmp_path / "panels.rules.yml"
+    good.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    done = subprocess.run([promtool, "check", "rules", str(good)], capture_output=True, text=True, timeout=60)
+    bad = [f"{q.where}: {q.expr}" for q in queries if q.expr in done.stdout + done.stderr]
+    assert done.returncode == 0 and f"{len(rules)} rules found" in done.stdout, (done.stdout + done.stderr, bad)
+    # and the check can fail: one broken query is reported
+    rules.append({"record": "panel:broken", "expr": "sum by (model (helical_embed_sequences_total)"})
+    broken = tmp_path / "broken.rules.yml"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    assert subprocess.run([promtool, "check", "rules", str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def _panel(title: str) -> dict:
+    for path in DASHBOARDS:
+        for panel in load(path)["panels"]:
+            if panel["title"] == title:
+                return panel
+    raise AssertionError(f"no panel titled {title!r} (monitoring/grafana/generate.py)")
+
+
+def test_sequence_panels_exist_and_read_the_sequence_metrics() -> None:
+    for title, metrics in SEQUENCE_PANELS.items():
+        panel = _panel(title)
+        assert panel["type"] == "timeseries" and panel["fieldConfig"]["defaults"]["unit"] == "short", title
+        exprs = [t["expr"] for t in panel["targets"]]
+        read = set().union(*(metric_names(e) for e in exprs))
+        assert metrics <= read, f"{title}: reads {read}"
+        assert all('model=~"$model"' in e and "by (model" in e for e in exprs), f"{title}: per model, $model: {exprs}"
+
+
+def test_sequence_panels_evaluate_to_per_model_rates_on_recorded_series(tmp_path: Path) -> None:
+    """The panels' own queries, evaluated by `promtool test rules` over series shaped as the StatsD mapping
+    writes them (two runs of one model, one of another): records/s and nucleotides/s summed per model, and the
+    last shard's nucleotides/s; the $model variable narrows them to one model."""
+    promtool = _promtool()
+    every = {"$__rate_interval": "5m", "$model": ".*"}
+    one = {"$__rate_interval": "5m", "$model": "hyena_dna"}
+
+    def exprs(title: str, variables: dict[str, str]) -> list[str]:
+        return [cq.substitute(t["expr"], variables) for t in _panel(title)["targets"]]
+
+    def series(metric: str, model: str, run_key: str, values: str) -> dict[str, str]:
+        labels = f'model="{model}",device="cpu",dataset="sample_dna_fa",run_key="{run_key}"'
+        return {"series": f"{metric}{{{labels}}}", "values": values}
+
+    # per minute: 120 records and 6000 nucleotides for each hyena_dna run, 60 records and 6000 for caduceus
+    inputs = [
+        series("helical_embed_sequences_total", "hyena_dna", "r1", "0+120x10"),
+        series("helical_embed_sequences_total", "hyena_dna", "r2", "0+120x10"),
+        series("helical_embed_sequences_total", "caduceus", "r3", "0+60x10"),
+        series("helical_embed_nucleotides_total", "hyena_dna", "r1", "0+6000x10"),
+        series("helical_embed_nucleotides_total", "hyena_dna", "r2", "0+6000x10"),
+        series("helical_embed_nucleotides_total", "caduceus", "r3", "0+6000x10"),
+        series("helical_embed_nucleotides_per_second", "hyena_dna", "r1", "900x10"),
+        series("helical_embed_nucleotides_per_second", "hyena_dna", "r2", "1200x10"),
+        series("helical_embed_nucleotides_per_second", "caduceus", "r3", "100x10"),
+    ]
+    (sequences,) = exprs("Sequences/s per model", every)
+    nt_rate, nt_last = exprs("Nucleotides/s per model", every)
+    (sequences_one,) = exprs("Sequences/s per model", one)
+    tests = [
+        {"expr": sequences, "eval_time": "10m",
+         "exp_samples": [{"labels": '{model="hyena_dna"}', "value": 4}, {"labels": '{model="caduceus"}', "value": 1}]},
+        {"expr": nt_rate, "eval_time": "10m",
+         "exp_samples": [{"labels": '{model="hyena_dna"}', "value": 200},
+                         {"labels": '{model="caduceus"}', "value": 100}]},
+        {"expr": nt_last, "eval_time": "10m",
+         "exp_samples": [{"labels": '{model="hyena_dna",device="cpu"}', "value": 1200},
+                         {"labels": '{model="caduceus",device="cpu"}', "value": 100}]},
+        {"expr": sequences_one, "eval_time": "10m", "exp_samples": [{"labels": '{model="hyena_dna"}', "value": 4}]},
+    ]  # fmt: skip
+    spec = {"rule_files": [], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]}  # fmt: skip
+    path = tmp_path / "sequence_panels.test.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    # and it can fail: a wrong expectation is reported
+    tests[0]["exp_samples"][0]["value"] = 5
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, timeout=60).returncode == 1

@@ -190,3 +190,33 @@ def test_runner_failures_are_mapped_by_error_code(mapper: Mapper) -> None:
             1.0,
         )
     }
+
+
+def _sequence_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    """A plan over a real 3-record FASTA (its record index gives the nucleotides per shard)."""
+    from helical_airflow.validate import validate_input
+
+    monkeypatch.setenv("HELICAL_AIRFLOW_SEQ_INDEX_DIR", str(tmp_path / "index"))
+    fasta = tmp_path / "three.fa"
+    fasta.write_text(">a\n" + "ACGT" * 25 + "\n>b\n" + "A" * 250 + "\n>c\n" + "CGTA" * 10 + "\n")
+    summary_ = validate_input(str(fasta), "hyena_dna", None, None, options={})
+    return _plan("hyena_dna", "three.fa").model_copy(update={"input": summary_, "model_family": "hyena_dna"})
+
+
+def test_sequence_shards_also_send_records_and_nucleotides(
+    mapper: Mapper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _sequence_plan(tmp_path, monkeypatch)
+    result = _result(start=0, stop=2, cells=2, seconds=0.5)  # records a and b: 100 + 250 nucleotides
+    mapped = _mapped(mapper, telemetry.shard_lines(plan, result))
+    labels = {"model": "hyena_dna", "device": "cpu", "dataset": "three_fa", "run_key": plan.run_key}
+    for name in ("helical_embed_sequences_total", "helical_embed_nucleotides_total",
+                 "helical_embed_nucleotides_per_second", "helical_embed_cells_total"):  # fmt: skip
+        assert mapped[name][0] == labels, name
+    assert mapped["helical_embed_sequences_total"][1] == 2
+    assert mapped["helical_embed_nucleotides_total"][1] == 350
+    assert mapped["helical_embed_nucleotides_per_second"][1] == pytest.approx(700)
+    # a single-cell shard sends none of them
+    cells = _mapped(mapper, telemetry.shard_lines(_plan(), _result()))
+    assert not {"helical_embed_sequences_total", "helical_embed_nucleotides_total",
+                "helical_embed_nucleotides_per_second"} & set(cells)  # fmt: skip

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from test_statsd_mapping import _plan, _result  # same folder: pytest puts it on sys.path
+from test_statsd_mapping import _plan, _result, _sequence_plan  # same folder: pytest puts it on sys.path
 
 from helical_airflow import telemetry
 
@@ -72,3 +73,18 @@ def test_bad_settings_or_unknown_host_are_logged_not_raised(
     monkeypatch.setenv(telemetry.PORT_ENV, "9125")
     telemetry.emit_shard(_plan(), _result())
     assert "not sent" in caplog.text
+
+
+def test_a_sequence_shard_reaches_the_udp_port_with_records_and_nucleotides(
+    monkeypatch: pytest.MonkeyPatch, udp_server: socket.socket, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(telemetry.HOST_ENV, "127.0.0.1")
+    monkeypatch.setenv(telemetry.PORT_ENV, str(udp_server.getsockname()[1]))
+    plan = _sequence_plan(tmp_path, monkeypatch)
+    result = _result(start=1, stop=3, cells=2, seconds=2.0)  # records b and c: 250 + 40 nucleotides
+    telemetry.emit_shard(plan, result)
+    received = udp_server.recvfrom(65535)[0].decode().splitlines()
+    tail = f"hyena_dna.cpu.three_fa.{plan.run_key}"
+    for line in (f"helical.shard.sequences.{tail}:2|c", f"helical.shard.nucleotides.{tail}:290|c",
+                 f"helical.shard.nucleotides_per_second.{tail}:145|g"):  # fmt: skip
+        assert line in received, received
