@@ -94,8 +94,12 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     check_label_key(str(path), params.get("label_key") or None)  # before anything is embedded
     summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
                        options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip
-    log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
-             path, summary.n_cells, summary.n_genes, 100 * summary.vocab_overlap)  # fmt: skip
+    if summary.sequence is not None:
+        log.info("%s: %d records, %d nucleotides (%s)", path, summary.n_cells, summary.sequence.total_nucleotides,
+                 summary.sequence.format)  # fmt: skip
+    else:
+        log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
+                 path, summary.n_cells, summary.n_genes, 100 * summary.vocab_overlap)  # fmt: skip
     return summary.model_dump()
 
 
@@ -111,8 +115,8 @@ def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
     profile = get_model(plan.params.model).profile
     if plan.fixture:
         log.warning("FIXTURE weights (random tiny models): the embeddings carry no biology")
-    log.info("run %s: %d shard(s) of up to %d cells -> %s", plan.run_key, len(plan.shards), plan.params.shard_size,
-             plan.out_dir)  # fmt: skip
+    log.info("run %s: %d shard(s) of up to %d %s -> %s", plan.run_key, len(plan.shards), plan.params.shard_size,
+             plan.input.unit, plan.out_dir)  # fmt: skip
     return {
         "plan_path": str(plan.plan_file),
         "run_key": plan.run_key,
@@ -128,11 +132,13 @@ def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict
     """Embed a task's group of shards through the launcher the user picked (one model load); its output streams
     into the task log; the results come from the run folder."""
     from .launchers import launch
+    from .plan import load_plan
 
     results = launch(launcher, plan_path, shards)
+    unit = load_plan(plan_path).input.unit
     for result in results:
         verb = "reused (already done)" if result.get("reused") else f"embedded in {result.get('seconds', 0):.1f}s"
-        log.info("shard %d: %d cells %s on %s", result["index"], result.get("cells", 0), verb, result.get("host"))
+        log.info("shard %d: %d %s %s on %s", result["index"], result.get("cells", 0), unit, verb, result.get("host"))
     return results
 
 
@@ -141,8 +147,9 @@ def merge(plan_path: str) -> dict[str, Any]:
     from .plan import load_plan
     from .store import merge as merge_shards
 
-    manifest = merge_shards(load_plan(plan_path))
-    log.info("merged %d cells from %d shards", manifest.total_cells, len(manifest.shards))
+    plan = load_plan(plan_path)
+    manifest = merge_shards(plan)
+    log.info("merged %d %s from %d shards", manifest.total_cells, plan.input.unit, len(manifest.shards))
     return {"total_cells": manifest.total_cells, "shards": len(manifest.shards), **manifest.outputs}
 
 

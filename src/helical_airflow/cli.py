@@ -45,13 +45,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Options shared by run / validate / plan.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name; see `helical-airflow models list`")]
-ShardSizeOpt = Annotated[int, typer.Option(min=1, help="cells per shard (memory grows with it, not with the file)")]
+ShardSizeOpt = Annotated[int, typer.Option(min=1, help="cells or records per shard (memory follows it, not the file)")]
 DeviceOpt = Annotated[Device, typer.Option(help="cpu, cuda, or auto (cuda when torch sees a GPU)")]
 PrecisionOpt = Annotated[
     Precision | None,
     typer.Option(help="fp32, fp16 or bf16 on GPU (CPU always runs fp32); default: the model's profile"),
 ]
-BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells per forward pass; default: the model's profile")]
+BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells (records) per forward pass; default: the profile's")]
 LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
 EngineOpt = Annotated[
     Engine | None,
@@ -286,7 +286,7 @@ def run(
 
         def on_shard(plan: Plan, result: ShardResult) -> None:
             bar["reused"] = bar.get("reused", 0) + int(result.reused)
-            rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} cells/s"
+            rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} {plan.input.unit}/s"
             progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
 
         manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard,
@@ -294,7 +294,7 @@ def run(
     plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
     table = Table(title="helical-airflow run", show_header=False)
     for key, value in [
-        ("cells", manifest.total_cells),
+        (manifest.input.unit, manifest.total_cells),
         ("model", f"{manifest.model}{' (FIXTURE)' if manifest.fixture else ''}"),
         ("shards", len(manifest.shards)),
         ("shards reused this time", bar.get("reused", 0)),
@@ -343,7 +343,7 @@ def plan(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
     from .pipeline import prepare
 
     made = prepare(input, params, out.resolve())
-    err.print(f"{len(made.shards)} shards of up to {params.shard_size} cells; run key {made.run_key}")
+    err.print(f"{len(made.shards)} shards of up to {params.shard_size} {made.input.unit}; run key {made.run_key}")
     print(made.plan_file)
 
 
@@ -372,7 +372,7 @@ def embed_shard_command(
     say = logging.getLogger("helical_airflow").info
     results, left = embed_shards(loaded, shard, bound, on_shard=lambda _, r: say(
         "shard %d %s (peak RSS %.0f MB)", r.index,
-        "reused" if r.reused else f"embedded {r.cells} cells in {r.seconds:.2f}s", r.peak_rss_mb,
+        "reused" if r.reused else f"embedded {r.cells} {loaded.input.unit} in {r.seconds:.2f}s", r.peak_rss_mb,
     ))  # fmt: skip
     if left:
         say("%d shard(s) left for a fresh process: %s", len(left), left)
@@ -393,7 +393,8 @@ def merge(
     loaded = load_plan(plan_path)
     with err.status("merging shards, checking quality, writing the report..."):
         manifest = finish(loaded, label_key, tracking_uri)
-    err.print(f"merged {manifest.total_cells} cells from {len(manifest.shards)} shards into {loaded.out_dir}")
+    done = f"merged {manifest.total_cells} {loaded.input.unit} from {len(manifest.shards)} shards"
+    err.print(f"{done} into {loaded.out_dir}")
     print(Path(loaded.out_dir) / "manifest.json")
 
 

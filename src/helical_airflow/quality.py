@@ -49,8 +49,9 @@ class QualityGateError(HelicalAirflowError):
     exit_code = 4
 
 
-def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0) -> QualityReport:
-    """The checks every run gets: finite, shape, not collapsed."""
+def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0, unit: str = "cells") -> QualityReport:
+    """The checks every run gets: finite, shape, not collapsed (`unit`: what a row is, in the messages)."""
+    one = unit.removesuffix("s")
     problems: list[str] = []
     n, dim = embeddings.shape if embeddings.ndim == 2 else (len(embeddings), 0)
     shape_ok = embeddings.ndim == 2 and n == expected_cells and dim > 0
@@ -59,7 +60,7 @@ def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0) -> Qualit
     finite = bool(np.isfinite(embeddings).all())
     if not finite:
         bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
-        problems.append(f"{bad} cells have NaN or infinite values")
+        problems.append(f"{bad} {unit} have NaN or infinite values")
     # Non-finite rows are reported above; zero them so the spread numbers stay meaningful for the rest.
     safe = np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64) if n else np.zeros((0, max(dim, 1)))
     spread = float(safe.std(axis=0).max()) if n > 1 else 0.0
@@ -67,14 +68,14 @@ def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0) -> Qualit
     cosine = _mean_pairwise_cosine(sample) if n > 1 else 1.0
     distinct = len(np.unique(sample, axis=0)) / len(sample) if n > 1 else 1.0
     if n > 1 and spread < MIN_SPREAD:
-        problems.append(f"collapsed: every cell has the same embedding (largest per-dim std {spread:.2e})")
+        problems.append(f"collapsed: every {one} has the same embedding (largest per-dim std {spread:.2e})")
     elif n > 1 and cosine > MAX_MEAN_COSINE:
         problems.append(
-            f"collapsed: mean pairwise cosine {cosine:.6f} > {MAX_MEAN_COSINE}: every cell points (nearly) the same "
-            "way, so little is left to tell cells apart"
+            f"collapsed: mean pairwise cosine {cosine:.6f} > {MAX_MEAN_COSINE}: every {one} points (nearly) the same "
+            f"way, so little is left to tell {unit} apart"
         )
     elif n > 1 and distinct < MIN_DISTINCT_FRACTION:
-        problems.append(f"collapsed: only {distinct:.0%} of the cells have distinct embeddings")
+        problems.append(f"collapsed: only {distinct:.0%} of the {unit} have distinct embeddings")
     return QualityReport(
         passed=not problems,
         n_cells=n,

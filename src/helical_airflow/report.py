@@ -180,7 +180,7 @@ def qc_picture(counts: np.ndarray, genes: np.ndarray) -> str:
     return _png(fig)
 
 
-def timing_picture(shards: list[ShardResult]) -> str:
+def timing_picture(shards: list[ShardResult], unit: str = "cells") -> str:
     plt = _pyplot()
     ordered = sorted(shards, key=lambda s: s.index)
     index = [s.index for s in ordered]
@@ -190,7 +190,7 @@ def timing_picture(shards: list[ShardResult]) -> str:
            label="embedding")  # fmt: skip
     rate = ax.twinx()
     rate.plot(index, [s.cells / s.seconds if s.seconds else 0 for s in ordered], "o-", color="#55a868", ms=3)
-    rate.set_ylabel("cells / s (green)")
+    rate.set_ylabel(f"{unit} / s (green)")
     rate.set_ylim(bottom=0)
     ax.set_xlabel("shard")
     ax.set_ylabel("seconds")
@@ -210,7 +210,7 @@ def _img(alt: str, png_b64: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_b64}">'
 
 
-def _quality_html(q: QualityReport | None) -> str:
+def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
     if q is None:
         return "<p>quality gate not run yet</p>"
     verdict = "<p class='pass'>PASSED</p>" if q.passed else "<p class='fail'>FAILED</p>"
@@ -218,7 +218,7 @@ def _quality_html(q: QualityReport | None) -> str:
     checks = _table(
         [
             ("all finite", q.all_finite),
-            ("one row per cell", q.shape_ok),
+            (f"one row per {unit.removesuffix('s')}", q.shape_ok),
             ("mean pairwise cosine (collapsed above 0.999)", f"{q.mean_pairwise_cosine:.4f}"),
             ("distinct embeddings", f"{q.distinct_fraction:.1%}" if q.distinct_fraction is not None else "n/a"),
             ("mean norm", f"{q.mean_norm:.4g}"),
@@ -248,7 +248,7 @@ def _quality_html(q: QualityReport | None) -> str:
             if x
         )
         scored = (
-            f"<table class='scores'><tr><th>score on obs[{html.escape(repr(q.label_key))}] ({q.scored_cells} cells)"
+            f"<table class='scores'><tr><th>score on obs[{html.escape(repr(q.label_key))}] ({q.scored_cells} {unit})"
             "</th><th>embeddings</th><th>PCA baseline</th><th>threshold</th></tr>"
             f"<tr><td>kNN label-transfer accuracy (5-fold, k=15)</td><td>{e.knn_accuracy:.3f}</td>"
             f"<td>{b.knn_accuracy:.3f}</td><td>{html.escape(knn_t or 'not checked')}</td></tr>"
@@ -285,7 +285,8 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
     banner = (
         f"<p class='fixture'>FIXTURE RUN: {html.escape(manifest.fixture_note or '')}</p>" if manifest.fixture else ""
     )
-    cells_per_s = manifest.total_cells / manifest.total_shard_seconds if manifest.total_shard_seconds else 0.0
+    unit = plan.input.unit  # "records" for a sequence input
+    per_s = manifest.total_cells / manifest.total_shard_seconds if manifest.total_shard_seconds else 0.0
     ran = executed(manifest.shards)
     asked = manifest.params
     summary = _table(
@@ -298,11 +299,11 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
             ("engine (as run)", ran["engine"]),
             ("batch size (as run)", ran["batch_size"]),
             (
-                "cells embedded",
+                f"{unit} embedded",
                 f"{manifest.total_cells:,} in {len(manifest.shards)} shards of up to {asked.shard_size}",
             ),
             ("embedding seconds (sum over shards)", f"{manifest.total_shard_seconds:,.2f}"),
-            ("cells per second", f"{cells_per_s:,.1f}"),
+            (f"{unit} per second", f"{per_s:,.1f}"),
             ("max peak RSS (MB)", f"{manifest.max_peak_rss_mb:,.0f}"),
             ("run key", manifest.run_key),
         ]
@@ -332,16 +333,17 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
     )
     label_key = q.label_key if q else None
     colour_note = f"coloured by obs[{label_key!r}]" if label_key else "no label column to colour by"
+    qc_alt = "record lengths" if plan.input.sequence is not None else "counts and genes per cell"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 {STYLE}</head><body>
 <h1>Embeddings of {html.escape(plan.dataset)} with {html.escape(manifest.model)}</h1>{banner}
 <h2>Run (as executed)</h2>{summary}
-<h2>Quality gate</h2>{_quality_html(q)}
+<h2>Quality gate</h2>{_quality_html(q, unit)}
 <h2>Embeddings</h2><p class="small">{html.escape(colour_note)}. {html.escape(umap_note)}</p>
 <div id="scatter">{_img("UMAP and PCA of the embeddings", pictures["scatter"])}</div>
-<h2>Input QC</h2>{qc_table}{_img("counts and genes per cell", pictures["qc"])}
+<h2>Input QC</h2>{qc_table}{_img(qc_alt, pictures["qc"])}
 <h2>Shards</h2>{_img("seconds per shard", pictures["timing"])}
-<table><tr><th>shard</th><th>rows</th><th>seconds</th><th>model load s</th><th>cells/s</th><th>peak RSS MB</th>
+<table><tr><th>shard</th><th>rows</th><th>seconds</th><th>model load s</th><th>{unit}/s</th><th>peak RSS MB</th>
 <th>device/precision/engine</th><th>host</th></tr>{shard_rows}</table>
 <h2>Manifest</h2>{manifest_rows}
 <p>Full provenance: <code>manifest.json</code>; scores: <code>quality.json</code>. Made by {made_by}.</p></body></html>

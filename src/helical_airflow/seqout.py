@@ -68,7 +68,7 @@ def quality_gate(plan: Plan, label_key: str | None = None) -> QualityReport:
     from .store import load_embeddings, load_manifest, manifest_file, write_json
 
     embeddings = load_embeddings(plan)
-    report = assess(embeddings, plan.input.n_cells, plan.params.seed)
+    report = assess(embeddings, plan.input.n_cells, plan.params.seed, plan.input.unit)
     table = obs(plan)
     if label_key is not None:
         problem = scores.usable_label_problem(table, label_key)
@@ -110,7 +110,7 @@ def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
     pictures = {
         "scatter": rep.scatter_picture([("PCA of the embeddings", rep.pca_2d(x))], labels, key),
         "qc": _length_picture(table["length"].to_numpy()),
-        "timing": rep.timing_picture(manifest.shards),
+        "timing": rep.timing_picture(manifest.shards, plan.input.unit),
     }
     seq = plan.input.sequence
     assert seq is not None

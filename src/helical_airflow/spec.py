@@ -82,6 +82,12 @@ class InputSummary(BaseModel):
     vocab_overlap: float  # fraction of the file's genes the model knows
     sequence: SequenceSummary | None = None  # sequence inputs only
 
+    @property
+    def unit(self) -> str:
+        """What a row is, for messages: "records" for a sequence input, "cells" for an .h5ad (the fields keep their
+        cell names, e.g. n_cells, ShardSpec.cells, Manifest.total_cells: they count records for sequence inputs)."""
+        return "records" if self.sequence is not None else "cells"
+
 
 class ShardSpec(BaseModel):
     index: int
