@@ -21,7 +21,9 @@ from .evo_2 import FAMILY as EVO_2
 from .family import ModelFamily
 from .geneformer import FAMILY as GENEFORMER
 from .genept import FAMILY as GENEPT
+from .helix_mrna import FAMILY as HELIX_MRNA
 from .hyena_dna import FAMILY as HYENA_DNA
+from .mamba2_mrna import FAMILY as MAMBA2_MRNA
 from .nicheformer import FAMILY as NICHEFORMER
 from .profiles import ModelSpec
 from .scgpt import FAMILY as SCGPT
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (GENEFORMER, SCGPT, UCE, TRANSCRIPTFORMER, NICHEFORMER, TAHOE, GENEPT, C2S)
-    + (HYENA_DNA, CADUCEUS, EVO_2)  # sequence families (seqio.py inputs)
+    + (HYENA_DNA, CADUCEUS, EVO_2, HELIX_MRNA, MAMBA2_MRNA)  # sequence families (seqio.py inputs)
 }
 
 #: family name -> the model it stands for

@@ -102,3 +102,29 @@ def mean_over_tokens(hidden: np.ndarray, input_ids: np.ndarray, pad_id: int | No
         return hidden.mean(axis=1)
     keep = (np.asarray(input_ids) != pad_id)[..., None].astype(np.float32)
     return (hidden * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1.0)
+
+
+def last_real_token(hidden: np.ndarray, special_tokens_mask: np.ndarray) -> np.ndarray:
+    """The state of each sequence's last token that is not special (padding, [SEP]): (n, L, d) -> (n, d). For a
+    causal model (Mamba2, Helix-mRNA) it is the one state that has read the whole sequence."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    real = np.asarray(special_tokens_mask) == 0
+    if not real.any(axis=1).all():
+        raise ValueError("a sequence has no token that is not special")
+    last = real.shape[1] - 1 - np.argmax(real[:, ::-1], axis=1)
+    return hidden[np.arange(hidden.shape[0]), last]
+
+
+def local_hub_folder(folder: Path) -> str:
+    """A hub model helical loads with `from_pretrained(config["model_name"])`, read from a local folder instead of
+    the hub repo id: transformers then opens the folder's files and asks the hub for nothing. The hub is also put
+    offline (the environment, and huggingface_hub's constant read at its import) so that nothing leaves the machine
+    should a file be missing; a missing file is then an error, never a download into the (fixture) cache."""
+    import os
+
+    import huggingface_hub.constants as hub
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    hub.HF_HUB_OFFLINE = True
+    return str(folder)
