@@ -110,6 +110,14 @@ params = {
         title="Batch size",
         description="Cells per forward pass; empty: the model's profile.",
     ),  # fmt: skip
+    "memory_cap_gb": Param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        title="Memory cap (GB)",
+        description="Memory one embed process may use; past it the shard stops with E305 and the retry halves "
+        "the batch size. Empty: the model's profile.",
+    ),  # fmt: skip
     "layer": Param(
         None,
         type=["null", "string"],

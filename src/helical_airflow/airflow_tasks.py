@@ -28,7 +28,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: the Param names the DAG passes through to RunParams
 #: DAG Params that are the sequence models' options (models/sequence.py); ignored for single-cell models
 SEQUENCE_PARAMS = ("id_column", "sequence_column", "too_long")
-RUN_PARAM_NAMES = ("model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed")
+RUN_PARAM_NAMES = (
+    "model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed", "memory_cap_gb",
+)  # fmt: skip
 #: the DAG Param holding the model options (RunParams.options)
 MODEL_OPTIONS_PARAM = "model_options"
 

@@ -53,6 +53,13 @@ PrecisionOpt = Annotated[
 ]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells (records) per forward pass; default: the profile's")]
 LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
+MemoryCapOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.01, help="GB one embed process may use; past it the shard is stopped (E305) and the retry halves the "
+        "batch size. Default: the model's profile (`models list`)",
+    ),
+]  # fmt: skip
 EngineOpt = Annotated[
     Engine | None,
     typer.Option(
@@ -162,6 +169,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "layer": (LayerOpt, _default("layer")),
     "engine": (EngineOpt, _default("engine")),
     "seed": (SeedOpt, _default("seed")),
+    "memory_cap_gb": (MemoryCapOpt, _default("memory_cap_gb")),
     "options": (ModelOptionOpt, None),
     "cache_dir": (CacheOpt, _default("cache_dir")),
     "id_column": (IdColumnOpt, None),
@@ -359,16 +367,15 @@ def embed_shard_command(
 
     Each shard is written atomically to shards/<i>.npy with its record shards/<i>.json (where launchers read the
     result); a finished shard is reused. Exits 75 after a shard when the process should be recycled
-    (HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB, default 90% of the model's memory cap; HELICAL_AIRFLOW_RUNNER_MAX_SHARDS):
+    (HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB, default 90% of the plan's memory cap; HELICAL_AIRFLOW_RUNNER_MAX_SHARDS):
     the launcher then starts a fresh process for the shards left.
     """
     from .embed import Recycle, embed_shards
     from .errors import RECYCLE_EXIT
-    from .models import get_model
     from .plan import load_plan
 
     loaded = load_plan(plan_path)
-    bound = Recycle(*settings.recycle_bounds(get_model(loaded.params.model).profile.memory_cap_gb))
+    bound = Recycle(*settings.recycle_bounds(loaded.params.memory_cap_gb))
     say = logging.getLogger("helical_airflow").info
     results, left = embed_shards(loaded, shard, bound, on_shard=lambda _, r: say(
         "shard %d %s (peak RSS %.0f MB)", r.index,

@@ -23,7 +23,7 @@ from . import h5io, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .models import get_model, registry
 from .spec import Plan, Precision, ShardResult
-from .store import finished_result, save_npy, write_json
+from .store import batch_size, finished_result, save_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,19 @@ def effective_precision(device: str, requested: Precision) -> Precision:
 
 
 def runner_for(plan: Plan, device: str) -> Any:
-    """The plan's model, loaded through helical with the plan's resolved parameters."""
+    """The plan's model, loaded through helical with the plan's resolved parameters (the batch size halved after a
+    memory-cap stop, store.batch_size)."""
     use_cache_dir(plan.params.cache_dir)
     params = plan.params
+    batch = batch_size(plan)
+    if batch != params.batch_size:
+        log.warning("batch size %d instead of the plan's %d: an earlier attempt went past the memory cap (E305)",
+                    batch, params.batch_size)  # fmt: skip
     return registry.load_runner(
         get_model(params.model),
         device=device,
         precision=effective_precision(device, params.precision),
-        batch_size=params.batch_size,
+        batch_size=batch,
         engine=params.engine,
         seed=params.seed,
         options=params.options,
@@ -167,7 +172,7 @@ def _embed_shard(plan: Plan, index: int, runner: Any, device: str | None, load_s
         device=device,
         precision=effective_precision(device, plan.params.precision),
         engine=plan.params.engine,
-        batch_size=getattr(runner, "batch_size", None) or plan.params.batch_size,
+        batch_size=getattr(runner, "batch_size", None) or batch_size(plan),
         host=socket.gethostname(),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -23,6 +23,7 @@ def resolve_params(params: RunParams) -> ResolvedParams:
             "precision": params.precision or spec.profile.precision,
             "batch_size": params.batch_size or spec.profile.batch_size,
             "engine": params.engine or spec.profile.engine,
+            "memory_cap_gb": params.memory_cap_gb or spec.profile.memory_cap_gb,
             "options": registry.resolve_options(spec, params.options),
         }
     )

@@ -33,6 +33,10 @@ class RunParams(BaseModel):
         default_factory=dict, description="model options that change the embedding (species, ...): docs/models.md"
     )
     cache_dir: str | None = Field(default=None, description="weights cache root (helical's CACHE_DIR_HELICAL_PREFIX)")
+    memory_cap_gb: float | None = Field(
+        default=None, gt=0, description="memory one embed process may use, GB; past it E305 and the retry halves "
+        "the batch (default: the model's resource profile)",
+    )  # fmt: skip
 
 
 class ResolvedParams(RunParams):
@@ -44,6 +48,7 @@ class ResolvedParams(RunParams):
     precision: Precision
     batch_size: int = Field(ge=1)
     engine: Engine
+    memory_cap_gb: float = Field(gt=0)
 
 
 class SequenceSummary(BaseModel):

@@ -97,6 +97,29 @@ def finished_result(plan: Plan, index: int) -> ShardResult | None:
     return result if rows == result.cells else None
 
 
+def batch_size_file(plan: Plan) -> Path:
+    return plan.out_path / "batch_size.json"
+
+
+def batch_size(plan: Plan) -> int:
+    """The batch size the run's embed processes use: the plan's, or the smaller one that a memory-cap stop (E305)
+    left in batch_size.json for the retry. Batching does not change a row's embedding (each family's shard_atol),
+    so the run key and the finished shards stay valid; each ShardResult records the batch it ran with."""
+    try:
+        return max(1, int(json.loads(batch_size_file(plan).read_text())["batch_size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return plan.params.batch_size
+
+
+def halve_batch_size(plan: Plan, reason: str) -> tuple[int, int]:
+    """Record half the current batch size (at least 1) for the next attempt; returns (old, new)."""
+    old = batch_size(plan)
+    new = max(1, old // 2)
+    write_json(batch_size_file(plan), {"batch_size": new, "was": old, "reason": reason,
+                                       "at": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
+    return old, new
+
+
 def shard_results(plan: Plan) -> list[ShardResult]:
     results = [finished_result(plan, shard.index) for shard in plan.shards]
     missing = [shard.index for shard, result in zip(plan.shards, results, strict=True) if result is None]

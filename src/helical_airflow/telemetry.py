@@ -9,7 +9,7 @@ the order monitoring/statsd/mapping.yml reads them back:
 
     helical.shard.<metric>.<model>.<device>.<dataset>.<run_key>   metric: cells (c), done (c),
         cells_per_second (g), seconds (ms), model_load_seconds (ms), peak_rss_bytes (g),
-        peak_gpu_bytes (g, GPU only), memory_cap_bytes (g, from the model's resource profile)
+        peak_gpu_bytes (g, GPU only), memory_cap_bytes (g, the plan's memory cap)
     helical.failure.<code>.<model>.<dataset>.<run_key>            1 (c) per failed shard
     helical.load.<model>.<device>.<host>                          1 (c) per model load (a process's first shard)
     helical.quality.<score>.<model>.<dataset>.<run_key>           (g) per quality gate: passed (1/0),
@@ -60,15 +60,6 @@ def target() -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _memory_cap_bytes(model: str) -> float | None:
-    try:
-        from .models import get_model  # the model table; imports neither helical nor torch
-
-        return get_model(model).profile.memory_cap_gb * 1024 * MB
-    except Exception:  # an unknown model already failed the shard; the cap is only a gauge
-        return None
-
-
 def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
     """The StatsD lines for one finished shard."""
     tail = ".".join(label(v) for v in (plan.params.model, result.device, plan.dataset, plan.run_key))
@@ -91,9 +82,7 @@ def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
         metrics += [("sequences", result.cells, "c"), ("nucleotides", nt, "c")]
         if result.seconds > 0:
             metrics.append(("nucleotides_per_second", nt / result.seconds, "g"))
-    cap = _memory_cap_bytes(plan.params.model)
-    if cap is not None:
-        metrics.append(("memory_cap_bytes", cap, "g"))
+    metrics.append(("memory_cap_bytes", plan.params.memory_cap_gb * 1024 * MB, "g"))  # the plan's cap (E305)
     return [f"{PREFIX}.shard.{name}.{tail}:{_number(value)}|{kind}" for name, value, kind in metrics]
 
 

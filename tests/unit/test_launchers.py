@@ -158,3 +158,36 @@ def test_concurrent_shards_share_the_cores(tmp_path: Path, monkeypatch: pytest.M
     assert thread_limits(plan(2))["OMP_NUM_THREADS"] == str(max(1, cores // 2))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert thread_limits(plan(10)) == {}  # an explicit setting wins
+
+
+@pytest.mark.slow
+def test_a_shard_past_its_memory_cap_is_stopped_and_the_retry_halves_the_batch(
+    tmp_path: Path, sample_h5ad: Path, fixture_cache: str
+) -> None:
+    """E305: the local launcher kills an embed process whose tree passes the plan's memory cap (here 0.15 GB: the
+    interpreter alone with torch imported is ~0.4 GB), writes half the batch size for the retry, and a retry (here
+    in this process, which has no cap) embeds with it; at batch 1 there is nothing left to halve, so no retry."""
+    from helical_airflow.embed import embed_shard
+    from helical_airflow.launchers.base import memory_cap_exceeded
+    from helical_airflow.pipeline import prepare
+    from helical_airflow.spec import RunParams
+
+    params = RunParams(model="geneformer", shard_size=350, device="cpu", batch_size=24, cache_dir=fixture_cache,
+                       memory_cap_gb=0.15)  # fmt: skip
+    plan = prepare(sample_h5ad, params, tmp_path)
+    assert plan.params.batch_size == 24 and plan.params.memory_cap_gb == 0.15
+    lines: list[str] = []
+    with pytest.raises(LaunchError) as err:
+        run_local(str(plan.plan_file), [0], emit=lines.append)
+    assert err.value.code == "E305" and err.value.retryable
+    assert "memory cap exceeded" in err.value.message and "0.15 GB" in err.value.message
+    assert "batch size 12 (was 24)" in err.value.hint
+    assert json.loads((plan.out_path / "batch_size.json").read_text())["batch_size"] == 12
+    time.sleep(0.5)
+    assert [p for p in _shard_processes(str(plan.plan_file)) if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert not plan.shard_file(0).exists()  # nothing half-written
+    assert embed_shard(plan, 0).batch_size == 12  # the retry's batch, recorded in its ShardResult
+
+    hints = [memory_cap_exceeded(str(plan.plan_file), [1], "x MB") for _ in range(4)]  # 12 -> 6 -> 3 -> 1 -> 1
+    assert [e.retryable for e in hints] == [True, True, True, False]
+    assert "batch size is 1" in hints[-1].hint

@@ -107,5 +107,22 @@ def failure(where: str, exit_code: int | None, lines: list[str]) -> LaunchError:
     )
 
 
+def memory_cap_exceeded(plan_path: str, shards: Sequence[int], used: str) -> LaunchError:
+    """E305 for an embed process stopped at the plan's memory cap (`used`: what was seen, e.g. "2301 MB RSS"), with
+    half the batch size written to the run folder for the retry (store.batch_size); not retryable once at 1."""
+    from ..plan import load_plan
+    from ..store import halve_batch_size
+
+    plan = load_plan(plan_path)
+    cap = plan.params.memory_cap_gb
+    error = LaunchError("E305", f"memory cap exceeded: shard(s) {list(shards)} used {used}, over the cap of {cap:g} GB",
+                        "", None, retryable=True)  # fmt: skip
+    old, new = halve_batch_size(plan, error.message)
+    fix = "or lower shard_size, or raise memory_cap_gb (the machine permitting)"
+    error.hint = f"the retry runs with batch size {new} (was {old}), {fix}" if new < old else f"batch size is 1: {fix}"
+    error.retryable = new < old
+    return error
+
+
 def unknown_launcher(name: str) -> HelicalAirflowError:
     return HelicalAirflowError("E510", f"unknown launcher {name!r}", f"use one of: {', '.join(LAUNCHERS)}")

@@ -24,7 +24,7 @@ from .. import settings
 from ..errors import RECYCLE_EXIT
 from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
 from ..settings import DockerSettings
-from .base import failure, run_until_done, shard_command
+from .base import failure, memory_cap_exceeded, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def docker_operator(
             **{k: os.environ[k] for k in passed if k in os.environ},
         },
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-        mem_limit=f"{profile.memory_cap_gb:g}g",
+        mem_limit=f"{plan.params.memory_cap_gb:g}g",  # a hard cap: the kernel's OOM kill there is E305
         network_mode=cfg.network,
         user=cfg.user,
         container_name=f"helical-{plan.run_key}-shard{shards[0]}-{uuid.uuid4().hex[:6]}",
@@ -133,20 +133,22 @@ def _run_container(plan_path: str, shards: list[int], cfg: DockerSettings | None
     except DockerContainerFailedException as exc:
         logs = [str(line) for line in (exc.logs or [])]
     finally:
-        code = container_exit_status(operator)
+        code, oom_killed = container_exit_status(operator)
+    if oom_killed:
+        raise memory_cap_exceeded(plan_path, shards, "its container's memory limit (the kernel's OOM killer ended it)")
     if code not in (0, RECYCLE_EXIT):
         raise failure(f"container of shard(s) {shards}", code, logs)
     return code
 
 
-def container_exit_status(operator: Any) -> int | None:
-    """The container's exit code from the Docker API (137 when the kernel's OOM killer ended it), then remove it;
-    None when it never started."""
+def container_exit_status(operator: Any) -> tuple[int | None, bool]:
+    """The container's exit code from the Docker API and whether the kernel's OOM killer ended it (at the memory
+    limit, the plan's memory cap), then remove it; (None, False) when it never started."""
     container = getattr(operator, "container", None)
     if not container:
-        return None
+        return None, False
     try:
         state = operator.cli.inspect_container(container["Id"])["State"]
-        return 137 if state.get("OOMKilled") else int(state["ExitCode"])
+        return int(state["ExitCode"]), bool(state.get("OOMKilled"))
     finally:
         operator.cli.remove_container(container["Id"], force=True)

@@ -26,7 +26,7 @@ from typing import Any
 from .. import settings
 from ..errors import RECYCLE_EXIT
 from ..settings import KubernetesSettings
-from .base import failure, run_until_done, shard_command
+from .base import failure, memory_cap_exceeded, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
     from kubernetes.client import models as k8s
 
     gpu = wants_gpu(profile.gpu, plan.params.device)
-    memory = f"{int(round(profile.memory_cap_gb * 1024))}Mi"
+    memory = f"{int(round(plan.params.memory_cap_gb * 1024))}Mi"  # the plan's cap (the profile's unless set)
     limits = {"memory": memory}
     requests = {"memory": memory, "cpu": cfg.cpu_request}
     if gpu:
@@ -182,6 +182,8 @@ def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, 
         code = int(found.group(1)) if found else None
         if code == RECYCLE_EXIT:
             return code
+        if "OOMKilled" in str(exc):  # the container's terminated reason: it reached its memory limit
+            raise memory_cap_exceeded(plan_path, shards, "its pod's memory limit (OOMKilled)") from exc
         raise failure(f"pod of shard(s) {shards}", code, str(exc).splitlines()) from exc
     return 0
 

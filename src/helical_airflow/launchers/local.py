@@ -2,7 +2,9 @@
 
 One process embeds the task's group of shards with one model load. Its output is streamed line by line into the
 caller's log (the Airflow task log); the process gets its own process group, so a killed or timed-out task also
-kills the shards and nothing is left running. A process that stops early to be recycled (exit 75: its memory
+kills the shards and nothing is left running. The process tree's memory is watched against the plan's memory cap
+(MemoryWatch): past it the process is killed and the task fails with E305, leaving half the batch size for the
+retry. A process that stops early to be recycled (exit 75: its memory
 bound or shard count, embed.Recycle) is followed by a fresh one for the shards left. A model crash or an
 out-of-memory kills that process, never the Celery worker.
 """
@@ -16,14 +18,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from .. import settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
 from ..plan import task_groups
-from .base import failure, run_until_done, shard_command
+from .base import failure, memory_cap_exceeded, run_until_done, shard_command
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ def _run_process(
         preexec_fn=parent_death_preexec(),  # dies with the task process: no orphan when a worker is killed
     )
     lines: list[str] = []
+    watch = MemoryWatch(proc, memory_cap_mb(plan_path))
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -93,9 +99,65 @@ def _run_process(
     except BaseException:  # task killed or timed out: take the shard down with it
         _kill_group(proc)
         raise
+    finally:
+        watch.stop()
+    if watch.exceeded_mb:
+        raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB RSS (process tree)")
     if code not in (0, RECYCLE_EXIT):
         raise failure(f"shard(s) {shards} (pid {proc.pid})", code, lines)
     return code
+
+
+def memory_cap_mb(plan_path: str) -> float:
+    """The plan's memory cap in MB (0: no plan to read; the process then reports that itself)."""
+    from ..plan import load_plan
+
+    with contextlib.suppress(Exception):
+        return load_plan(plan_path).params.memory_cap_gb * 1024
+    return 0.0
+
+
+class MemoryWatch:
+    """Kills the embed process's group when the resident memory of its process tree passes `cap_mb`.
+
+    A soft cap, polled every POLL_S: without a cgroup of its own (the docker and kubernetes launchers set a hard
+    limit there) this is what keeps one shard from pushing a shared worker into the kernel's OOM killer, which
+    would pick any process, the Celery worker included. A spike shorter than the poll can pass unseen; the
+    embedding of a batch takes seconds (Geneformer fixture, 350 cells: ~5 s), the poll is 0.2 s.
+    """
+
+    POLL_S = 0.2
+
+    def __init__(self, proc: subprocess.Popen[str], cap_mb: float) -> None:
+        self.proc, self.cap_mb, self.exceeded_mb = proc, cap_mb, 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="memory-watch", daemon=True)
+        if cap_mb > 0:
+            self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            root = psutil.Process(self.proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._done.wait(self.POLL_S):
+            rss = 0
+            with contextlib.suppress(psutil.Error):
+                for p in (root, *root.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        rss += p.memory_info().rss
+            if rss / 2**20 > self.cap_mb:
+                self.exceeded_mb = rss / 2**20
+                log.error("embed process %d: %.0f MB RSS, above its memory cap of %.0f MB: killing it",
+                          self.proc.pid, self.exceeded_mb, self.cap_mb)  # fmt: skip
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
