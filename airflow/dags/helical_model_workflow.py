@@ -1,6 +1,7 @@
 """
 ### helical_model_workflow
-Embed every cell of a `.h5ad` in the data folder with a Helical foundation model, shard by shard.
+Embed every cell of a `.h5ad` (or, with a sequence model, every record of a FASTA / CSV / TSV / Parquet file) in
+the data folder with a Helical foundation model, shard by shard.
 
 `validate_input` -> `plan_shards` -> `route_to_queue` -> `embed_shard` (one mapped task per group of shards:
 a process, container or pod of its own through the chosen launcher, loading the model once for the group and
@@ -62,8 +63,9 @@ params = {
         "sample.h5ad",
         type="string",
         pattern=INPUT_PATTERN,
-        title="Input .h5ad",
-        description=f"Path of the .h5ad file inside the data folder ({DATA_DIR}), e.g. `sample.h5ad`.",
+        title="Input file",
+        description=f"Path of the .h5ad (sequence models: .fa/.fasta/.fna[.gz], .csv, .tsv, .parquet) inside the data "
+        f"folder ({DATA_DIR}), e.g. `sample.h5ad` or `sample_dna.fa`.",
         # a refused value answers HTTP 400 quoting the schema: this key (ajv-errors' name) reads like the CLI's errors
         errorMessage=f"error E513: input_path must end in .h5ad (or, for sequence models, .fa/.fasta/.fna[.gz], "
         f".csv, .tsv, .parquet) and stay inside the data folder {DATA_DIR} (no `..`, "
@@ -84,8 +86,8 @@ params = {
         minimum=1,
         maximum=1_000_000,
         title="Shard size",
-        description="Cells per shard (each checkpointed on its own; a task embeds a group of shards with one model "
-        "load). Worker memory follows this, not the file size.",
+        description="Cells (sequence inputs: records) per shard (each checkpointed on its own; a task embeds a group "
+        "of shards with one model load). Worker memory follows this, not the file size.",
     ),  # fmt: skip
     "device": Param(
         "auto",
@@ -181,7 +183,8 @@ default_args: dict[str, Any] = {
 with DAG(
     dag_id=DAG_ID,
     dag_display_name="Helical model workflow",
-    description="Embed a .h5ad with a Helical model: validate, shard, embed on Celery workers, merge, check, publish",
+    description="Embed a .h5ad or sequence file with a Helical model: validate, shard, embed on Celery workers, merge, "
+    "check, publish",
     doc_md=__doc__,
     schedule=None,
     start_date=datetime(2025, 1, 1),
