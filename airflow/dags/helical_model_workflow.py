@@ -134,7 +134,9 @@ params = {
         description="fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
         "empty: the model's profile (fast for Geneformer and scGPT).",
     ),  # fmt: skip
-    "seed": Param(0, type="integer", minimum=0, title="Seed", description="Random seed for anything stochastic."),
+    # numpy takes 32-bit seeds: a larger one used to pass here and fail all 3 embed attempts (bench/load.py found it)
+    "seed": Param(0, type="integer", minimum=0, maximum=2**32 - 1, title="Seed",
+                  description="Random seed for anything stochastic (0 to 4294967295)."),  # fmt: skip
     steps.MODEL_OPTIONS_PARAM: Param(
         {},
         type="object",

@@ -74,7 +74,7 @@ CacheOpt = Annotated[
         "Default: $HELICAL_AIRFLOW_CACHE_DIR, else helical's default"
     ),
 ]
-SeedOpt = Annotated[int, typer.Option(help="random seed for anything stochastic in the model")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="random seed for anything stochastic in the model")]
 ModelOptionOpt = Annotated[
     list[str] | None,
     typer.Option(

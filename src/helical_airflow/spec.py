@@ -28,7 +28,7 @@ class RunParams(BaseModel):
     batch_size: int | None = Field(default=None, ge=1)
     layer: str | None = Field(default=None, description="layer holding raw counts; default X")
     engine: Engine | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="numpy's seeds are 32-bit")
     options: dict[str, str] = Field(
         default_factory=dict, description="model options that change the embedding (species, ...): docs/models.md"
     )

@@ -104,6 +104,7 @@ def test_params_accept_defaults_and_paths_inside_the_data_folder(dagbag: DagBag,
     _valid(dag)
     _valid(dag, input_path="incoming/accepted/pbmc.h5ad", model="scgpt", shard_size=5, launcher="docker")
     _valid(dag, input_path=f"{data_dir}/sub/x.h5ad", precision="bf16", engine="fast", batch_size=8)
+    _valid(dag, memory_cap_gb=2.5, seed=2**32 - 1)
     for name in ("sample_dna.fa", "a.fasta.gz", "sub/b.fna", "t.csv", "t.tsv", "t.parquet"):  # sequence models
         _valid(dag, input_path=name, model="hyena_dna", sequence_column="seq", too_long="window")
 
@@ -122,6 +123,8 @@ def test_params_accept_defaults_and_paths_inside_the_data_folder(dagbag: DagBag,
         {"device": "tpu"},
         {"launcher": "ssh"},
         {"precision": "int8"},
+        {"seed": 2**32},  # numpy's seeds are 32-bit: refused at trigger, not in all 3 embed attempts
+        {"memory_cap_gb": 0},
     ],
 )
 def test_params_reject(dagbag: DagBag, conf: dict[str, object]) -> None:
