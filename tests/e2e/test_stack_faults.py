@@ -196,3 +196,28 @@ def test_one_shard_process_sigkilled(stack: LocalStack, clean: np.ndarray) -> No
     _finish(stack, run_id, clean, fault_at)
     tis = stack.client.task_instances(DAG, run_id)
     assert any(t["task_id"].startswith("embed_shard") and t["try_number"] > 1 for t in tis), "nothing was retried"
+
+
+def test_a_shard_past_its_memory_cap_fails_e305_and_the_retry_halves_the_batch(
+    stack: LocalStack, clean: np.ndarray
+) -> None:
+    """The local launcher stops the embed process at the run's memory cap ("memory cap exceeded", E305, retryable)
+    and Airflow's retry embeds with half the batch. The cap is set between two measured peaks: embed-shard of the
+    700-cell shard with helical's engine (its padded batch grows with the batch size; the fast engine's packed one
+    does not) peaked at 2314 MB RSS with batch 700 and 1973 MB with batch 350 (fixture Geneformer,
+    ShardResult.peak_rss_mb), so 2.1 GB stops the first attempt and lets the retry through."""
+    conf = {"input_path": "sample.h5ad", "model": "geneformer", "shard_size": 700, "device": "cpu",
+            "engine": "helical", "batch_size": 700, "memory_cap_gb": 2.1}  # fmt: skip
+    run_id = stack.client.trigger(DAG, conf)
+    _finish(stack, run_id, clean, time.monotonic())
+    (embed,) = [t for t in stack.client.task_instances(DAG, run_id) if t["task_id"] == "embed_shard"]
+    assert embed["try_number"] == 2, embed
+    logs = stack.cfg.airflow_home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / "task_id=embed_shard"
+    (first,) = logs.glob("**/attempt=1.log")
+    assert "E305" in first.read_text() and "memory cap exceeded" in first.read_text()
+    out = stack.client.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value"
+                           "?deserialize=true")["value"]["out_dir"]  # fmt: skip
+    import json
+
+    assert json.loads((Path(out) / "shards" / "0.json").read_text())["batch_size"] == 350
+    assert json.loads((Path(out) / "batch_size.json").read_text())["was"] == 700
