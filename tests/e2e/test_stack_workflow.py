@@ -227,3 +227,98 @@ def test_another_family_runs_through_the_celery_worker(stack: Stack) -> None:
 
     embeddings = ad.read_h5ad(Path(published["out_dir"]) / "embeddings.h5ad").obsm[f"X_{OTHER_FAMILY}"]
     assert embeddings.shape[0] == 700 and np.isfinite(embeddings).all()
+
+
+SAMPLE_DNA = Path(__file__).resolve().parents[2] / "data" / "sample_dna.fa"
+SEQUENCE_FAMILY = "hyena_dna"  # runs on CPU, with an offline fixture
+SEQ_SHARD_SIZE = 16  # 40 records -> 3 shards
+
+
+def _fasta_records(path: Path) -> list[tuple[str, str]]:
+    return [(block.splitlines()[0].split()[0], "".join(block.splitlines()[1:]))
+            for block in path.read_text().split(">")[1:]]  # fmt: skip
+
+
+def _failed_logs(cfg: StackConfig, client: AirflowClient, run_id: str) -> str:
+    """The task states and the tail of each failed task's log, for an assertion message."""
+    tis = client.task_instances(DAG, run_id)
+    out = [str([(t["task_id"], t["map_index"], t["state"]) for t in tis])]
+    logs = cfg.airflow_home / "logs" / f"dag_id={DAG}" / f"run_id={run_id}"
+    for t in tis:
+        if t["state"] in ("failed", "up_for_retry"):
+            for path in sorted(logs.glob(f"task_id={t['task_id']}/**/*.log")):
+                out.append(f"--- {path.relative_to(logs)}\n{path.read_text()[-4000:]}")
+    return "\n".join(out)
+
+
+def _published(client: AirflowClient, run_id: str) -> Path:
+    return Path(client.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/publish/xcomEntries/return_value"
+                           "?deserialize=true")["value"]["out_dir"])  # fmt: skip
+
+
+def test_a_fasta_runs_through_the_celery_worker_and_equals_a_direct_run(
+    stack: Stack, fixture_cache: str, tmp_path: Path
+) -> None:
+    """A sequence input (FASTA) through the DAG, with the sequence Params sent over the REST API: too_long for the
+    FASTA, sequence_column / id_column for a table of the same records."""
+    import anndata as ad
+    import pyarrow.parquet as pq
+
+    from helical_airflow.models import registry
+
+    cfg, client, _ = stack
+    shutil.copy(SAMPLE_DNA, cfg.data_dir / SAMPLE_DNA.name)
+    records = _fasta_records(SAMPLE_DNA)
+    conf = {**CONF, "input_path": SAMPLE_DNA.name, "model": SEQUENCE_FAMILY, "shard_size": SEQ_SHARD_SIZE,
+            "too_long": "truncate"}  # fmt: skip
+    run_id = client.trigger(DAG, conf)
+    run = client.wait_for_run(DAG, run_id, timeout_s=900)
+    assert run["state"] == "success", _failed_logs(cfg, client, run_id)
+    tis = client.task_instances(DAG, run_id)
+    n = -(-len(records) // SEQ_SHARD_SIZE)
+    groups = _groups(client, run_id)
+    assert n >= 2 and sorted(i for g in groups for i in g) == list(range(n))
+    tasks = [t for t in tis if t["task_id"] == "embed_shard"]
+    assert tasks and all(t["state"] == "success" and t["queue"] == "default" for t in tasks)
+
+    out_dir = _published(client, run_id)
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["model_family"] == SEQUENCE_FAMILY and manifest["fixture"] is True
+    assert manifest["total_cells"] == len(records) and len(manifest["shards"]) == n  # total_cells counts records
+    sequence = manifest["input"]["sequence"]
+    assert sequence["format"] == "fasta" and sequence["too_long"] == "truncate"
+    assert sequence["total_nucleotides"] == sum(len(s) for _, s in records)
+    assert manifest["params"]["options"]["too_long"] == "truncate"  # the Param reached the model options
+    key = f"X_{SEQUENCE_FAMILY}"
+    ours = ad.read_h5ad(out_dir / "embeddings.h5ad")
+    assert list(ours.obs["id"]) == [i for i, _ in records]  # input order
+    assert ours.obsm[key].shape[0] == len(records) and np.isfinite(ours.obsm[key]).all()
+    table = pq.read_table(out_dir / "embeddings.parquet")
+    assert table.column("id").to_pylist() == [i for i, _ in records]
+    assert (out_dir / "report.html").is_file()
+
+    # the same file through `helical-airflow run`: same run key (the Param is the CLI's option), same numbers
+    direct_root = tmp_path / "direct"
+    done = subprocess.run(
+        [sys.executable, "-m", "helical_airflow.cli", "run", str(cfg.data_dir / SAMPLE_DNA.name), "--model",
+         SEQUENCE_FAMILY, "--shard-size", str(SEQ_SHARD_SIZE), "--device", "cpu", "--too-long", "truncate",
+         "--cache-dir", fixture_cache, "--out", str(direct_root)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HELICAL_AIRFLOW_REPORT_UMAP": "0"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    direct = direct_root / out_dir.parent.name / out_dir.name
+    assert direct.is_dir(), f"the direct run used another run key: {list(direct_root.glob('*/*'))}"
+    theirs = ad.read_h5ad(direct / "embeddings.h5ad")
+    assert list(theirs.obs["id"]) == list(ours.obs["id"])
+    atol = registry.FAMILIES[SEQUENCE_FAMILY].shard_atol
+    np.testing.assert_allclose(ours.obsm[key], theirs.obsm[key], atol=atol, rtol=0)
+
+    # a table with other column names: the sequence_column / id_column Params (one shard)
+    rows = records[:6]
+    (cfg.data_dir / "genes.csv").write_text("gene,seq\n" + "".join(f"{i},{s}\n" for i, s in rows))
+    run_id = client.trigger(DAG, {**conf, "input_path": "genes.csv", "sequence_column": "seq", "id_column": "gene",
+                                  "shard_size": 100})  # fmt: skip
+    assert client.wait_for_run(DAG, run_id, timeout_s=600)["state"] == "success", _failed_logs(cfg, client, run_id)
+    table_out = ad.read_h5ad(_published(client, run_id) / "embeddings.h5ad")
+    assert list(table_out.obs["id"]) == [i for i, _ in rows]
+    np.testing.assert_allclose(table_out.obsm[key], ours.obsm[key][: len(rows)], atol=1e-5, rtol=0)
