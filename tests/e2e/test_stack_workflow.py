@@ -272,6 +272,11 @@ def test_a_fasta_runs_through_the_celery_worker_and_equals_a_direct_run(
     conf = {**CONF, "input_path": SAMPLE_DNA.name, "model": SEQUENCE_FAMILY, "shard_size": SEQ_SHARD_SIZE,
             "too_long": "truncate"}  # fmt: skip
     run_id = client.trigger(DAG, conf)
+    # a table with other column names: the sequence_column / id_column Params (one shard), run alongside
+    rows = records[:6]
+    (cfg.data_dir / "genes.csv").write_text("gene,seq\n" + "".join(f"{i},{s}\n" for i, s in rows))
+    table_run = client.trigger(DAG, {**conf, "input_path": "genes.csv", "sequence_column": "seq",
+                                     "id_column": "gene", "shard_size": 100})  # fmt: skip
     run = client.wait_for_run(DAG, run_id, timeout_s=900)
     assert run["state"] == "success", _failed_logs(cfg, client, run_id)
     tis = client.task_instances(DAG, run_id)
@@ -313,12 +318,9 @@ def test_a_fasta_runs_through_the_celery_worker_and_equals_a_direct_run(
     atol = registry.FAMILIES[SEQUENCE_FAMILY].shard_atol
     np.testing.assert_allclose(ours.obsm[key], theirs.obsm[key], atol=atol, rtol=0)
 
-    # a table with other column names: the sequence_column / id_column Params (one shard)
-    rows = records[:6]
-    (cfg.data_dir / "genes.csv").write_text("gene,seq\n" + "".join(f"{i},{s}\n" for i, s in rows))
-    run_id = client.trigger(DAG, {**conf, "input_path": "genes.csv", "sequence_column": "seq", "id_column": "gene",
-                                  "shard_size": 100})  # fmt: skip
-    assert client.wait_for_run(DAG, run_id, timeout_s=600)["state"] == "success", _failed_logs(cfg, client, run_id)
-    table_out = ad.read_h5ad(_published(client, run_id) / "embeddings.h5ad")
+    # the table's run
+    assert client.wait_for_run(DAG, table_run, timeout_s=600)["state"] == "success", _failed_logs(cfg, client,
+                                                                                                table_run)  # fmt: skip
+    table_out = ad.read_h5ad(_published(client, table_run) / "embeddings.h5ad")
     assert list(table_out.obs["id"]) == [i for i, _ in rows]
     np.testing.assert_allclose(table_out.obsm[key], ours.obsm[key][: len(rows)], atol=1e-5, rtol=0)
