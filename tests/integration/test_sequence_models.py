@@ -1,10 +1,11 @@
 """Sequence families through helical's real code on the offline fixture (tiny random weights in helical's layout):
 `helical-airflow run <sample>.fa --model <family>` writes one finite embedding per record, in input order;
 sharded == unsharded; the same records as FASTA, gzip FASTA, CSV and Parquet give the same embeddings; a record
-longer than the context, windowed, is the mean of its windows' embeddings.
+longer than the context, windowed, is the mean of its windows' embeddings; distinct records get distinct vectors.
 
 CPU-capable families only: Caduceus and Evo 2 need CUDA (their FAMILY.cpu_unsupported; E228 is checked in
-tests/unit/test_seqio.py)."""
+tests/unit/test_seqio.py). RNA families (Helix-mRNA, Mamba2-mRNA) read the DNA sample transcribed (T -> U, soft
+masking kept): real sequence, not real mRNA; data/ ships no RNA sample."""
 
 from __future__ import annotations
 
@@ -22,20 +23,40 @@ import pytest
 from helical_airflow import pipeline
 from helical_airflow.models import registry
 from helical_airflow.models.fixture import build_fixture
+from helical_airflow.seqio import alphabet_for
 from helical_airflow.spec import RunParams
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample_dna.fa"
 CPU_FAMILIES = [name for name, f in registry.FAMILIES.items() if f.models[0].is_sequence and not f.cpu_unsupported]
+#: windowing runs a record of twice the context: families whose context is long (8k-12k nucleotides) would make that
+#: minutes on a CPU; the windowing is SequenceRunner's, the same for every family, and tested on the others
+WINDOW_FAMILIES = [name for name in CPU_FAMILIES if (registry.FAMILIES[name].models[0].max_length or 0) <= 4096]
 N = 10  # records used (of the sample's 40): keeps each run to seconds on a shared CPU
 
 
-def _records(n: int = N) -> list[tuple[str, str]]:
+def _rna(family: str) -> bool:
+    return "U" in alphabet_for(registry.get_model(family))
+
+
+def _transcribed(text: str) -> str:
+    """DNA -> RNA letters (T -> U, t -> u), FASTA headers left alone."""
+    return "".join(line if line.startswith(">") else line.translate(str.maketrans("Tt", "Uu"))
+                   for line in text.splitlines(keepends=True))  # fmt: skip
+
+
+def _records(n: int = N, rna: bool = False) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for block in SAMPLE.read_text().split(">")[1:]:
+    text = SAMPLE.read_text()
+    for block in (_transcribed(text) if rna else text).split(">")[1:]:
         header, *lines = block.splitlines()
         out.append((header.split()[0], "".join(lines)))
     return out[:n]
+
+
+def _name(family: str, name: str) -> str:
+    """The test input `name` (r.fa, r.csv, ...) in the family's alphabet."""
+    return f"rna_{name}" if _rna(family) else name
 
 
 @pytest.fixture(scope="module")
@@ -47,23 +68,27 @@ def env(tmp_path_factory: pytest.TempPathFactory, fixture_cache: str) -> dict[st
     build_fixture(cache, families=CPU_FAMILIES)  # already there: writes nothing
     os.environ["HELICAL_AIRFLOW_SEQ_INDEX_DIR"] = str(root / "index")
     os.environ["HELICAL_AIRFLOW_REPORT_UMAP"] = "0"
-    records = _records()
-    fasta = "".join(f">{i} hg19\n" + "\n".join(s[j : j + 60] for j in range(0, len(s), 60)) + "\n" for i, s in records)
-    (root / "r.fa").write_text(fasta)
-    (root / "r.fa.gz").write_bytes(gzip.compress(fasta.encode(), mtime=0))
-    (root / "r.csv").write_text(
-        "id,sequence,label\n" + "".join(f"{i},{s},L{n % 2}\n" for n, (i, s) in enumerate(records))
-    )
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"id": [i for i, _ in records], "sequence": [s for _, s in records],
-                      "label": [f"L{n % 2}" for n in range(len(records))]})  # fmt: skip
-    pq.write_table(table, root / "r.parquet", row_group_size=3)
+    for prefix, rna in (("", False), ("rna_", True)):
+        records = _records(rna=rna)
+        fasta = "".join(f">{i} hg19\n" + "\n".join(s[j : j + 60] for j in range(0, len(s), 60)) + "\n"
+                        for i, s in records)  # fmt: skip
+        (root / f"{prefix}r.fa").write_text(fasta)
+        (root / f"{prefix}r.fa.gz").write_bytes(gzip.compress(fasta.encode(), mtime=0))
+        (root / f"{prefix}r.csv").write_text(
+            "id,sequence,label\n" + "".join(f"{i},{s},L{n % 2}\n" for n, (i, s) in enumerate(records))
+        )
+        table = pa.table({"id": [i for i, _ in records], "sequence": [s for _, s in records],
+                          "label": [f"L{n % 2}" for n in range(len(records))]})  # fmt: skip
+        pq.write_table(table, root / f"{prefix}r.parquet", row_group_size=3)
+    (root / "rna_sample.fa").write_text(_transcribed(SAMPLE.read_text()))
     return {"root": root, "cache": cache}
 
 
 def _run(env: dict[str, Path], name: str, family: str, shard_size: int, **options: str) -> ad.AnnData:
+    name = _name(family, name)
     params = RunParams(model=family, shard_size=shard_size, device="cpu", cache_dir=str(env["cache"]), options=options)
     manifest = pipeline.run(env["root"] / name, params, env["root"] / "out")
     out = Path(manifest.outputs.get("embeddings", "")) if manifest.outputs.get("embeddings") else None
@@ -77,10 +102,14 @@ def _run(env: dict[str, Path], name: str, family: str, shard_size: int, **option
 def test_sharded_equals_unsharded_in_input_order_and_formats_agree(env: dict[str, Path], family: str) -> None:
     key = f"X_{family}"
     whole = _run(env, "r.fa", family, shard_size=100)
-    ids = [i for i, _ in _records()]
-    assert list(whole.obs["id"]) == ids and list(whole.obs["length"]) == [len(s) for _, s in _records()]
+    records = _records(rna=_rna(family))
+    ids = [i for i, _ in records]
+    assert list(whole.obs["id"]) == ids and list(whole.obs["length"]) == [len(s) for _, s in records]
     x = whole.obsm[key]
     assert x.shape[0] == N and np.isfinite(x).all() and np.linalg.norm(x, axis=1).min() > 0
+    # distinct records, distinct vectors (helical's own Mamba2-mRNA pooling gave all 10 the same one)
+    gaps = np.abs(x[:, None, :] - x[None, :, :]).max(axis=-1)[np.triu_indices(N, 1)]
+    assert gaps.min() > 1e-3, gaps.min()
     sharded = _run(env, "r.fa", family, shard_size=3)
     np.testing.assert_allclose(sharded.obsm[key], x, atol=registry.FAMILIES[family].shard_atol, rtol=0)
     for name in ("r.fa.gz", "r.csv", "r.parquet"):
@@ -90,26 +119,28 @@ def test_sharded_equals_unsharded_in_input_order_and_formats_agree(env: dict[str
     assert list(_run(env, "r.csv", family, shard_size=4).obs["label"][:2]) == ["L0", "L1"]
 
 
-@pytest.mark.parametrize("family", CPU_FAMILIES)
+@pytest.mark.parametrize("family", WINDOW_FAMILIES)
 def test_windows_are_mean_pooled(env: dict[str, Path], family: str) -> None:
     context = registry.get_model(family).max_length
     assert context
-    seq = "".join(s for _, s in _records(40))[: context * 2 + 100].upper()
+    seq = "".join(s for _, s in _records(40, rna=_rna(family)))[: context * 2 + 100].upper()
     windows = [seq[i : i + context] for i in range(0, len(seq), context)]
-    (env["root"] / "long.fa").write_text(f">long\n{seq}\n" + "".join(f">w{i}\n{w}\n" for i, w in enumerate(windows)))
+    fasta = f">long\n{seq}\n" + "".join(f">w{i}\n{w}\n" for i, w in enumerate(windows))
+    (env["root"] / _name(family, "long.fa")).write_text(fasta)
     out = _run(env, "long.fa", family, shard_size=2, too_long="window").obsm[f"X_{family}"]
     np.testing.assert_allclose(out[0], out[1:].mean(axis=0), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family", CPU_FAMILIES)
 def test_cli_run_on_the_sample(env: dict[str, Path], family: str, tmp_path: Path) -> None:
+    sample = env["root"] / "rna_sample.fa" if _rna(family) else SAMPLE
     done = subprocess.run(
-        [sys.executable, "-m", "helical_airflow.cli", "run", str(SAMPLE), "--model", family, "--cache-dir",
+        [sys.executable, "-m", "helical_airflow.cli", "run", str(sample), "--model", family, "--cache-dir",
          str(env["cache"]), "--out", str(tmp_path), "--shard-size", "16", "--device", "cpu"],
         capture_output=True, text=True, timeout=600, env={**os.environ},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    (folder,) = (tmp_path / SAMPLE.name).iterdir()
+    (folder,) = (tmp_path / sample.name).iterdir()
     adata = ad.read_h5ad(folder / "embeddings.h5ad")
     assert adata.n_obs == 40 and np.isfinite(adata.obsm[f"X_{family}"]).all()
     import pyarrow.parquet as pq
