@@ -152,7 +152,8 @@ def merge(plan_path: str) -> dict[str, Any]:
     plan = load_plan(plan_path)
     manifest = merge_shards(plan)
     log.info("merged %d %s from %d shards", manifest.total_cells, plan.input.unit, len(manifest.shards))
-    return {"total_cells": manifest.total_cells, "shards": len(manifest.shards), **manifest.outputs}
+    # outputs first: it has a "shards" entry of its own (the shard file pattern), which must not hide the count
+    return {**manifest.outputs, "total_cells": manifest.total_cells, "shards": len(manifest.shards)}
 
 
 @fail_fast_on_user_errors

@@ -152,6 +152,9 @@ def test_workflow_on_celery_equals_direct_run_and_reuses_shards(
     assert (out_dir.parent / "latest").resolve() == out_dir.resolve()
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["total_cells"] == 700 and len(manifest["shards"]) == n
+    merged = client.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/merge/xcomEntries/return_value"
+                        "?deserialize=true")["value"]  # fmt: skip
+    assert merged["shards"] == n and merged["total_cells"] == 700  # the count, not the outputs' file pattern
     assert sorted(s["index"] for s in manifest["shards"]) == list(range(n))
     assert manifest["quality"]["passed"] and manifest["fixture"] is True
     loads = {s["index"]: s["model_load_seconds"] > 0 for s in manifest["shards"]}
