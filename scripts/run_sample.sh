@@ -24,9 +24,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ -z "$input" ]; then
-  sequence="$("$bin/python" -c 'import sys; from helical_airflow.models import get_model
-print(get_model(sys.argv[1]).is_sequence)' "$model" 2>/dev/null || echo False)"
-  if [ "$sequence" = True ]; then input=data/sample_dna.fa; else input=data/sample.h5ad; fi
+  modality="$("$bin/python" -c 'import sys; from helical_airflow.models import get_model
+print(get_model(sys.argv[1]).profile.modality)' "$model" 2>/dev/null || echo rna)"
+  case "$modality" in
+    dna_sequence) input=data/sample_dna.fa ;;
+    # no RNA sample is shipped: the DNA sample transcribed (T -> U; headers kept)
+    rna_sequence) mkdir -p outputs; input=outputs/sample_rna.fa
+      sed '/^>/!y/Tt/Uu/' data/sample_dna.fa > "$input" ;;
+    *) input=data/sample.h5ad ;;
+  esac
 fi
 exec "$bin/helical-airflow" run "$input" --model geneformer --cache-dir "$cache" --shard-size 250 \
   --out outputs ${args[@]+"${args[@]}"}
