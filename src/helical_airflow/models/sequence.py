@@ -25,6 +25,7 @@ from .vocab import GeneVocabulary
 
 if TYPE_CHECKING:
     from ..seqio import Record
+    from .fixture_io import FixtureContext
     from .profiles import ModelSpec
     from .runner import RunSettings
 
@@ -128,3 +129,45 @@ def local_hub_folder(folder: Path) -> str:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     hub.HF_HUB_OFFLINE = True
     return str(folder)
+
+
+class HubCopy:
+    """A hub model repo kept as a local folder under the models dir, `<family>/<owner>--<name>/`, holding the files
+    transformers' from_pretrained reads (helical has no `list_of_files_to_download` for these models): the files
+    list, helical's own view of it, and the fixture written by a child script that save_pretrained's into a folder.
+    """
+
+    FILENAMES = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+    def __init__(self, family: str, repo: str) -> None:
+        self.family, self.repo = family, repo
+
+    def folder(self, repo: str | None = None) -> str:
+        """The local copy of the hub repo, relative to the models dir."""
+        return f"{self.family}/{(repo or self.repo).replace('/', '--')}"
+
+    def files(self, model_name: str, options: Mapping[str, str]) -> list[str]:
+        return [f"{self.folder()}/{name}" for name in self.FILENAMES]
+
+    def helical_files(self, helical_repo: str) -> list[str]:
+        """The same list built from the repo helical's config names and transformers' own file names (tests
+        compare it with `files`)."""
+        from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
+        from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_NAME
+
+        return [
+            f"{self.folder(helical_repo)}/{name}" for name in (CONFIG_NAME, SAFE_WEIGHTS_NAME, TOKENIZER_CONFIG_FILE)
+        ]
+
+    def build_fixture(self, ctx: FixtureContext, spec: ModelSpec, child: str) -> dict[str, Any]:
+        """Run `child` (argv: [seed, out folder]; prints a JSON line of facts) and copy the folder into the cache."""
+        import json
+        import tempfile
+
+        from .fixture_io import run_child
+
+        with tempfile.TemporaryDirectory() as tmp:
+            info = json.loads(run_child(child, ctx.stable_seed(spec.helical_model_name), tmp).strip().splitlines()[-1])
+            for rel, name in zip(self.files(spec.helical_model_name, {}), self.FILENAMES, strict=True):
+                ctx.write(rel, (Path(tmp) / name).read_bytes())
+        return info

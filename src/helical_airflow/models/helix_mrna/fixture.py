@@ -9,14 +9,12 @@ it off; adapter.py says why)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fixture_io import FixtureContext, run_child
 from . import files
 
 if TYPE_CHECKING:
+    from ..fixture_io import FixtureContext
     from ..profiles import ModelSpec
 
 CHILD = """
@@ -43,10 +41,4 @@ print(json.dumps({"hidden_size": config.hidden_size, "layers": config.num_hidden
 
 
 def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
-    import json
-
-    with tempfile.TemporaryDirectory() as tmp:
-        info = json.loads(run_child(CHILD, ctx.stable_seed(spec.helical_model_name), tmp).strip().splitlines()[-1])
-        for rel, name in zip(files.files(spec.helical_model_name, {}), files.FILENAMES, strict=True):
-            ctx.write(rel, (Path(tmp) / name).read_bytes())
-    return info
+    return files.COPY.build_fixture(ctx, spec, CHILD)

@@ -14,25 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..sequence import HubCopy
+
 REPO = "helical-ai/mamba2-mRNA"
-FILENAMES = ("config.json", "model.safetensors", "tokenizer_config.json")
-
-
-def folder(repo: str = REPO) -> str:
-    """The local copy of the hub repo, relative to the models dir."""
-    return f"mamba2_mrna/{repo.replace('/', '--')}"
-
-
-def files(model_name: str, options: Mapping[str, str]) -> list[str]:
-    return [f"{folder()}/{name}" for name in FILENAMES]
+COPY = HubCopy("mamba2_mrna", REPO)
+FILENAMES = COPY.FILENAMES
+folder = COPY.folder
+files = COPY.files
 
 
 def helical_files(model_name: str, options: Mapping[str, str]) -> list[str]:
-    """From helical's own config (imports helical; tests compare it with `files`): the repo its from_pretrained
-    calls name, and transformers' own names of the files they read."""
+    """From helical's own config (imports helical): the repo its from_pretrained calls name."""
     from helical.models.mamba2_mrna import Mamba2mRNAConfig
-    from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
-    from transformers.utils import CONFIG_NAME, SAFE_WEIGHTS_NAME
 
-    repo = Mamba2mRNAConfig().config["model_name"]
-    return [f"{folder(repo)}/{name}" for name in (CONFIG_NAME, SAFE_WEIGHTS_NAME, TOKENIZER_CONFIG_FILE)]
+    return COPY.helical_files(Mamba2mRNAConfig().config["model_name"])
