@@ -102,7 +102,7 @@ def _run_process(
     finally:
         watch.stop()
     if watch.exceeded_mb:
-        raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB RSS (process tree)")
+        raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB peak RSS (process tree)")
     if code not in (0, RECYCLE_EXIT):
         raise failure(f"shard(s) {shards} (pid {proc.pid})", code, lines)
     return code
@@ -118,12 +118,14 @@ def memory_cap_mb(plan_path: str) -> float:
 
 
 class MemoryWatch:
-    """Kills the embed process's group when the resident memory of its process tree passes `cap_mb`.
+    """Kills the embed process's group when the peak resident memory of its process tree passes `cap_mb`.
 
-    A soft cap, polled every POLL_S: without a cgroup of its own (the docker and kubernetes launchers set a hard
-    limit there) this is what keeps one shard from pushing a shared worker into the kernel's OOM killer, which
-    would pick any process, the Celery worker included. A spike shorter than the poll can pass unseen; the
-    embedding of a batch takes seconds (Geneformer fixture, 350 cells: ~5 s), the poll is 0.2 s.
+    Polled every POLL_S: without a cgroup of its own (the docker and kubernetes launchers set a hard limit there)
+    this is what keeps one shard from pushing a shared worker into the kernel's OOM killer, which would pick any
+    process, the Celery worker included. It reads each process's high-water mark (VmHWM, the kernel's peak RSS),
+    not its current RSS: on a quiet machine a batch's attention peak is shorter than the poll (Geneformer
+    fixture, 700 cells at batch 700: a 32 s run passed a 2.1 GB cap unseen with current RSS, its peak 2314 MB),
+    so a spike is caught at the next poll even after it is freed, as a cgroup limit would have caught it.
     """
 
     POLL_S = 0.2
@@ -141,14 +143,14 @@ class MemoryWatch:
         except psutil.NoSuchProcess:
             return
         while not self._done.wait(self.POLL_S):
-            rss = 0
+            peak = 0
             with contextlib.suppress(psutil.Error):
                 for p in (root, *root.children(recursive=True)):
-                    with contextlib.suppress(psutil.Error):
-                        rss += p.memory_info().rss
-            if rss / 2**20 > self.cap_mb:
-                self.exceeded_mb = rss / 2**20
-                log.error("embed process %d: %.0f MB RSS, above its memory cap of %.0f MB: killing it",
+                    with contextlib.suppress(psutil.Error, OSError, ValueError):
+                        peak += peak_rss_bytes(p)
+            if peak / 2**20 > self.cap_mb:
+                self.exceeded_mb = peak / 2**20
+                log.error("embed process %d: peak RSS %.0f MB, above its memory cap of %.0f MB: killing it",
                           self.proc.pid, self.exceeded_mb, self.cap_mb)  # fmt: skip
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -158,6 +160,18 @@ class MemoryWatch:
         self._done.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+
+def peak_rss_bytes(proc: psutil.Process) -> int:
+    """The process's peak resident memory (Linux: VmHWM in /proc/<pid>/status); its current RSS elsewhere."""
+    try:
+        with open(f"/proc/{proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except FileNotFoundError:
+        pass
+    return int(proc.memory_info().rss)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
