@@ -28,8 +28,9 @@ if [ -z "$input" ]; then
 print(get_model(sys.argv[1]).profile.modality)' "$model" 2>/dev/null || echo rna)"
   case "$modality" in
     dna_sequence) input=data/sample_dna.fa ;;
-    # no RNA sample is shipped: the DNA sample transcribed (T -> U; headers kept)
-    rna_sequence) mkdir -p outputs; input=outputs/sample_rna.fa
+    # no RNA sample is shipped: the DNA sample transcribed (T -> U; headers kept). Not in outputs/ itself: the run
+    # folder is outputs/<file name>/<run key>, which a file outputs/sample_rna.fa would block
+    rna_sequence) mkdir -p outputs/inputs; input=outputs/inputs/sample_rna.fa
       sed '/^>/!y/Tt/Uu/' data/sample_dna.fa > "$input" ;;
     *) input=data/sample.h5ad ;;
   esac
