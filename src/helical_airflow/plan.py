@@ -97,6 +97,13 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
     dataset = Path(summary.path).name.removesuffix(".h5ad")
     out_dir = (out_root / dataset / key).resolve()
     plan_file = out_dir / "plan.json"
+    blocking = next((d for d in (out_dir.parent, out_dir) if d.exists() and not d.is_dir()), None)
+    if blocking is not None:  # e.g. a file named like the input inside the output folder
+        raise ConfigError(
+            "E209",
+            f"the run folder {out_dir} cannot be made: {blocking} is a file",
+            f"move that file away, or pass another --out (the run folder is <out>/{dataset}/<run key>)",
+        )
     if plan_file.exists():
         return load_plan(plan_file)
     plan = Plan(

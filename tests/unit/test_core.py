@@ -115,3 +115,28 @@ def test_a_process_killed_while_writing_leaves_the_old_file_intact(tmp_path: Pat
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ}, capture_output=True)
     assert proc.returncode == -signal.SIGKILL
     assert np.load(target).shape == (3, 3)
+
+
+def test_a_file_where_the_run_folder_goes_is_e209_not_a_traceback(tmp_path: Path) -> None:
+    """outputs/<input name>/<run key>: a file outputs/<input name> (run_sample.sh once wrote its RNA input there)."""
+    from helical_airflow.errors import ConfigError
+    from helical_airflow.plan import make_plan
+    from helical_airflow.spec import RunParams
+    from helical_airflow.validate import validate_input
+
+    fasta = tmp_path / "in" / "x.fa"
+    fasta.parent.mkdir()
+    fasta.write_text(">a\nACGT\n>b\nGGCA\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x.fa").write_text("in the way")
+    from helical_airflow.models import fixture
+
+    cache = tmp_path / "cache"
+    fixture.build_fixture(cache, families=["hyena_dna"])
+    params = RunParams(model="hyena_dna", cache_dir=str(cache))
+    summary = validate_input(str(fasta), "hyena_dna", None, str(cache), options={})
+    with pytest.raises(ConfigError) as err:
+        make_plan(summary, params, out)
+    assert err.value.code == "E209" and str(out / "x.fa") in err.value.message
+
