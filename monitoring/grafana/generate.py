@@ -309,7 +309,7 @@ def main_dashboard() -> dash.Dashboard:
     d = d.with_panel(
         tbl(
             "Shard failures by error code",
-            "E1xx input, E2xx configuration, E3xx runtime (E303: out of memory).",
+            "E1xx input, E2xx configuration, E3xx runtime (E303: out of memory, E305: memory cap exceeded).",
             f"sum by (model, code) (helical_embed_failures_total{{{MODEL}}})",
             12,
         )

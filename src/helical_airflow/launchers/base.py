@@ -117,6 +117,9 @@ def memory_cap_exceeded(plan_path: str, shards: Sequence[int], used: str) -> Lau
     cap = plan.params.memory_cap_gb
     error = LaunchError("E305", f"memory cap exceeded: shard(s) {list(shards)} used {used}, over the cap of {cap:g} GB",
                         "", None, retryable=True)  # fmt: skip
+    from .. import telemetry
+
+    telemetry.emit_failure(plan, "E305")  # the embed process was killed before it could count its own failure
     old, new = halve_batch_size(plan, error.message)
     fix = "or lower shard_size, or raise memory_cap_gb (the machine permitting)"
     error.hint = f"the retry runs with batch size {new} (was {old}), {fix}" if new < old else f"batch size is 1: {fix}"
