@@ -20,6 +20,44 @@ NO_SKIPS = os.environ.get("HELICAL_AIRFLOW_TESTS_NO_SKIPS") == "1"
 os.environ.setdefault("HELICAL_AIRFLOW_REPORT_UMAP", "0")
 
 
+class SettingsMonkeyPatch(pytest.MonkeyPatch):
+    """`monkeypatch` whose environment changes reach the package: helical_airflow.settings reads the environment
+    once and keeps it, so every setenv/delenv (and the undo at the end of the test) reads it again."""
+
+    def setenv(self, name: str, value: str, prepend: str | None = None) -> None:
+        super().setenv(name, value, prepend)
+        _reload_settings()
+
+    def delenv(self, name: str, raising: bool = True) -> None:
+        super().delenv(name, raising)
+        _reload_settings()
+
+    def undo(self) -> None:
+        super().undo()
+        _reload_settings()
+
+
+def _reload_settings() -> None:
+    from helical_airflow import settings
+
+    settings.reload()
+
+
+@pytest.fixture
+def monkeypatch() -> Generator[pytest.MonkeyPatch, None, None]:
+    patch = SettingsMonkeyPatch()
+    yield patch
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Generator[None, None, None]:
+    """Each test reads the environment as it is when it starts (a module fixture may have set variables)."""
+    _reload_settings()
+    yield
+    _reload_settings()
+
+
 def _fail_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     if NO_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

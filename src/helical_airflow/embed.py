@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import psutil
 
-from . import h5io, shardlock, telemetry
+from . import h5io, settings, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .models import get_model, registry
 from .spec import Plan, Precision, ShardResult
@@ -35,14 +35,14 @@ def use_cache_dir(cache_dir: str | None) -> None:
     if cache_dir is None:
         return
     wanted = os.path.abspath(cache_dir)
-    current = os.environ.get("CACHE_DIR_HELICAL_PREFIX")
+    current = settings.helical_cache_prefix()
     if "helical" in sys.modules and current != wanted:
         raise ConfigError(
             "E207",
             f"helical was already imported with cache {current!r}, cannot switch to {wanted!r}",
             "run each cache in its own process (helical-airflow embed-shard does this)",
         )
-    os.environ["CACHE_DIR_HELICAL_PREFIX"] = wanted
+    settings.export("CACHE_DIR_HELICAL_PREFIX", wanted)
 
 
 def resolve_device(requested: str, gpu_policy: str, fixture: bool = False) -> str:

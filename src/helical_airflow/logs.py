@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+from . import settings
 
 FORMAT_ENV = "HELICAL_AIRFLOW_LOG_FORMAT"
 CONTEXT_FIELDS = ("run_key", "shard", "model", "dataset")
@@ -88,5 +89,5 @@ def json_handler(stream: Any = None) -> logging.Handler:
 
 
 def wanted_format(explicit: str | None = None) -> str:
-    value = (explicit or os.environ.get(FORMAT_ENV, "") or "rich").strip().lower()
+    value = (explicit or settings.get().log_format or "rich").strip().lower()
     return value if value in ("rich", "json") else "rich"

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 import numpy as np
 import pandas as pd
 
-from . import h5io, scores
+from . import h5io, scores, settings
 from .errors import ConfigError, HelicalAirflowError
 from .spec import LabelScores, Plan, QualityReport, QualityThresholds
 from .store import load_embeddings, load_manifest, manifest_file, save_npy, write_json
@@ -110,7 +109,7 @@ def thresholds_for(plan: Plan, explicit: QualityThresholds | None = None) -> tup
     """The thresholds that apply to this run, and where they come from."""
     if explicit is not None:
         return explicit, "given"
-    configured = os.environ.get(THRESHOLDS_ENV, "").strip()
+    configured = settings.get().quality_thresholds
     if configured:
         try:
             return QualityThresholds.model_validate(json.loads(configured)), THRESHOLDS_ENV

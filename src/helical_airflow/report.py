@@ -16,7 +16,6 @@ import html
 import io
 import logging
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import h5io, scores
+from . import h5io, scores, settings
 from .spec import Manifest, Plan, QualityReport, ShardResult
 from .store import load_embeddings, load_manifest, write_text
 
@@ -50,7 +49,7 @@ STYLE = (
 
 
 def umap_enabled() -> bool:
-    return os.environ.get(UMAP_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return settings.get().report_umap
 
 
 def executed(shards: list[ShardResult]) -> dict[str, str]:

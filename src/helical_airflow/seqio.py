@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from . import settings
 from .errors import InputValidationError
 from .spec import InputSummary, SequenceSummary
 
@@ -220,10 +221,7 @@ def _table_records(path: Path, layout: Layout, extra: list[str]) -> Iterator[tup
 
 
 def index_dir() -> Path:
-    configured = os.environ.get("HELICAL_AIRFLOW_SEQ_INDEX_DIR")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "helical-airflow" / "seq-index"
+    return settings.get().seq_index_dir
 
 
 def index_file(sha256: str) -> Path:

@@ -13,7 +13,6 @@ run then, even though its outputs are current (pipeline.run). Nothing is importe
 from __future__ import annotations
 
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -95,11 +94,11 @@ def _probe(uri: str) -> None:
 def track(plan: Plan, manifest: Manifest, uri: str) -> dict[str, str]:
     """Log the run to MLflow; returns the manifest's tracking record. Never raises."""
     started = time.monotonic()
-    experiment = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    experiment = settings.get().mlflow_experiment
     try:
         _probe(uri)
         for key, value in HTTP_SETTINGS.items():
-            os.environ.setdefault(key, value)
+            settings.export_default(key, value)
         run_id = _log(plan, manifest, uri, experiment)
     except Exception as exc:  # a finished run never fails because of its tracking
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -23,7 +23,7 @@ import re
 import stat
 from pathlib import Path
 
-from . import bounded, h5check, h5io
+from . import bounded, h5check, h5io, settings
 from .errors import InputValidationError
 from .models import get_model, registry
 from .spec import GeneIdKind, InputSummary
@@ -89,12 +89,12 @@ def fail(code: str, detail: str, hint: str | None = None) -> InputValidationErro
 
 
 def validate_timeout_s(size_bytes: int) -> float:
-    configured = os.environ.get("HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S")
-    return float(configured) if configured else VALIDATE_BASE_S + size_bytes / VALIDATE_BYTES_PER_S
+    configured = settings.get().validate_timeout_s
+    return configured if configured is not None else VALIDATE_BASE_S + size_bytes / VALIDATE_BYTES_PER_S
 
 
 def validate_memory_mb() -> int:
-    return int(os.environ.get("HELICAL_AIRFLOW_VALIDATE_MEMORY_MB") or VALIDATE_MEMORY_MB)
+    return settings.get().validate_memory_mb or VALIDATE_MEMORY_MB
 
 
 def validate_input(

@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("airflow")
 pytest.importorskip("psycopg")
 
+from helical_airflow import settings  # noqa: E402
 from helical_airflow.stack.client import AirflowClient  # noqa: E402
 from helical_airflow.stack.config import StackConfig  # noqa: E402
 from helical_airflow.stack.monitoring import CAPTURE_ENV, prometheus_url, statsd_metrics_url  # noqa: E402
@@ -42,6 +43,7 @@ def stack(
     capture = tmp_path_factory.mktemp("statsd") / "capture.txt"  # kept by pytest after the run, for a look
     with pytest.MonkeyPatch.context() as env:
         env.setenv(CAPTURE_ENV, str(capture))  # the bridge records what it receives
+        settings.reload()  # a plain MonkeyPatch: the package reads its settings once
         with local_stack(sample_h5ad, fixture_cache, prefix="helical-obs-e2e-", monitoring=True,
                          wait_for_dag=DAG) as running:  # fmt: skip
             yield running.cfg, running.client, capture

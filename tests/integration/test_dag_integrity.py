@@ -17,6 +17,8 @@ pytest.importorskip("airflow")
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
 
+from helical_airflow import settings  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "airflow" / "dags"
 
@@ -29,10 +31,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def dagbag(data_dir: Path) -> DagBag:
     os.environ["HELICAL_AIRFLOW_DATA_DIR"] = str(data_dir)  # the DAG builds its path rule from it
+    settings.reload()
     try:
         return DagBag(str(DAGS))
     finally:
         os.environ.pop("HELICAL_AIRFLOW_DATA_DIR", None)
+        settings.reload()
 
 
 def test_dags_import_without_errors(dagbag: DagBag) -> None:

@@ -14,7 +14,6 @@ Settings: settings.py (HELICAL_AIRFLOW_DOCKER_*, HELICAL_AIRFLOW_HOST_*).
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -87,7 +86,6 @@ def docker_operator(
     plan = load_plan(plan_path)
     profile = get_model(plan.params.model).profile
     gpu = wants_gpu(profile.gpu, plan.params.device, cfg)
-    passed = ("HELICAL_AIRFLOW_STATSD_HOST", "HELICAL_AIRFLOW_STATSD_PORT", "MLFLOW_TRACKING_URI")
     return DockerOperator(
         task_id=task_id or f"embed_shard_{shards[0]}_container",
         image=image_for(gpu, cfg),
@@ -98,7 +96,7 @@ def docker_operator(
             "HELICAL_AIRFLOW_DATA_DIR": str(settings.data_dir()),
             "HELICAL_AIRFLOW_OUTPUT_DIR": str(settings.output_dir()),
             "PYTHONUNBUFFERED": "1",
-            **{k: os.environ[k] for k in passed if k in os.environ},
+            **settings.container_env(),
         },
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
         mem_limit=f"{plan.params.memory_cap_gb:g}g",  # a hard cap: the kernel's OOM kill there is E305

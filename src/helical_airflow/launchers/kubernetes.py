@@ -18,7 +18,6 @@ the pod's exit code (75: recycle, a fresh pod for the shards left) comes from th
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 CONTAINER = "base"  # the container name KubernetesPodOperator follows (logs, exit code)
 POD_CACHE = "/opt/helical-cache"
-PASSED = ("HELICAL_AIRFLOW_STATSD_HOST", "HELICAL_AIRFLOW_STATSD_PORT", "MLFLOW_TRACKING_URI")  # the worker's, as is
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -87,7 +85,7 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
         "HELICAL_AIRFLOW_OUTPUT_DIR": output,
         "HELICAL_AIRFLOW_CACHE_DIR": cache,
         "PYTHONUNBUFFERED": "1",
-        **{k: os.environ[k] for k in PASSED if k in os.environ},
+        **settings.container_env(),
     }
     container = k8s.V1Container(
         name=CONTAINER,

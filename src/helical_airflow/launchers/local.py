@@ -47,9 +47,9 @@ def thread_limits(plan_path: str) -> dict[str, str]:
     fight over the cores (N x cores threads). N is the worker's concurrency, or the number of task groups the
     plan makes when smaller (a one-group plan keeps every core). Explicit OMP_NUM_THREADS settings are left alone.
     """
-    if "OMP_NUM_THREADS" in os.environ:
+    if settings.get().omp_num_threads is not None:
         return {}
-    concurrency = int(os.environ.get("AIRFLOW__CELERY__WORKER_CONCURRENCY", "1") or 1)
+    concurrency = settings.get().worker_concurrency  # unset: the default the plan's grouping assumes (settings.py)
     # a missing or broken plan is reported by the shard process itself
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         n_shards = len(json.loads(Path(plan_path).read_text())["shards"])

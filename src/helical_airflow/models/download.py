@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings import export
 from . import cache
 from .profiles import ModelSpec
 from .registry import get_family, required_files, resolve_options
@@ -50,7 +50,7 @@ def download_model(spec: ModelSpec, options: dict[str, str], cache_dir: str, bas
             f"{cache_dir} is a fixture cache (random weights); real weights would be mixed with them",
             "download into an empty folder or a real cache (--cache-dir)",
         )
-    os.environ["CACHE_DIR_HELICAL_PREFIX"] = str(cache.cache_root(cache_dir))
+    export("CACHE_DIR_HELICAL_PREFIX", str(cache.cache_root(cache_dir)))
     from helical.utils.downloader import Downloader
 
     resolved = resolve_options(spec, options)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, ShardError
 from ..spec import Engine, Precision
+from ..settings import helical_cache_prefix
 from . import cache
 
 if TYPE_CHECKING:
@@ -123,7 +124,6 @@ def private_workdir(prefix: str) -> Iterator[str]:
 
 def helical_prefix() -> str | None:
     """The cache prefix helical uses in this process (it reads the variable once, at import)."""
-    import os
     import sys
 
     if "helical.constants.paths" in sys.modules:
@@ -131,7 +131,7 @@ def helical_prefix() -> str | None:
 
         # <prefix>/.cache/helical/models -> <prefix>
         return str(CACHE_DIR_HELICAL.parent.parent.parent)
-    return os.environ.get("CACHE_DIR_HELICAL_PREFIX")
+    return helical_cache_prefix()
 
 
 def drop_helical_log_handler() -> None:

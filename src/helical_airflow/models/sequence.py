@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..settings import export
 from .profiles import ModelOption
 from .runner import take_settings
 from .vocab import GeneVocabulary
@@ -121,12 +122,10 @@ def local_hub_folder(folder: Path) -> str:
     the hub repo id: transformers then opens the folder's files and asks the hub for nothing. The hub is also put
     offline (the environment, and huggingface_hub's constant read at its import) so that nothing leaves the machine
     should a file be missing; a missing file is then an error, never a download into the (fixture) cache."""
-    import os
-
     import huggingface_hub.constants as hub
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    export("HF_HUB_OFFLINE", "1")
+    export("TRANSFORMERS_OFFLINE", "1")
     hub.HF_HUB_OFFLINE = True
     return str(folder)
 

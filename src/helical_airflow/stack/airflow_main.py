@@ -12,9 +12,10 @@ child of the worker/triggerer, which inherits the patch.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
+
+from .. import settings
 
 HOST_SETTING = "AIRFLOW__LOGGING__WORKER_LOG_SERVER_HOST"
 
@@ -34,7 +35,7 @@ def bind_log_servers(host: str) -> None:
 
 
 def main() -> None:
-    host = os.environ.get(HOST_SETTING)
+    host = settings.get().env(HOST_SETTING)
     if host:
         bind_log_servers(host)
     from airflow.__main__ import main as airflow_main

@@ -6,7 +6,6 @@ Airflow. Each port reads `HELICAL_STACK_<NAME>_PORT`, e.g. `HELICAL_STACK_API_PO
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"HELICAL_STACK_{name}", default)
+    return settings.get().stack(name, default)
 
 
 def _flag(name: str, default: bool) -> bool:

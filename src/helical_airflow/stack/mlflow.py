@@ -9,13 +9,13 @@ HELICAL_STACK_MLFLOW=0 leaves the server out (the workers then track nothing). P
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .. import settings
 from .config import REPO_ROOT, StackConfig
 from .process import Service
 
@@ -26,7 +26,7 @@ INSTALL_HINT = "scripts/install_mlflow_server.sh (the full mlflow package, in ./
 
 def server_binary() -> str | None:
     """The `mlflow` program that has the server: HELICAL_AIRFLOW_MLFLOW_SERVER, else ./.venv-mlflow/bin/mlflow."""
-    configured = os.environ.get(SERVER_ENV, "").strip()
+    configured = settings.get().env(SERVER_ENV).strip()
     if configured:
         return shutil.which(configured) or (configured if Path(configured).is_file() else None)
     local = REPO_ROOT / ".venv-mlflow" / "bin" / "mlflow"
@@ -34,7 +34,7 @@ def server_binary() -> str | None:
 
 
 def enabled(cfg: StackConfig) -> bool:
-    return os.environ.get("HELICAL_STACK_MLFLOW", "1").strip().lower() not in ("0", "false", "no", "off")
+    return settings.get().stack("MLFLOW", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def port(cfg: StackConfig) -> int:

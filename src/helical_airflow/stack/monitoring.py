@@ -13,7 +13,6 @@ HELICAL_STACK_STATSD_CAPTURE=FILE makes the bridge also append every StatsD line
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from .. import settings
 from . import health
 from .config import REPO_ROOT, StackConfig
 from .process import Service
@@ -64,7 +64,7 @@ def statsd_argv(cfg: StackConfig) -> list[str]:
     exporter = shutil.which("statsd_exporter")
     if exporter:
         return [exporter, *flags]
-    capture = os.environ.get(CAPTURE_ENV)  # record every StatsD line (to check a new Airflow's names)
+    capture = settings.get().env(CAPTURE_ENV) or None  # record every StatsD line (to check a new Airflow's names)
     return [cfg.python, "-m", "helical_airflow.statsd_bridge", *flags, *([f"--capture={capture}"] if capture else [])]
 
 

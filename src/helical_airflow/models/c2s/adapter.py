@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...settings import export
 from .. import cache
 from ..runner import HelicalRunner, is_ensembl
 from . import files
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 def go_offline() -> None:
     import huggingface_hub.constants as hub
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    export("HF_HUB_OFFLINE", "1")
+    export("TRANSFORMERS_OFFLINE", "1")
     hub.HF_HUB_OFFLINE = True
 
 

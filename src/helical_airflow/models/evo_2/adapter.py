@@ -3,11 +3,11 @@ mean-pooled over each sequence's own tokens. CUDA only (vortex)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from ...settings import export_default
 from .. import cache
 from ..sequence import SequenceRunner
 from . import files
@@ -15,7 +15,7 @@ from . import files
 
 class Evo2Runner(SequenceRunner):
     def load_model(self) -> Any:
-        os.environ.setdefault("HF_HUB_CACHE", str(cache.models_dir(self.cache_dir) / files.HUB_CACHE))
+        export_default("HF_HUB_CACHE", str(cache.models_dir(self.cache_dir) / files.HUB_CACHE))
         from helical.models.evo_2 import Evo2, Evo2Config
 
         return Evo2(configurer=Evo2Config(model_name=self.spec.helical_model_name, batch_size=self.batch_size))

@@ -24,12 +24,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...settings import export, exported
 from .. import cache
 from . import files
 from .flash import has_cuda_kernels, prepare_flash_attn_import
@@ -53,18 +53,15 @@ def offline_hub(hub_cache: str) -> Iterator[None]:
     (long before this: helical imports it); both are set there and in the environment. Offline stays on."""
     import huggingface_hub.constants as hub
 
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    export("HF_HUB_OFFLINE", "1")
     hub.HF_HUB_OFFLINE = True
-    previous_env, previous = os.environ.get("HF_HUB_CACHE"), hub.HF_HUB_CACHE
-    os.environ["HF_HUB_CACHE"], hub.HF_HUB_CACHE = hub_cache, hub_cache
+    previous = hub.HF_HUB_CACHE
+    hub.HF_HUB_CACHE = hub_cache
     try:
-        yield
+        with exported("HF_HUB_CACHE", hub_cache):
+            yield
     finally:
         hub.HF_HUB_CACHE = previous
-        if previous_env is None:
-            os.environ.pop("HF_HUB_CACHE", None)
-        else:
-            os.environ["HF_HUB_CACHE"] = previous_env
 
 
 def cell_seed(seed: int, example: dict[str, Any]) -> int:

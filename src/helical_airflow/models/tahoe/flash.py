@@ -13,7 +13,8 @@ makes the import work; the CUDA build is left alone.
 from __future__ import annotations
 
 import importlib.util
-import os
+
+from ...settings import export
 
 
 def has_cuda_kernels() -> bool:
@@ -31,4 +32,4 @@ def prepare_flash_attn_import() -> None:
             "flash-attn==2.8.3.post2; CUDA: helical's prebuilt wheel, requirements_cuda.txt)"
         )
     if not has_cuda_kernels():
-        os.environ["FLASH_ATTENTION_TRITON_AMD_ENABLE"] = "TRUE"
+        export("FLASH_ATTENTION_TRITON_AMD_ENABLE", "TRUE")

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import ConfigError
+from ... import settings
 from .. import cache
 from ..runner import HelicalRunner, is_ensembl, private_workdir
 from . import files
@@ -73,7 +73,7 @@ def require_cpp_compiler(name: str) -> None:
     the first batch fails deep in torch ("InvalidCxxCompiler: No working C++ compiler found"): say so first."""
     import shutil
 
-    wanted = os.environ.get("CXX") or "g++"
+    wanted = settings.get().cxx
     if not shutil.which(wanted):
         raise ConfigError(
             "E228",
