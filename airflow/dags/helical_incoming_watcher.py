@@ -1,6 +1,7 @@
 """
 ### helical_incoming_watcher
-Runs `helical_model_workflow` on every `.h5ad` that lands in `<data folder>/incoming/`.
+Runs `helical_model_workflow` on every input that lands in `<data folder>/incoming/`: `.h5ad`, and FASTA
+(`.fa`/`.fasta`/`.fna`, gzip too), `.csv`, `.tsv` or `.parquet` for the sequence models.
 
 A sensor in reschedule mode looks every 15 s (no worker slot is held in between), `claim_files` moves each
 finished file to `incoming/accepted/` (so it is picked up exactly once), and one workflow run is
@@ -29,7 +30,7 @@ WORKFLOW_DAG_FILE = Path(__file__).with_name("helical_model_workflow.py")
 with DAG(
     dag_id="helical_incoming_watcher",
     dag_display_name="Helical: watch data/incoming",
-    description="Trigger helical_model_workflow for each .h5ad dropped into data/incoming/",
+    description="Trigger helical_model_workflow for each input (.h5ad, FASTA, table) dropped into data/incoming/",
     doc_md=__doc__,
     schedule="@continuous",
     start_date=datetime(2025, 1, 1),
@@ -55,7 +56,7 @@ with DAG(
         execution_timeout=timedelta(hours=6, minutes=10),
     )
     def wait_for_file() -> bool:
-        """A .h5ad in incoming/ or one folder down (incoming/<folder>/), not in accepted/ or failed/."""
+        """An input file in incoming/ or one folder down (incoming/<folder>/), not in accepted/ or failed/."""
         return bool(watcher.pending(settings.data_dir() / "incoming"))
 
     wait = wait_for_file()

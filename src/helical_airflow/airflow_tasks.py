@@ -17,10 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import settings
+from . import modality, settings, watcher
 from .bounded import die_with_parent
 from .errors import ConfigError, HelicalAirflowError
-from .spec import RunParams
+from .launchers import launch
+from .models import get_model, registry
+from .pipeline import publish as publish_run
+from .plan import load_plan, make_plan, task_groups
+from .quality import check_label_key, require_passed
+from .quality import quality_gate as assess
+from .spec import InputSummary, RunParams
+from .store import merge as merge_shards
+from .validate import validate_input as validate
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,41 +85,26 @@ def run_params(params: dict[str, Any]) -> RunParams:
     """RunParams from the DAG's Params; the weights cache comes from the worker (HELICAL_AIRFLOW_CACHE_DIR)."""
     chosen = {name: params[name] for name in RUN_PARAM_NAMES if params.get(name) not in (None, "")}  # "": profile
     options = {str(k): str(v) for k, v in (params.get(MODEL_OPTIONS_PARAM) or {}).items()}
-    from .models import get_model
-
-    if params.get("model") and get_model(params["model"]).is_sequence:  # the sequence Params are its model options
-        for name in SEQUENCE_PARAMS:
-            if params.get(name) not in (None, ""):
-                options.setdefault(name, str(params[name]))
+    family = registry.get_family(get_model(params["model"])) if params.get("model") else None
+    for name in SEQUENCE_PARAMS:  # the sequence Params, where they are the model's options (its family declares them)
+        if family is not None and family.option(name) is not None and params.get(name) not in (None, ""):
+            options.setdefault(name, str(params[name]))
     return RunParams(**chosen, options=options, cache_dir=settings.cache_dir())
 
 
 @fail_fast_on_user_errors
 def validate_input(params: dict[str, Any]) -> dict[str, Any]:
-    from .validate import validate_input as validate
-
     path = resolve_input(params["input_path"])
-    from .quality import check_label_key
-
     check_label_key(str(path), params.get("label_key") or None)  # before anything is embedded
     summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
                        options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip
-    if summary.sequence is not None:
-        log.info("%s: %d records, %d nucleotides (%s)", path, summary.n_cells, summary.sequence.total_nucleotides,
-                 summary.sequence.format)  # fmt: skip
-    else:
-        log.info("%s: %d cells x %d genes, %.0f%% of genes in the model's vocabulary",
-                 path, summary.n_cells, summary.n_genes, 100 * summary.vocab_overlap)  # fmt: skip
+    log.info("%s", modality.of(summary).describe(summary))
     return summary.model_dump()
 
 
 @fail_fast_on_user_errors
 def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """Write plan.json; returns where it is, the shard indices to map over and the queue to run them on."""
-    from .models import get_model
-    from .plan import make_plan, task_groups
-    from .spec import InputSummary
-
     plan = make_plan(InputSummary(**summary), run_params(params), settings.output_dir())
     groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
     profile = get_model(plan.params.model).profile
@@ -133,9 +126,6 @@ def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
 def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict[str, Any]]:
     """Embed a task's group of shards through the launcher the user picked (one model load); its output streams
     into the task log; the results come from the run folder."""
-    from .launchers import launch
-    from .plan import load_plan
-
     results = launch(launcher, plan_path, shards)
     unit = load_plan(plan_path).input.unit
     for result in results:
@@ -146,9 +136,6 @@ def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict
 
 @fail_fast_on_user_errors
 def merge(plan_path: str) -> dict[str, Any]:
-    from .plan import load_plan
-    from .store import merge as merge_shards
-
     plan = load_plan(plan_path)
     manifest = merge_shards(plan)
     log.info("merged %d %s from %d shards", manifest.total_cells, plan.input.unit, len(manifest.shards))
@@ -159,10 +146,6 @@ def merge(plan_path: str) -> dict[str, Any]:
 @fail_fast_on_user_errors
 def quality_gate(plan_path: str, label_key: str | None = None) -> dict[str, Any]:
     """Collapse checks and, with a label column (the `label_key` Param, else a guess), scores vs PCA."""
-    from .plan import load_plan
-    from .quality import quality_gate as assess
-    from .quality import require_passed
-
     report = assess(load_plan(plan_path), label_key or None)
     log.info("quality gate %s: %s", "passed" if report.passed else "FAILED", report.model_dump())
     require_passed(report)
@@ -171,17 +154,9 @@ def quality_gate(plan_path: str, label_key: str | None = None) -> dict[str, Any]
 
 @fail_fast_on_user_errors
 def publish(plan_path: str) -> dict[str, Any]:
-    """report.html (+ MLflow when configured), then point `<dataset>/latest` at this run."""
-    from .pipeline import publish as publish_run
-    from .plan import load_plan
-
+    """report.html (+ MLflow when configured), then point `<dataset>/latest` at this run (pipeline.publish)."""
     plan = load_plan(plan_path)
     manifest = publish_run(plan)
-    latest = plan.out_path.parent / "latest"
-    tmp = latest.with_name(f".latest.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(plan.run_key)
-    tmp.replace(latest)  # atomic: readers never see a missing `latest`
     outputs = {
         "run_key": plan.run_key,
         "out_dir": plan.out_dir,
@@ -195,7 +170,8 @@ def publish(plan_path: str) -> dict[str, Any]:
 
 
 def claim_incoming(incoming: str = "incoming", min_age_s: float = 5.0, wait_s: float = 120.0) -> list[str]:
-    """Move each finished .h5ad out of data/<incoming>/ into <incoming>/accepted/; return their data paths.
+    """Move each finished input (any modality's: watcher.is_input) out of data/<incoming>/ into <incoming>/accepted/;
+    return their data paths.
 
     A file still being copied is left until its size stops changing (writers can also copy to a
     `.part` name and rename, which is atomic). Moving it first means it is picked up exactly once.
@@ -206,7 +182,7 @@ def claim_incoming(incoming: str = "incoming", min_age_s: float = 5.0, wait_s: f
     deadline = time.monotonic() + wait_s
     claimed: list[str] = []
     while True:
-        pending = [p for p in sorted(folder.glob("*.h5ad")) if p.is_file()]
+        pending = [p for p in sorted(folder.glob("*")) if p.is_file() and watcher.is_input(p)]
         stable = [p for p in pending if time.time() - p.stat().st_mtime >= min_age_s]
         for path in stable:
             accepted.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import psutil
 
-from . import h5io, settings, shardlock, telemetry
+from . import modality, settings, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .models import get_model, registry
 from .spec import Plan, Precision, ShardResult
@@ -133,13 +133,8 @@ def _embed_shard(plan: Plan, index: int, runner: Any, device: str | None, load_s
         device = device or "cpu"
         _reset_peak_gpu(device)
         started = time.perf_counter()
-        if plan.input.sequence is not None:  # a sequence input: the shard's records, read through the index
-            from .seqio import read_records
-
-            adata = read_records(plan.input, shard.start, shard.stop)
-        else:
-            adata = h5io.read_shard(plan.input.path, shard.start, shard.stop, plan.params.layer)
-        embeddings = np.asarray(runner.embed(adata), dtype=np.float32)
+        rows = modality.of(plan.input).read_shard(plan.input, shard.start, shard.stop, plan.params.layer)
+        embeddings = np.asarray(runner.embed(rows), dtype=np.float32)
         seconds = time.perf_counter() - started
         if embeddings.shape[0] != shard.cells:
             raise ShardError(

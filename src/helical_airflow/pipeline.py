@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,10 +36,24 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
 
 
 def publish(plan: Plan, tracking_uri: str | None = None) -> Manifest:
-    """After the quality gate: report.html, and the MLflow run when tracking is configured (never fails)."""
+    """After the quality gate: report.html, the MLflow run when tracking is configured (never fails), and
+    `<dataset>/latest` pointed at this run (the CLI's `run` and `merge` and the DAG's publish all come here)."""
     manifest = load_manifest(plan)
     write_report(plan, manifest)
-    return track_manifest(plan, manifest, tracking_uri)
+    manifest = track_manifest(plan, manifest, tracking_uri)
+    point_latest(plan)
+    return manifest
+
+
+def point_latest(plan: Plan) -> Path:
+    """Make `<out>/<dataset>/latest` a relative symlink to this run's folder, atomically (readers never see a
+    missing `latest`)."""
+    latest = plan.out_path.parent / "latest"
+    tmp = latest.with_name(f".latest.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(plan.run_key)
+    tmp.replace(latest)
+    return latest
 
 
 def finish(plan: Plan, label_key: str | None = None, tracking_uri: str | None = None) -> Manifest:
@@ -70,6 +85,7 @@ def run(
         uri = configured_uri(tracking_uri)
         if uri and not is_tracked(manifest, uri):  # e.g. the server was down last time
             manifest = track_manifest(plan, manifest, uri)
+        point_latest(plan)  # this run is the dataset's latest, even when nothing had to be redone
         return manifest
     return finish(plan, label_key, tracking_uri)
 

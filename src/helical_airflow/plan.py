@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ConfigError
+from . import modality
 from .models import cache, get_model, is_fixture_cache, registry
 from .spec import InputSummary, Plan, ResolvedParams, RunParams, ShardSpec
 from .store import write_json
@@ -94,7 +95,7 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
         )
     weights, per_file = weights_checksum(files, cache.models_dir(params.cache_dir))
     key = run_key(summary, params, weights)
-    dataset = Path(summary.path).name.removesuffix(".h5ad")
+    dataset = modality.of(summary).dataset_name(summary.path)  # every supported suffix: sample.fa.gz -> sample
     out_dir = (out_root / dataset / key).resolve()
     plan_file = out_dir / "plan.json"
     blocking = next((d for d in (out_dir.parent, out_dir) if d.exists() and not d.is_dir()), None)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import h5io, scores, settings
+from . import modality, scores, settings, telemetry
 from .errors import ConfigError, HelicalAirflowError
+from .models import get_model
 from .spec import LabelScores, Plan, QualityReport, QualityThresholds
 from .store import load_embeddings, load_manifest, manifest_file, save_npy, write_json
 
@@ -120,8 +122,6 @@ def thresholds_for(plan: Plan, explicit: QualityThresholds | None = None) -> tup
                 f"e.g. {THRESHOLDS_ENV}='{{\"max_knn_drop_vs_pca\": 0.05}}' (fields: "
                 f"{', '.join(QualityThresholds.model_fields)})",
             ) from None
-    from .models import get_model
-
     if plan.fixture:
         return None, "none: fixture weights carry no biology (scores recorded only; set " + THRESHOLDS_ENV + ")"
     profile = get_model(plan.params.model).profile.quality
@@ -130,22 +130,25 @@ def thresholds_for(plan: Plan, explicit: QualityThresholds | None = None) -> tup
     return profile, f"resource profile of {plan.params.model}"
 
 
-def check_thresholds(emb: LabelScores, pca: LabelScores, thresholds: QualityThresholds, label: str) -> list[str]:
-    """Each failed threshold as a sentence naming the score, its value, the threshold and the baseline."""
+def check_thresholds(
+    emb: LabelScores, pca: LabelScores | None, thresholds: QualityThresholds, label: str
+) -> list[str]:
+    """Each failed threshold as a sentence naming the score, its value, the threshold and the baseline (`pca`
+    None: an input with no baseline, e.g. sequences; the thresholds relative to it cannot be checked)."""
     problems = []
     checks = [
-        ("kNN label-transfer accuracy", emb.knn_accuracy, pca.knn_accuracy, thresholds.min_knn_accuracy,
-         thresholds.max_knn_drop_vs_pca),
-        ("silhouette", emb.silhouette, pca.silhouette, thresholds.min_silhouette,
+        ("kNN label-transfer accuracy", emb.knn_accuracy, pca.knn_accuracy if pca else None,
+         thresholds.min_knn_accuracy, thresholds.max_knn_drop_vs_pca),
+        ("silhouette", emb.silhouette, pca.silhouette if pca else None, thresholds.min_silhouette,
          thresholds.max_silhouette_drop_vs_pca),
     ]  # fmt: skip
     for name, value, base, floor, max_drop in checks:
         if floor is not None and value < floor:
             problems.append(
-                f"{name} on obs[{label!r}] is {value:.3f}, below the threshold {floor:.3f} "
-                f"(PCA baseline of the same cells: {base:.3f})"
+                f"{name} on obs[{label!r}] is {value:.3f}, below the threshold {floor:.3f}"
+                + (f" (PCA baseline of the same cells: {base:.3f})" if base is not None else "")
             )
-        if max_drop is not None and value < base - max_drop:
+        if max_drop is not None and base is not None and value < base - max_drop:
             problems.append(
                 f"{name} on obs[{label!r}] is {value:.3f}, {base - value:.3f} below the PCA baseline's {base:.3f}; "
                 f"the threshold allows at most {max_drop:.3f} below it"
@@ -157,77 +160,89 @@ def check_thresholds(emb: LabelScores, pca: LabelScores, thresholds: QualityThre
 
 
 def check_label_key(path: str, label_key: str | None) -> None:
-    """Fail early (before any embedding) when the asked-for label column cannot be used."""
+    """Fail early (before any embedding) when the asked-for label column cannot be used (where the input's
+    modality can tell from the file alone; otherwise the gate checks it)."""
     if label_key is None:
         return
-    from .seqio import is_sequence_path
+    kind = modality.for_path(path)
+    table = kind.label_table(path)
+    if table is not None:
+        _check_label(table, label_key, kind.label_fix)
 
-    if is_sequence_path(path):  # seqout.quality_gate checks it against the records' columns
-        return
-    problem = scores.usable_label_problem(h5io.read_obs(path), label_key)
+
+def _check_label(table: pd.DataFrame, label_key: str, fix: str) -> None:
+    problem = scores.usable_label_problem(table, label_key)
     if problem:
-        raise ConfigError("E402", f"--label-key {label_key}: {problem}", "pass an obs column of categories, or omit it")
+        raise ConfigError("E402", f"--label-key {label_key}: {problem}", fix)
 
 
 def quality_gate(
     plan: Plan, label_key: str | None = None, thresholds: QualityThresholds | None = None
 ) -> QualityReport:
-    """Assess the merged shards; record the result in quality.json and the manifest (and qc.npy for the report)."""
-    if plan.input.sequence is not None:  # records, not cells: no counts for a PCA baseline or QC (seqout)
-        from . import seqout
+    """Assess the merged shards; record the result in quality.json and the manifest (and qc.npy for the report).
 
-        return seqout.quality_gate(plan, label_key)
+    Every modality gets the same checks and thresholds; the modality gives the rows' metadata (where the label
+    column is found) and the baseline the label scores are compared with (cells: a PCA of the counts; records:
+    none, so only the thresholds that need no baseline apply)."""
+    kind = modality.of(plan.input)
     embeddings = load_embeddings(plan)
-    report = assess(embeddings, plan.input.n_cells, plan.params.seed)
-    obs = h5io.read_obs(plan.input.path)
-    check_label_key(plan.input.path, label_key)
-    choice = scores.choose_label(obs, label_key)
+    report = assess(embeddings, plan.input.n_cells, plan.params.seed, kind.unit)
+    table = kind.metadata(plan.input)
+    if label_key is not None:
+        _check_label(table, label_key, kind.label_fix)
+    choice = scores.choose_label(kind.label_columns(table), label_key)
     rows = scores.sample_rows(plan.input.n_cells, plan.params.seed)
-    stats = scores.input_stats(plan.input.path, plan.params.layer, rows)
+    base = kind.baseline(plan, rows)
     extra: dict[str, object] = {"label_key": choice.key, "label_source": choice.source, "label_note": choice.note}
+    if base.features is None:
+        extra["baseline"] = base.name
     applied, source = thresholds_for(plan, thresholds)
     problems = list(report.problems)
     if choice.key is not None and report.shape_ok and report.all_finite:
-        labels = obs[choice.key].to_numpy()[rows]
+        labels = table[choice.key].to_numpy()[rows]
         keep = scores.scorable(labels)
         n_classes = len(set(labels[keep].astype(str)))
         extra["n_label_categories"] = len(set(labels[pd.notna(labels)].astype(str)))
         if n_classes >= scores.MIN_CATEGORIES:
-            baseline = scores.baseline_pca(stats.sample_counts, plan.params.seed)
             emb = scores.label_scores(embeddings[rows][keep], labels[keep], plan.params.seed)
-            pca = scores.label_scores(baseline[keep], labels[keep], plan.params.seed)
+            pca = None
+            if base.features is not None:
+                pca = scores.label_scores(base.features()[keep], labels[keep], plan.params.seed)
+            elif applied is not None and _relative(applied):
+                source += f"; the thresholds relative to a PCA baseline are not checked (baseline {base.name})"
             extra |= {"scored_cells": int(keep.sum()), "embedding_scores": emb, "pca_scores": pca,
-                      "baseline": scores.BASELINE, "thresholds": applied, "thresholds_source": source}  # fmt: skip
+                      "baseline": base.name, "thresholds": applied, "thresholds_source": source}  # fmt: skip
             if applied is not None:
                 problems += check_thresholds(emb, pca, applied, choice.key)
-            log.info("scores on obs[%r] (%d cells): embeddings kNN %.3f silhouette %.3f; PCA kNN %.3f silhouette "
-                     "%.3f", choice.key, keep.sum(), emb.knn_accuracy, emb.silhouette, pca.knn_accuracy,
-                     pca.silhouette)  # fmt: skip
+            log.info("scores on obs[%r] (%d %s): embeddings kNN %.3f silhouette %.3f%s", choice.key, keep.sum(),
+                     kind.unit, emb.knn_accuracy, emb.silhouette,
+                     f"; PCA kNN {pca.knn_accuracy:.3f} silhouette {pca.silhouette:.3f}" if pca else "")  # fmt: skip
         else:
-            extra["label_note"] = f"{choice.note}; fewer than 2 labels with {scores.MIN_CLASS_CELLS}+ cells: no scores"
+            extra["label_note"] = (f"{choice.note}; fewer than 2 labels with {scores.MIN_CLASS_CELLS}+ {kind.unit}: "
+                                   "no scores")  # fmt: skip
     report = report.model_copy(update={**extra, "problems": problems, "passed": not problems})
-    _save_qc(plan, stats)
+    if base.qc is not None:  # for the report: it runs as a DAG task of its own
+        save_npy(qc_file(plan), base.qc)
     write_json(plan.out_path / "quality.json", report)
     if manifest_file(plan).is_file():
         manifest = load_manifest(plan).model_copy(update={"quality": report})
         write_json(manifest_file(plan), manifest)
-    from . import telemetry
-
     telemetry.emit_quality(plan, report)
     return report
 
 
-def _save_qc(plan: Plan, stats: scores.InputStats) -> None:
-    """Counts and genes per cell (rows 0 and 1 of qc.npy), for the report: it runs as a DAG task of its own."""
-    save_npy(plan.out_path / "qc.npy", np.vstack([stats.counts_per_cell, stats.genes_per_cell.astype(np.float64)]))
+def _relative(thresholds: QualityThresholds) -> bool:
+    return thresholds.max_knn_drop_vs_pca is not None or thresholds.max_silhouette_drop_vs_pca is not None
 
 
-def load_qc(plan: Plan) -> tuple[np.ndarray, np.ndarray] | None:
-    path = plan.out_path / "qc.npy"
-    if not path.is_file():
-        return None
-    both = np.load(path)
-    return both[0], both[1].astype(np.int64)
+def qc_file(plan: Plan) -> Path:
+    return plan.out_path / "qc.npy"
+
+
+def load_qc(plan: Plan) -> np.ndarray | None:
+    """What the gate saved for the report's input QC (cells: counts and genes per cell, rows 0 and 1)."""
+    path = qc_file(plan)
+    return np.load(path) if path.is_file() else None
 
 
 def require_passed(report: QualityReport) -> None:

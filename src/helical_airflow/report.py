@@ -11,9 +11,7 @@ leaves it out (the page says so), e.g. in tests that do not look at it.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import math
 from collections import Counter
@@ -23,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import h5io, scores, settings
+from . import figures, modality, scores, settings
+from .quality import load_qc
 from .spec import Manifest, Plan, QualityReport, ShardResult
 from .store import load_embeddings, load_manifest, write_text
 
@@ -101,22 +100,9 @@ def natural_order(labels: list[str]) -> list[str]:
     return named + ([MISSING_LABEL] if MISSING_LABEL in labels else [])
 
 
-def _png(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+_png = figures.png  # the names the report's helpers had before figures.py
+_pyplot = figures.pyplot
+_table = figures.table
 
 
 def legend_entries(labels: np.ndarray) -> list[tuple[str, str, int]]:
@@ -162,23 +148,6 @@ def scatter_figure(panels: list[tuple[str, np.ndarray]], labels: np.ndarray | No
     return fig
 
 
-def qc_picture(counts: np.ndarray, genes: np.ndarray) -> str:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=90)
-    for ax, values, what in ((axes[0], counts, "counts per cell"), (axes[1], genes, "genes detected per cell")):
-        positive = values[values > 0]
-        if len(positive):
-            bins = np.geomspace(max(1.0, positive.min()), max(2.0, positive.max()), 50)
-            ax.hist(positive, bins=bins, color="#4c72b0")
-            ax.set_xscale("log")
-            ax.axvline(float(np.median(values)), color="#c44e52", lw=1.5, label=f"median {np.median(values):,.0f}")
-            ax.legend(fontsize=8, frameon=False)
-        ax.set_xlabel(what)
-        ax.set_ylabel("cells")
-    fig.tight_layout()
-    return _png(fig)
-
-
 def timing_picture(shards: list[ShardResult], unit: str = "cells") -> str:
     plt = _pyplot()
     ordered = sorted(shards, key=lambda s: s.index)
@@ -198,11 +167,6 @@ def timing_picture(shards: list[ShardResult], unit: str = "cells") -> str:
         ax.set_xticks(index)
     fig.tight_layout()
     return _png(fig)
-
-
-def _table(rows: list[tuple[str, object]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
 
 
 def _img(alt: str, png_b64: str) -> str:
@@ -259,27 +223,10 @@ def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
     return verdict + (f"<ul class='problems'>{problems}</ul>" if problems else "") + checks + label + scored
 
 
-def _qc_html(plan: Plan, counts: np.ndarray, genes: np.ndarray) -> str:
-    def summary(values: np.ndarray) -> str:
-        p5, med, p95 = np.percentile(values, [5, 50, 95])
-        return f"median {med:,.0f} (5%: {p5:,.0f}, 95%: {p95:,.0f}; min {values.min():,.0f}, max {values.max():,.0f})"
-
-    inp = plan.input
-    return _table(
-        [
-            ("cells x genes", f"{inp.n_cells:,} x {inp.n_genes:,} ({inp.x_source}, {inp.x_format}, {inp.dtype})"),
-            ("counts per cell", summary(counts)),
-            ("genes detected per cell", summary(genes)),
-            ("cells with no counts", int((counts == 0).sum())),
-            (
-                "genes in the model's vocabulary",
-                f"{inp.genes_in_vocab:,} of {inp.n_genes:,} ({inp.vocab_overlap:.1%}), gene ids: {inp.gene_id_kind}",
-            ),
-        ]  # fmt: skip
-    )
-
-
-def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: str, umap_note: str = "") -> str:
+def render(
+    plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: str, umap_note: str = "",
+    qc_alt: str = "counts and genes per cell",
+) -> str:  # fmt: skip
     q = manifest.quality
     banner = (
         f"<p class='fixture'>FIXTURE RUN: {html.escape(manifest.fixture_note or '')}</p>" if manifest.fixture else ""
@@ -332,7 +279,6 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
     )
     label_key = q.label_key if q else None
     colour_note = f"coloured by obs[{label_key!r}]" if label_key else "no label column to colour by"
-    qc_alt = "record lengths" if plan.input.sequence is not None else "counts and genes per cell"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 {STYLE}</head><body>
 <h1>Embeddings of {html.escape(plan.dataset)} with {html.escape(manifest.model)}</h1>{banner}
@@ -349,9 +295,11 @@ def render(plan: Plan, manifest: Manifest, pictures: dict[str, str], qc_table: s
 """
 
 
-def _labels(plan: Plan, q: QualityReport | None, rows: np.ndarray) -> tuple[np.ndarray | None, str | None]:
-    obs = h5io.read_obs(plan.input.path)
-    key = q.label_key if q and q.label_key in obs.columns else scores.choose_label(obs, None).key
+def _labels(
+    plan: Plan, q: QualityReport | None, rows: np.ndarray, kind: modality.Modality
+) -> tuple[np.ndarray | None, str | None]:
+    obs = kind.metadata(plan.input)
+    key = q.label_key if q and q.label_key in obs.columns else scores.choose_label(kind.label_columns(obs), None).key
     if key is None:
         return None, None
     values = obs[key].to_numpy()[rows]
@@ -359,21 +307,16 @@ def _labels(plan: Plan, q: QualityReport | None, rows: np.ndarray) -> tuple[np.n
 
 
 def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
-    from .quality import load_qc
-
-    if plan.input.sequence is not None:  # records, not cells: lengths instead of counts QC (seqout)
-        from . import seqout
-
-        return seqout.write_report(plan, manifest)
+    kind = modality.of(plan.input)
     manifest = manifest or load_manifest(plan)
     embeddings = load_embeddings(plan)
-    with_umap = umap_enabled() and len(embeddings) > 3
-    limit = MAX_UMAP_POINTS if with_umap else MAX_POINTS  # both panels show the same cells
+    with_umap = kind.umap and umap_enabled() and len(embeddings) > 3
+    limit = MAX_UMAP_POINTS if with_umap else MAX_POINTS  # both panels show the same rows
     rng = np.random.default_rng(plan.params.seed)
     rows = np.sort(rng.choice(len(embeddings), min(limit, len(embeddings)), replace=False))
-    labels, key = _labels(plan, manifest.quality, rows)
+    labels, key = _labels(plan, manifest.quality, rows, kind)
     x = embeddings[rows].astype(np.float64)
-    note = f"A random {len(rows):,} of the {len(embeddings):,} cells." if len(rows) < len(embeddings) else ""
+    note = f"A random {len(rows):,} of the {len(embeddings):,} {kind.unit}." if len(rows) < len(embeddings) else ""
     panels = []
     if with_umap:
         try:
@@ -381,16 +324,17 @@ def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
         except Exception as exc:  # the report must still be written; it says why the UMAP is missing
             log.warning("UMAP failed, the report shows PCA only: %s", exc)
             note += f" UMAP failed ({type(exc).__name__}: {exc}); PCA only."
+    elif not kind.umap:
+        note += f" {kind.no_umap_note}"
     elif not umap_enabled():
         note += f" UMAP left out ({UMAP_ENV}=0)."
     panels.append(("PCA of the embeddings", pca_2d(x)))
-    pictures = {"scatter": scatter_picture(panels, labels, key)}
-    qc = load_qc(plan)
-    if qc is None:  # the gate writes qc.npy; a report made without it reads the counts once
-        stats = scores.input_stats(plan.input.path, plan.params.layer, np.arange(0))
-        qc = stats.counts_per_cell, stats.genes_per_cell
-    pictures["qc"] = qc_picture(*qc)
-    pictures["timing"] = timing_picture(manifest.shards)
+    qc = kind.qc_section(plan, load_qc(plan))
+    pictures = {
+        "scatter": scatter_picture(panels, labels, key),
+        "qc": qc.picture,
+        "timing": timing_picture(manifest.shards, kind.unit),
+    }
     out = plan.out_path / "report.html"
-    write_text(out, render(plan, manifest, pictures, _qc_html(plan, *qc), note.strip()))
+    write_text(out, render(plan, manifest, pictures, qc.table, note.strip(), qc.alt))
     return out

@@ -1,7 +1,7 @@
 """Sequence inputs: FASTA (.fa/.fasta/.fna, gzip too) and tables (.csv/.tsv/.parquet) of nucleotide sequences.
 
 - `validate_sequences` reads the input once, streaming (never whole), and raises a coded error (E130-E140,
-  validate.CODES) naming the record and the fix: empty, not FASTA / not a table, missing columns, empty
+  inputcheck.CODES) naming the record and the fix: empty, not FASTA / not a table, missing columns, empty
   sequence, characters outside the model's alphabet (soft-masked lower case is accepted and upper-cased),
   duplicate ids, longer than the model's context (policy `too_long`: error, truncate, window), truncated gzip.
   The input is opened read-only; nothing is written until the file passed, then the record index is cached.
@@ -34,7 +34,9 @@ import numpy as np
 
 from . import settings
 from .errors import InputValidationError
-from .spec import InputSummary, SequenceSummary
+from .inputcheck import _check_kind, _check_unchanged, _not_found_hint, fail
+from .spec import InputSummary, SequenceSummary, TooLong
+from .atomic import write_with
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,20 +44,14 @@ if TYPE_CHECKING:
     from .models.profiles import ModelSpec
 
 Format = Literal["fasta", "csv", "tsv", "parquet"]
-TooLong = Literal["error", "truncate", "window"]
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 ALPHABETS = {"dna_sequence": "ACGTN", "rna_sequence": "ACGUN"}
 #: what an input_path may end in (the DAG's Param pattern and the CLI use it)
-SEQUENCE_PATTERN = r"\.(fa|fasta|fna)(\.gz)?$|\.(csv|tsv|parquet)$"
+SEQUENCE_PATTERN = (rf"\.({'|'.join(s[1:] for s in FASTA_SUFFIXES)})(\.gz)?$"
+                    rf"|\.({'|'.join(s[1:] for s in TABLE_SUFFIXES)})$")
 INDEX_VERSION = 1
 CSV_BLOCK = 1 << 20  # bytes pyarrow reads per CSV block: a shard read holds about this much beyond its records
-
-
-def fail(code: str, detail: str, hint: str | None = None) -> InputValidationError:
-    from .validate import fail as validate_fail
-
-    return validate_fail(code, detail, hint)
 
 
 @dataclass(frozen=True)
@@ -229,8 +225,6 @@ def index_file(sha256: str) -> Path:
 
 
 def _save_index(path: Path, offsets: np.ndarray, lengths: np.ndarray, meta: dict[str, Any]) -> None:
-    from .store import write_with
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, offsets=offsets, lengths=lengths, meta=np.array(json.dumps(meta)))
@@ -270,8 +264,6 @@ def validate_sequences(
     path: str, spec: ModelSpec, options: Mapping[str, str], cache_dir: str | None = None, data_root: Path | None = None
 ) -> InputSummary:
     """Check every record of a sequence input (one streaming pass), cache its index, and summarise it."""
-    from . import validate
-
     file = Path(path)
     layout = layout_for(file, options)  # E139 before touching the file
     before = _stat_regular(file, data_root)
@@ -326,7 +318,7 @@ def validate_sequences(
         lengths.append(len(seq))
     if not offsets:
         raise fail("E130", f"{file.name} has no {'records' if layout.format == 'fasta' else 'rows'}")
-    validate._check_unchanged(file, before)
+    _check_unchanged(file, before)
     sha = sha256_file(file)
     idx = index_file(sha)
     meta = {"format": layout.format, "compressed": layout.compressed, "records": len(offsets), "sha256": sha}
@@ -347,15 +339,13 @@ def validate_sequences(
 
 
 def _stat_regular(file: Path, data_root: Path | None) -> os.stat_result:
-    from . import validate
-
     try:
         before = file.stat()
     except FileNotFoundError:
-        raise fail("E101", str(file), validate._not_found_hint(data_root)) from None
+        raise fail("E101", str(file), _not_found_hint(data_root)) from None
     except OSError as exc:
         raise fail("E116", f"{file}: {exc.strerror}") from exc
-    validate._check_kind(file, before.st_mode)
+    _check_kind(file, before.st_mode)
     if not os.access(file, os.R_OK):
         raise fail("E116", f"{file}: permission denied")
     return before

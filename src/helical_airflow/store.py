@@ -1,8 +1,6 @@
-"""The run folder on disk: atomic writes (a killed process never leaves a half-written file), shard
-state, and the merged outputs (embeddings.h5ad, manifest.json).
-
-Files get the mode a plain `open()` would give them (0666 less the process umask), not mkstemp's 0600: with
-the local stack's umask 027 (HELICAL_STACK_UMASK) the owner's group can read every output, others cannot.
+"""The run folder on disk: atomic writes (atomic.py, re-exported here: a killed process never leaves a
+half-written file), shard state, and the merged outputs (embeddings.h5ad, manifest.json, and the modality's
+extras).
 """
 
 from __future__ import annotations
@@ -11,74 +9,16 @@ import json
 import os
 import platform
 import socket
-import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
-from . import h5io
+from . import modality
+from .atomic import _atomic, current_umask, save_npy, write_json, write_text, write_with  # noqa: F401 - re-exported
 from .errors import ShardError
 from .spec import Manifest, Plan, ShardResult
 from .versions import package_versions
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it (Linux: /proc; elsewhere set and restored at once)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target (mode: 0666 less the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-
-    _atomic(path, write)
-
-
-def write_text(path: Path, text: str) -> None:
-    def write(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    _atomic(path, write)
-
-
-def write_json(path: Path, data: BaseModel | dict[str, Any]) -> None:
-    text = data.model_dump_json(indent=2) if isinstance(data, BaseModel) else json.dumps(data, indent=2)
-    write_text(path, text + "\n")
-
-
-def write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """Atomic write through any writer that takes a file path (e.g. AnnData.write_h5ad)."""
-    _atomic(path, writer)
 
 
 # ---- the run folder: shard state and the merged outputs -------------------------------------------------
@@ -151,16 +91,15 @@ def load_manifest(plan: Plan) -> Manifest:
 
 
 def merge(plan: Plan) -> Manifest:
-    """Stack the shards in row order into embeddings.h5ad (input obs + obsm) and write manifest.json."""
-    if plan.input.sequence is not None:  # records, not cells: seqout (also writes embeddings.parquet)
-        from . import seqout
-
-        return seqout.merge(plan)
+    """Stack the shards in row order into embeddings.h5ad (the rows' metadata as obs + obsm), the modality's extra
+    outputs (records: embeddings.parquet), and manifest.json."""
     import anndata as ad
 
+    kind = modality.of(plan.input)
     results = shard_results(plan)
     embeddings = load_embeddings(plan)
-    adata = ad.AnnData(obs=h5io.read_obs(plan.input.path))
+    table = kind.metadata(plan.input)
+    adata = ad.AnnData(obs=table)
     adata.obsm[embeddings_key(plan)] = embeddings
     adata.uns["helical_airflow"] = {
         "run_key": plan.run_key,
@@ -170,7 +109,13 @@ def merge(plan: Plan) -> Manifest:
     }
     out = plan.out_path / "embeddings.h5ad"
     write_with(out, lambda tmp: adata.write_h5ad(tmp))
+    extras = kind.merge_extras(table, embeddings)
+    for name, writer in extras.values():
+        write_with(plan.out_path / name, writer)
     manifest = build_manifest(plan, results)
+    if extras:
+        outputs = {**manifest.outputs, **{key: name for key, (name, _) in extras.items()}}
+        manifest = manifest.model_copy(update={"outputs": outputs})
     write_json(manifest_file(plan), manifest)
     return manifest
 

@@ -25,7 +25,7 @@ import logging
 import re
 import socket
 
-from . import settings
+from . import modality, settings
 from .errors import ConfigError
 from .spec import Plan, QualityReport, ShardResult
 
@@ -75,13 +75,7 @@ def shard_lines(plan: Plan, result: ShardResult) -> list[str]:
         metrics.append(("model_load_seconds", result.model_load_seconds * 1000, "ms"))
     if result.peak_gpu_mb is not None:
         metrics.append(("peak_gpu_bytes", result.peak_gpu_mb * MB, "g"))
-    if plan.input.sequence is not None:  # sequence inputs: records and nucleotides (from the record index)
-        from .seqio import nucleotides
-
-        nt = nucleotides(plan.input, result.start, result.stop)
-        metrics += [("sequences", result.cells, "c"), ("nucleotides", nt, "c")]
-        if result.seconds > 0:
-            metrics.append(("nucleotides_per_second", nt / result.seconds, "g"))
+    metrics += modality.of(plan.input).shard_metrics(plan.input, result)  # records: sequences, nucleotides
     metrics.append(("memory_cap_bytes", plan.params.memory_cap_gb * 1024 * MB, "g"))  # the plan's cap (E305)
     return [f"{PREFIX}.shard.{name}.{tail}:{_number(value)}|{kind}" for name, value, kind in metrics]
 

@@ -1,9 +1,11 @@
 """The incoming-folder watcher's library code: claim dropped files with their parameters; park failures.
 
-A file `<data>/incoming/<name>.h5ad` (or `incoming/<folder>/<name>.h5ad`) runs `helical_model_workflow` with:
+A file `<data>/incoming/<name>.h5ad` (or `incoming/<folder>/<name>.h5ad`), or any other input a modality reads
+(`<name>.fa`, `.fa.gz`, `.csv`, `.parquet`, ...: modality.suffixes()), runs `helical_model_workflow` with:
 1. the folder's defaults: `incoming/<folder>/params.json`, and a folder named like a model (`incoming/scgpt/`)
    picks that model;
-2. over them, its sidecar `<name>.json` beside it (e.g. `{"layer": "counts", "shard_size": 500}`).
+2. over them, its sidecar `<name>.json` beside it (e.g. `{"layer": "counts", "shard_size": 500}`; `<name>` is the
+   file name less its suffix: `reads.fa.gz` -> `reads.json`).
 The merged parameters are validated by the workflow DAG's own Params (the same JSON schemas the trigger form
 uses) before anything is triggered. A file that is claimed moves to `incoming/accepted/` (with its sidecar);
 one whose parameters are invalid, or whose workflow run fails (`move_failed_input`, the workflow's failure
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import settings
+from . import modality, settings
 
 log = logging.getLogger(__name__)
 FOLDER_PARAMS = "params.json"
@@ -41,7 +43,7 @@ def workflow_params(dag_file: Path) -> dict[str, Any]:
 
 def validate_conf(conf: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """conf checked by the DAG's Params exactly as a trigger is; returns the full resolved parameters."""
-    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.definitions.param import ParamsDict  # airflow: heavy, and only on the watcher's worker
 
     unknown = sorted(set(conf) - set(params))
     if unknown:
@@ -64,14 +66,18 @@ def _move(path: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = _unique(folder, path.name)
     shutil.move(str(path), target)
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        shutil.move(str(sidecar), target.with_suffix(".json"))
+    if sidecar(path).is_file():
+        shutil.move(str(sidecar(path)), sidecar(target))
     return target
 
 
+def sidecar(path: Path) -> Path:
+    """`<name>.json` beside the input: its parameters."""
+    return path.with_name(modality.dataset_name(path) + ".json")
+
+
 def write_error(target: Path, text: str) -> Path:
-    error = target.with_name(target.name.removesuffix(".h5ad") + ".error.txt")
+    error = target.with_name(modality.dataset_name(target) + ".error.txt")
     error.write_text(f"{datetime.now(UTC).isoformat(timespec='seconds')}\n{text.rstrip()}\n")
     return error
 
@@ -83,7 +89,7 @@ def params_for(path: Path, incoming: Path, models: list[str]) -> dict[str, Any]:
         if path.parent.name in models:
             conf["model"] = path.parent.name
         conf |= _json_object(path.parent / FOLDER_PARAMS)
-    return conf | _json_object(path.with_suffix(".json"))
+    return conf | _json_object(sidecar(path))
 
 
 def _json_object(path: Path) -> dict[str, Any]:
@@ -98,9 +104,15 @@ def _json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def is_input(path: Path) -> bool:
+    """Whether a modality reads this file (a `.part` name being copied, a sidecar `.json`: no)."""
+    return any(kind.accepts(path) for kind in modality.MODALITIES.values())
+
+
 def pending(incoming: Path) -> list[Path]:
-    files = [*incoming.glob("*.h5ad"), *incoming.glob("*/*.h5ad")]
-    return sorted(p for p in files if p.is_file() and p.parent.name not in SKIP_FOLDERS)
+    """Every input file in incoming/ or one folder down, of any modality (not in accepted/ or failed/)."""
+    files = [*incoming.glob("*"), *incoming.glob("*/*")]
+    return sorted(p for p in files if p.is_file() and p.parent.name not in SKIP_FOLDERS and is_input(p))
 
 
 def claim(dag_file: Path, incoming: str = "incoming", min_age_s: float = 5.0, wait_s: float = 120.0) -> list[dict]:

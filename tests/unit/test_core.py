@@ -129,7 +129,7 @@ def test_a_file_where_the_run_folder_goes_is_e209_not_a_traceback(tmp_path: Path
     fasta.write_text(">a\nACGT\n>b\nGGCA\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "x.fa").write_text("in the way")
+    (out / "x").write_text("in the way")  # the dataset is the name less its suffix (modality.dataset_name)
     from helical_airflow.models import fixture
 
     cache = tmp_path / "cache"
@@ -138,5 +138,5 @@ def test_a_file_where_the_run_folder_goes_is_e209_not_a_traceback(tmp_path: Path
     summary = validate_input(str(fasta), "hyena_dna", None, str(cache), options={})
     with pytest.raises(ConfigError) as err:
         make_plan(summary, params, out)
-    assert err.value.code == "E209" and str(out / "x.fa") in err.value.message
+    assert err.value.code == "E209" and str(out / "x") in err.value.message
 
