@@ -64,7 +64,22 @@ class RunSettings:
     cache_dir: str | None  # the prefix helical reads its files under
 
 
-def take_settings(runner: Any, spec: ModelSpec, settings: RunSettings) -> None:
+class SettledRunner:
+    """The settings every runner (cells: HelicalRunner; sequences: models.sequence.SequenceRunner) keeps, set by
+    take_settings: declared here so the adapters' `self.device`, `self.spec`, ... are typed."""
+
+    spec: ModelSpec
+    settings: RunSettings
+    device: str
+    precision: Precision
+    batch_size: int
+    seed: int
+    engine: Engine
+    options: dict[str, str]
+    cache_dir: str | None
+
+
+def take_settings(runner: SettledRunner, spec: ModelSpec, settings: RunSettings) -> None:
     """What every runner (cells: HelicalRunner; sequences: models.sequence.SequenceRunner) keeps of its settings."""
     runner.spec, runner.settings = spec, settings
     runner.device, runner.precision, runner.batch_size = settings.device, settings.precision, settings.batch_size
@@ -72,7 +87,7 @@ def take_settings(runner: Any, spec: ModelSpec, settings: RunSettings) -> None:
     runner.cache_dir = settings.cache_dir
 
 
-class HelicalRunner(ABC):
+class HelicalRunner(SettledRunner, ABC):
     """What every adapter shares: the run's settings, the model's vocabulary, and `embed` around helical.
 
     An adapter loads its helical model in `load_model` (called last in __init__, so the settings, the cache

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..settings import export
 from .profiles import ModelOption
-from .runner import take_settings
+from .runner import SettledRunner, take_settings
 from .vocab import GeneVocabulary
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def no_vocabulary(spec: ModelSpec, options: Mapping[str, str], models_dir: Path)
     return GeneVocabulary(symbols=frozenset(), ensembl=frozenset(), native="symbol", mapping_file=None)
 
 
-class SequenceRunner(ABC):
+class SequenceRunner(SettledRunner, ABC):
     """A loaded sequence model: `embed(records)` -> (n_records, dim) float32, rows in the records' order."""
 
     engine = "helical"

@@ -45,7 +45,7 @@ def _cells(dataset: Any, indices: list[int]) -> Any:
     """The cells `indices` of helical's UCEDataset, with its collator (what get_embeddings batches with)."""
     from torch.utils.data import Dataset
 
-    class Cells(Dataset):  # type: ignore[type-arg]
+    class Cells(Dataset):
         collator_fn = dataset.collator_fn
 
         def __len__(self) -> int:
@@ -65,7 +65,7 @@ class UCERunner(HelicalRunner):
         args_path = cache.models_dir(self.cache_dir) / files.args_file(name)
         args = json.loads(args_path.read_text()) if args_path.is_file() else {}
         config = UCEConfig(
-            model_name=name, batch_size=self.batch_size, species=self.options["species"],  # type: ignore[arg-type]
+            model_name=name, batch_size=self.batch_size, species=self.options["species"],
             device="cuda" if self.device.startswith("cuda") else "cpu",
             **{k: int(args[k]) for k in CONFIG_KEYS if k in args},
         )  # fmt: skip

@@ -64,7 +64,7 @@ def helical_files(model_name: str, options: Mapping[str, str]) -> list[str]:
     """helical's own list (imports helical; tests compare it with `files`)."""
     from helical.models.uce import UCEConfig
 
-    config = UCEConfig(model_name=model_name, species=options.get("species", "human"))  # type: ignore[arg-type]
+    config = UCEConfig(model_name=model_name, species=options.get("species", "human"))
     return list(config.config["list_of_files_to_download"])
 
 
