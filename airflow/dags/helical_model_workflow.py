@@ -19,15 +19,14 @@ here loads helical or torch.
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param, TriggerRule, get_current_context, task
+from airflow.sdk import DAG, Asset, TriggerRule, get_current_context, task
 
 from helical_airflow import airflow_tasks as steps
 from helical_airflow import settings
+from helical_airflow.dag_params import workflow_params
 from helical_airflow.launchers.base import LAUNCHERS
 from helical_airflow.models import MODELS
 from helical_airflow.watcher import move_failed_input
@@ -38,19 +37,6 @@ DATA_DIR = str(settings.data_dir())
 EMBEDDINGS = Asset(name="helical_embeddings", uri=f"file://{settings.output_dir()}")
 
 
-def _regex_literal(text: str) -> str:
-    # re.escape would also escape `-` and `/`, which JavaScript's unicode regexes (the UI form) reject
-    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
-
-
-#: a path inside the data folder: relative (sample.h5ad) or absolute under it, never `..`, ending in .h5ad or, for
-#: the sequence models, .fa/.fasta/.fna (optionally .gz), .csv, .tsv or .parquet (seqio.py)
-INPUT_PATTERN = (
-    rf"^(?!.*(?:^|/)\.\.(?:/|$))(?:{_regex_literal(DATA_DIR)}/)?[^/].*"
-    r"\.(?:h5ad|fa|fasta|fna|fa\.gz|fasta\.gz|fna\.gz|csv|tsv|parquet)$"
-)
-
-
 def _embed_task_id(queue: str) -> str:
     return "embed_shard" if queue == "default" else f"embed_shard_{queue}"
 
@@ -58,118 +44,9 @@ def _embed_task_id(queue: str) -> str:
 #: (queue, pool) pairs the model table uses: one mapped embed task each
 ROUTES = sorted({(spec.profile.queue, spec.profile.pool) for spec in MODELS.values()})
 
-params = {
-    "input_path": Param(
-        "sample.h5ad",
-        type="string",
-        pattern=INPUT_PATTERN,
-        title="Input file",
-        description=f"Path of the .h5ad (sequence models: .fa/.fasta/.fna[.gz], .csv, .tsv, .parquet) inside the data "
-        f"folder ({DATA_DIR}), e.g. `sample.h5ad` or `sample_dna.fa`.",
-        # a refused value answers HTTP 400 quoting the schema: this key (ajv-errors' name) reads like the CLI's errors
-        errorMessage=f"error E513: input_path must end in .h5ad (or, for sequence models, .fa/.fasta/.fna[.gz], "
-        f".csv, .tsv, .parquet) and stay inside the data folder {DATA_DIR} (no `..`, "
-        "no other absolute path); fix: copy the file into the data folder and give its path relative to it, "
-        "e.g. sample.h5ad",
-    ),
-    "model": Param(
-        "geneformer",
-        type="string",
-        enum=list(MODELS),
-        title="Model",
-        description="A model name from `helical-airflow models list`; family names pick the family's default.",
-        errorMessage="error E201: unknown model name; fix: use one of the names `helical-airflow models list` prints",
-    ),
-    "shard_size": Param(
-        1000,
-        type="integer",
-        minimum=1,
-        maximum=1_000_000,
-        title="Shard size",
-        description="Cells (sequence inputs: records) per shard (each checkpointed on its own; a task embeds a group "
-        "of shards with one model load). Worker memory follows this, not the file size.",
-    ),  # fmt: skip
-    "device": Param(
-        "auto",
-        type="string",
-        enum=["auto", "cpu", "cuda"],
-        title="Device",
-        description="auto: CUDA when the worker has a GPU, else CPU.",
-    ),  # fmt: skip
-    # optional text fields, not enums: an enum with None shows a literal "null" in the trigger form, and a required
-    # field holding "" makes the form refuse its own defaults (both seen in tests/e2e/test_browser.py)
-    "precision": Param(
-        None,
-        type=["null", "string"],
-        pattern="^(fp32|fp16|bf16)$",
-        title="Precision",
-        description="On GPU; empty: the model's profile. CPU always runs fp32.",
-    ),  # fmt: skip
-    "batch_size": Param(
-        None,
-        type=["null", "integer"],
-        minimum=1,
-        title="Batch size",
-        description="Cells per forward pass; empty: the model's profile.",
-    ),  # fmt: skip
-    "memory_cap_gb": Param(
-        None,
-        type=["null", "number"],
-        exclusiveMinimum=0,
-        title="Memory cap (GB)",
-        description="Memory one embed process may use; past it the shard stops with E305 and the retry halves "
-        "the batch size. Empty: the model's profile.",
-    ),  # fmt: skip
-    "layer": Param(
-        None,
-        type=["null", "string"],
-        title="Counts layer",
-        description="Layer holding raw integer counts; empty: X.",
-    ),  # fmt: skip
-    "engine": Param(
-        None,
-        type=["null", "string"],
-        pattern="^(helical|fast)$",
-        title="Engine",
-        description="fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
-        "empty: the model's profile (fast for Geneformer and scGPT).",
-    ),  # fmt: skip
-    # numpy takes 32-bit seeds: a larger one used to pass here and fail all 3 embed attempts (bench/load.py found it)
-    "seed": Param(0, type="integer", minimum=0, maximum=2**32 - 1, title="Seed",
-                  description="Random seed for anything stochastic (0 to 4294967295)."),  # fmt: skip
-    steps.MODEL_OPTIONS_PARAM: Param(
-        {},
-        type="object",
-        title="Model options",
-        description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
-        "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
-    ),  # fmt: skip
-    # sequence models (FASTA / CSV / TSV / Parquet inputs); null: the family's default; ignored for single-cell models
-    "sequence_column": Param(None, type=["null", "string"], title="Sequence column",
-                             description="Sequence tables: the column holding the sequences (default: sequence)."),
-    "id_column": Param(None, type=["null", "string"], title="Id column",
-                       description="Sequence tables: the column holding each record's id (default: id)."),
-    "too_long": Param(None, type=["null", "string"], pattern="^(error|truncate|window)$",
-                      title="Too-long sequences",
-                      description="A sequence longer than the model's context: error (default), truncate, or window "
-                      "(context-long windows, embeddings mean-pooled; recorded in the manifest)."),
-    "label_key": Param(
-        None,
-        type=["null", "string"],
-        title="Label column",
-        description="obs column of cell labels: the quality gate scores the embeddings against it (kNN label "
-        "transfer, silhouette, vs a PCA baseline) and the report colours by it. Empty: a guess (e.g. cell_type "
-        "before louvain), named in the report.",
-    ),  # fmt: skip
-    "launcher": Param(
-        os.environ.get("HELICAL_AIRFLOW_LAUNCHER", "local"),
-        type="string",
-        enum=list(LAUNCHERS),
-        title="Launcher",
-        description="local: a subprocess on the worker; docker: a container (DockerOperator); kubernetes: a pod "
-        "(KubernetesPodOperator). One per group of shards.",
-    ),  # fmt: skip
-}
+#: the trigger form, generated from the run's contract (RunParams' schema, the sequence models' options, the model
+#: table, the launchers, the modalities' input suffixes): helical_airflow/dag_params.py
+params = workflow_params(DATA_DIR, list(MODELS), list(LAUNCHERS), settings.get().launcher)
 
 default_args: dict[str, Any] = {
     "owner": "helical-airflow",

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from . import modality, settings, watcher
 from .bounded import die_with_parent
+from .dag_params import MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
 from .launchers import launch
 from .models import get_model, registry
@@ -32,15 +33,6 @@ from .validate import validate_input as validate
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: the Param names the DAG passes through to RunParams
-#: DAG Params that are the sequence models' options (models/sequence.py); ignored for single-cell models
-SEQUENCE_PARAMS = ("id_column", "sequence_column", "too_long")
-RUN_PARAM_NAMES = (
-    "model", "shard_size", "device", "precision", "batch_size", "layer", "engine", "seed", "memory_cap_gb",
-)  # fmt: skip
-#: the DAG Param holding the model options (RunParams.options)
-MODEL_OPTIONS_PARAM = "model_options"
 
 
 def fail_fast_on_user_errors[F: Callable[..., Any]](func: F) -> F:

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from . import settings
 from .errors import HelicalAirflowError
-from .spec import Device, Engine, Plan, Precision, RunParams, ShardResult
+from .spec import DEFAULT_MODEL, Device, Engine, Plan, Precision, RunParams, ShardResult, schema_of
 
 app = typer.Typer(
     help=__doc__ + "\n\nTypical use: `helical-airflow models fixture --out .fixture-cache` (offline test "
@@ -74,7 +74,11 @@ CacheOpt = Annotated[
         "Default: $HELICAL_AIRFLOW_CACHE_DIR, else helical's default"
     ),
 ]
-SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="random seed for anything stochastic in the model")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(min=schema_of("seed")["minimum"], max=schema_of("seed")["maximum"],
+                 help="random seed for anything stochastic in the model"),
+]  # fmt: skip
 ModelOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -161,7 +165,7 @@ def _default(field: str) -> Any:
 #: The options that fill RunParams, each written once: its typer option and its default (RunParams' own
 #: default where it has one, so the CLI and the library agree).
 RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "model": (ModelOpt, "geneformer"),
+    "model": (ModelOpt, DEFAULT_MODEL),
     "shard_size": (ShardSizeOpt, _default("shard_size")),
     "device": (DeviceOpt, _default("device")),
     "precision": (PrecisionOpt, _default("precision")),
@@ -176,7 +180,9 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "sequence_column": (SequenceColumnOpt, None),
     "too_long": (TooLongOpt, None),
 }
-#: RUN_OPTIONS that are model options of the sequence families (models/sequence.py), not RunParams fields
+#: RUN_OPTIONS that are model options of the sequence families (models/sequence.py SEQUENCE_OPTIONS' names, typed
+#: here because the CLI starts without importing the models package, ~0.6 s; tests/unit/test_dag_params.py keeps
+#: them equal), not RunParams fields
 SEQUENCE_FLAGS = ("id_column", "sequence_column", "too_long")
 DEFAULT_OUT = Path("outputs")
 

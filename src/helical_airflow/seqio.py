@@ -47,7 +47,8 @@ Format = Literal["fasta", "csv", "tsv", "parquet"]
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 ALPHABETS = {"dna_sequence": "ACGTN", "rna_sequence": "ACGUN"}
-#: what an input_path may end in (the DAG's Param pattern and the CLI use it)
+#: what a sequence input's name ends in (is_sequence_path); the DAG's input_path pattern is built from the same
+#: suffixes (dag_params.input_pattern), not from this pattern
 SEQUENCE_PATTERN = (rf"\.({'|'.join(s[1:] for s in FASTA_SUFFIXES)})(\.gz)?$"
                     rf"|\.({'|'.join(s[1:] for s in TABLE_SUFFIXES)})$")
 INDEX_VERSION = 1

@@ -7,7 +7,7 @@ result back as a file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +16,10 @@ Precision = Literal["fp32", "fp16", "bf16"]
 Engine = Literal["helical", "fast"]
 XFormat = Literal["csr", "csc", "dense"]
 GeneIdKind = Literal["ensembl", "symbol"]
+#: what a sequence model does with a record longer than its context (the `too_long` model option, models/sequence.py)
+TooLong = Literal["error", "truncate", "window"]
+#: the model a run takes when none is named (the CLI's --model, the DAG's `model` Param)
+DEFAULT_MODEL = "geneformer"
 
 
 class RunParams(BaseModel):
@@ -37,6 +41,16 @@ class RunParams(BaseModel):
         default=None, gt=0, description="memory one embed process may use, GB; past it E305 and the retry halves "
         "the batch (default: the model's resource profile)",
     )  # fmt: skip
+
+
+def schema_of(field: str) -> dict[str, Any]:
+    """RunParams' JSON schema of one field, `null` left out of an optional one: its bounds and choices, written once
+    (the CLI's options and the DAG's Params read them here)."""
+    schema = dict(RunParams.model_json_schema()["properties"][field])
+    for option in schema.pop("anyOf", []):
+        if option.get("type") != "null":
+            schema.update(option)
+    return schema
 
 
 class ResolvedParams(RunParams):
@@ -61,7 +75,7 @@ class SequenceSummary(BaseModel):
     extra_columns: list[str] = Field(default_factory=list)  # other table columns, kept in obs
     alphabet: str  # "ACGTN" or "ACGUN"
     context: int  # the model's context in nucleotides
-    too_long: Literal["error", "truncate", "window"]
+    too_long: TooLong
     n_too_long: int  # records longer than the context (truncated or windowed as `too_long` says)
     n_soft_masked: int  # records with lower-case letters (upper-cased)
     total_nucleotides: int

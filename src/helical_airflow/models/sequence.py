@@ -15,11 +15,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
 from ..settings import export
+from ..spec import TooLong
 from .profiles import ModelOption
 from .runner import SettledRunner, take_settings
 from .vocab import GeneVocabulary
@@ -38,7 +39,7 @@ SEQUENCE_OPTIONS: tuple[ModelOption, ...] = (
     ModelOption(
         name="too_long",
         default="error",
-        choices=("error", "truncate", "window"),
+        choices=get_args(TooLong),
         help="a record longer than the model's context: error (E137), truncate to the context, or window (cut "
         "into context-long windows whose embeddings are mean-pooled)",
     ),  # fmt: skip

@@ -1,0 +1,158 @@
+"""The workflow DAG's Params (its trigger form), generated from the run's contract so a bound or a choice is written
+once: RunParams' JSON schema (types, defaults, bounds, choices; spec.py), the sequence models' options (names,
+defaults, choices; models/sequence.py SEQUENCE_OPTIONS), the model table, the launchers and the input suffixes of
+the modalities. Only the form's own words (titles, descriptions, error messages) are written here.
+
+How the schema becomes a Param, so the form behaves as it always did:
+- a required choice (`device`, `launcher`, `model`) is an `enum`, its default first (the form's dropdown);
+- an optional choice (`precision`, `engine`, `too_long`) is a nullable string with a `pattern`, not an enum: an
+  enum holding None shows a literal "null" in the trigger form, and a required field holding "" makes the form refuse
+  its own defaults (both seen in tests/e2e/test_browser.py);
+- every other optional field is nullable (`["null", <type>]`), default None: the model's profile decides.
+
+Nothing here imports airflow, helical or torch at import time (the DAG processor imports this module).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .modality import suffixes
+from .models.sequence import SEQUENCE_OPTIONS
+from .spec import DEFAULT_MODEL, schema_of
+
+#: the DAG Param holding the model options (RunParams.options)
+MODEL_OPTIONS_PARAM = "model_options"
+#: the Params that are the sequence models' options (ignored for single-cell models)
+SEQUENCE_PARAMS = tuple(option.name for option in SEQUENCE_OPTIONS)
+#: bounds the form adds to the contract: the library takes any shard size, the form stops at a million rows
+FORM_ONLY: dict[str, dict[str, Any]] = {"shard_size": {"maximum": 1_000_000}}
+
+#: title and description of each RunParams Param, in the form's order (memory_cap_gb sits after batch_size)
+WORDS: dict[str, tuple[str, str]] = {
+    "model": ("Model", "A model name from `helical-airflow models list`; family names pick the family's default."),
+    "shard_size": ("Shard size", "Cells (sequence inputs: records) per shard (each checkpointed on its own; a task "
+                   "embeds a group of shards with one model load). Worker memory follows this, not the file size."),
+    "device": ("Device", "auto: CUDA when the worker has a GPU, else CPU."),
+    "precision": ("Precision", "On GPU; empty: the model's profile. CPU always runs fp32."),
+    "batch_size": ("Batch size", "Cells per forward pass; empty: the model's profile."),
+    "memory_cap_gb": ("Memory cap (GB)", "Memory one embed process may use; past it the shard stops with E305 and "
+                      "the retry halves the batch size. Empty: the model's profile."),
+    "layer": ("Counts layer", "Layer holding raw integer counts; empty: X."),
+    "engine": ("Engine", "fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
+               "empty: the model's profile (fast for Geneformer and scGPT)."),
+    "seed": ("Seed", "Random seed for anything stochastic ({minimum} to {maximum})."),
+}  # fmt: skip
+#: the Params that are RunParams fields, passed through as they are
+RUN_PARAM_NAMES = tuple(WORDS)
+SEQUENCE_TITLES = {"sequence_column": "Sequence column", "id_column": "Id column", "too_long": "Too-long sequences"}
+
+
+def regex_literal(text: str) -> str:
+    # re.escape would also escape `-` and `/`, which JavaScript's unicode regexes (the UI form) reject
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
+def input_pattern(data_dir: str) -> str:
+    """A path inside the data folder: relative (sample.h5ad) or absolute under it, never `..`, ending in a suffix a
+    modality reads (modality.suffixes(): .h5ad; .fa/.fasta/.fna, gzip too, .csv, .tsv, .parquet)."""
+    ends = "|".join(regex_literal(s[1:]) for s in sorted(suffixes(), key=lambda s: (len(s), s)))
+    return rf"^(?!.*(?:^|/)\.\.(?:/|$))(?:{regex_literal(data_dir)}/)?[^/].*\.(?:{ends})$"
+
+
+def suffix_words() -> str:
+    """The sequence inputs' suffixes for people: `.fa/.fasta/.fna[.gz], .csv, .tsv, .parquet`."""
+    fasta = [s for s in suffixes() if not s.endswith(".gz") and f"{s}.gz" in suffixes()]
+    others = [s for s in suffixes() if s not in fasta and not s.endswith(".gz") and s != ".h5ad"]
+    return ", ".join(["/".join(fasta) + "[.gz]", *others])
+
+
+def schema_param(name: str) -> dict[str, Any]:
+    """The Param keywords of one RunParams field, from its JSON schema (see the module's docstring)."""
+    schema = schema_of(name)
+    nullable = schema.get("default", "required") is None
+    kind = schema["type"]
+    out: dict[str, Any] = {"type": ["null", kind] if nullable else kind}
+    choices = schema.get("enum")
+    if choices and nullable:
+        out["pattern"] = f"^({'|'.join(map(re.escape, choices))})$"
+    elif choices:
+        out["enum"] = sorted(choices, key=lambda c: c != schema.get("default"))  # the default first
+    out.update({k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in schema})
+    return {**out, **FORM_ONLY.get(name, {})}
+
+
+def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[str], launcher: str) -> dict[str, Any]:
+    """The Params of helical_model_workflow, in the form's order."""
+    from airflow.sdk import Param
+
+    def run_param(name: str, default: Any, **extra: Any) -> Any:
+        title, description = WORDS[name]
+        keywords = schema_param(name)
+        return Param(default, title=title, description=description.format(**keywords), **keywords, **extra)
+
+    sequence = {
+        option.name: Param(
+            None,
+            type=["null", "string"],
+            **({"pattern": f"^({'|'.join(map(re.escape, option.choices))})$"} if option.choices else {}),
+            title=SEQUENCE_TITLES[option.name],
+            description=f"{option.help[0].upper()}{option.help[1:]} (default: {option.default}).",
+        )
+        for option in SEQUENCE_OPTIONS
+    }
+    sequence_words = suffix_words()
+    return {
+        "input_path": Param(
+            "sample.h5ad",
+            type="string",
+            pattern=input_pattern(data_dir),
+            title="Input file",
+            description=f"Path of the .h5ad (sequence models: {sequence_words}) inside the data folder ({data_dir}), "
+            "e.g. `sample.h5ad` or `sample_dna.fa`.",
+            # a refused value answers HTTP 400 quoting the schema: this key (ajv-errors' name) reads like the CLI's
+            errorMessage=f"error E513: input_path must end in .h5ad (or, for sequence models, {sequence_words}) and "
+            f"stay inside the data folder {data_dir} (no `..`, no other absolute path); fix: copy the file into the "
+            "data folder and give its path relative to it, e.g. sample.h5ad",
+        ),
+        "model": Param(
+            DEFAULT_MODEL,
+            type="string",
+            enum=list(models),
+            title=WORDS["model"][0],
+            description=WORDS["model"][1],
+            errorMessage="error E201: unknown model name; fix: use one of the names `helical-airflow models list` prints",
+        ),
+        **{
+            name: run_param(name, schema_of(name)["default"])
+            for name in RUN_PARAM_NAMES
+            if name != "model"  # above: an enum of the model table, with its own error message
+        },
+        MODEL_OPTIONS_PARAM: Param(
+            {},
+            type="object",
+            title="Model options",
+            description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
+            "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
+        ),
+        # sequence models (FASTA / CSV / TSV / Parquet inputs); null: the family's default; ignored for single-cell
+        **{name: sequence[name] for name in SEQUENCE_TITLES},  # the form's order
+        "label_key": Param(
+            None,
+            type=["null", "string"],
+            title="Label column",
+            description="obs column of cell labels: the quality gate scores the embeddings against it (kNN label "
+            "transfer, silhouette, vs a PCA baseline) and the report colours by it. Empty: a guess (e.g. cell_type "
+            "before louvain), named in the report.",
+        ),
+        "launcher": Param(
+            launcher,
+            type="string",
+            enum=list(launchers),
+            title="Launcher",
+            description="local: a subprocess on the worker; docker: a container (DockerOperator); kubernetes: a pod "
+            "(KubernetesPodOperator). One per group of shards.",
+        ),
+    }
