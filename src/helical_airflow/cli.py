@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from . import annotate as annotate_job
 from . import settings
 from .errors import HelicalAirflowError
 from .spec import DEFAULT_MODEL, Device, Engine, Plan, Precision, RunParams, ShardResult, schema_of
@@ -409,6 +410,78 @@ def merge(
     done = f"merged {manifest.total_cells} {loaded.input.unit} from {len(manifest.shards)} shards"
     err.print(f"{done} into {loaded.out_dir}")
     print(Path(loaded.out_dir) / "manifest.json")
+
+
+@app.command()
+@friendly_errors
+@run_options()
+def annotate(
+    query: Annotated[Path, typer.Argument(help="the data to annotate (.h5ad, or a sequence file for sequence models)")],
+    params: RunParams,
+    reference: Annotated[
+        Path, typer.Option(help="labelled reference of the same kind as QUERY; its --label-key column trains the "
+                           "classifier")  # fmt: skip
+    ],
+    label_key: Annotated[
+        str,
+        typer.Option(help="the reference's obs column of labels (e.g. cell_type); when QUERY has it too, the "
+                     "predictions are scored against it"),
+    ],  # fmt: skip
+    classifier: Annotated[
+        annotate_job.ClassifierName,
+        typer.Option(help="knn (k nearest reference cells, cosine) or logreg (logistic regression)"),
+    ] = "knn",
+    n_neighbors: Annotated[int, typer.Option(min=1, help="knn: neighbours that vote")] = 15,
+    logreg_c: Annotated[float, typer.Option(min=1e-9, help="logreg: inverse regularisation strength C")] = 1.0,
+    confidence_threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="a cell whose best class probability is below this is 'unknown'")
+    ] = 0.5,
+    cv_folds: Annotated[
+        int, typer.Option(min=2, max=50, help="stratified folds for the reference's held-out accuracy and macro F1; "
+                          "every class needs at least this many cells")  # fmt: skip
+    ] = 5,
+    out: OutOpt = DEFAULT_OUT,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Annotate QUERY from a labelled REFERENCE: embed both with MODEL (finished runs are reused by their run key,
+    so a second call embeds nothing), fit a classifier on the reference's embeddings, predict the query.
+
+    Writes, in the query's run folder (OUT/<query>/<run_key>/): annotations.h5ad (the query's obs plus
+    predicted_<KEY> and predicted_<KEY>_confidence, class probabilities in obsm), annotation.json (classifier and
+    hyper-parameters, the reference's cross-validated accuracy and macro F1, the query's scores when it has KEY)
+    and annotation.html. docs/annotate.md has the details.
+
+    Example: helical-airflow annotate query.h5ad --reference atlas.h5ad --label-key cell_type --model geneformer
+    """
+    aparams = annotate_job.AnnotateParams(
+        label_key=label_key, classifier=classifier, n_neighbors=n_neighbors, logreg_c=logreg_c,
+        confidence_threshold=confidence_threshold, cv_folds=cv_folds, seed=params.seed,
+    )  # fmt: skip
+
+    def on_plan(role: str, plan: Plan) -> None:
+        err.print(f"{role}: run [bold]{plan.run_key}[/] -> {plan.out_dir}  ({len(plan.shards)} shards)")
+
+    with err.status("embedding the reference and the query (finished runs are reused), then classifying..."):
+        result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri, on_plan=on_plan)
+    for line in result.warnings:
+        err.print(f"[bold yellow]warning[/]: {line}", highlight=False)
+    folder = Path(result.query.run_dir)
+    cv, q = result.reference_cv, result.query_scores
+    table = Table(title="helical-airflow annotate", show_header=False)
+    for key, value in [
+        ("model", f"{result.model}{' (FIXTURE)' if result.fixture else ''}"),
+        ("classifier", f"{result.classifier} {json.dumps(result.hyperparameters)}"),
+        ("shards embedded (reference, query)", f"{result.reference.shards_embedded}, {result.query.shards_embedded}"),
+        (f"reference held out ({cv.folds}-fold CV)", f"accuracy {cv.accuracy:.3f}, macro F1 {cv.macro_f1:.3f}"),
+        ("query scored", "no KEY column" if q is None else f"accuracy {q.accuracy:.3f}, macro F1 {q.macro_f1:.3f} "
+         f"(majority class {q.majority_class_rate:.3f}; no threshold {q.accuracy_without_threshold:.3f})"),
+        ("predicted", ", ".join(f"{k} {n}" for k, n in sorted(result.predicted_counts.items(), key=lambda kv: -kv[1]))),
+        ("annotations", folder / annotate_job.ANNOTATIONS),
+        ("details", folder / annotate_job.ANNOTATION_JSON),
+        ("report", folder / annotate_job.ANNOTATION_HTML),
+    ]:  # fmt: skip
+        table.add_row(key, str(value))
+    console.print(table)
 
 
 @models_app.command("list")

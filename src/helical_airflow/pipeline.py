@@ -78,6 +78,14 @@ def run(
     check_label_key(plan.input.path, label_key)  # before any embedding
     if on_plan:
         on_plan(plan)
+    return run_plan(plan, on_shard, label_key, tracking_uri)
+
+
+def run_plan(
+    plan: Plan, on_shard: ShardCallback | None = None, label_key: str | None = None, tracking_uri: str | None = None
+) -> Manifest:
+    """`run` after planning: embed what is missing, then merge -> gate -> publish unless the finished run's outputs
+    are current (other jobs, e.g. annotate.py, plan first and come here)."""
     results = embed_all(plan, on_shard)
     if all(r.reused for r in results) and _outputs_current(plan, label_key):
         log.info("every shard was already done; outputs in %s are current", plan.out_dir)
