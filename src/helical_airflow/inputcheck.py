@@ -56,8 +56,9 @@ CODES: dict[str, tuple[str, str]] = {
     "E132": ("input is not a readable table", "save it as CSV/TSV with a header row, or as Parquet"),
     "E133": ("the table lacks the id or sequence column", "name them with --id-column / --sequence-column"),
     "E134": ("a record has an empty sequence", "drop the record or give its sequence"),
-    "E135": ("a sequence has characters outside the model's alphabet", "DNA models take ACGTN, RNA models ACGUN "
-             "(lower case is accepted); replace the other characters (e.g. with N)"),
+    "E135": ("a sequence has characters outside the model's alphabet", "DNA models read ACGTN, RNA models ACGUN and "
+             "T (read as U); lower case is accepted. Give the records' nucleotide sequence: RNA to an RNA model, DNA "
+             "to a DNA model or either to an RNA model; N stands only for an unknown base, not for other characters"),
     "E136": ("duplicate record ids", "make the ids unique (the first word of each FASTA header, or the id column)"),
     "E137": ("a sequence is longer than the model's context", "pass --too-long truncate or --too-long window, or "
              "split the sequence"),

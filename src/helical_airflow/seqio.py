@@ -47,6 +47,17 @@ Format = Literal["fasta", "csv", "tsv", "parquet"]
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 ALPHABETS = {"dna_sequence": "ACGTN", "rna_sequence": "ACGUN"}
+#: letters a model reads as others of its alphabet. Both RNA tokenizers map T to U's token id
+#: (helical/models/helix_mrna/helix_mrna_tokenizer.py:58, mamba2_mrna/mamba2_mrna_tokenizer.py:58), so an mRNA in
+#: DNA letters (Ensembl's and RefSeq's cDNA files) is the same input to them; but helical's process_data refuses T
+#: before its tokenizer sees it (get_valid_rna_sequence, helical/models/base_models.py:132: "ACUGNE"), so the reader
+#: writes U for T (read_records). The DNA tokenizers have no U (HyenaDNA's characters ACGTN, hyena_dna/model.py:63;
+#: Caduceus' the same; any other letter is [UNK]), and Evo 2's process_data checks ACTGN: a U stays E135 for them.
+READ_AS: dict[str, dict[str, str]] = {"rna_sequence": {"T": "U"}}
+#: the RNA families, named by E135's fix for RNA letters given to a DNA model
+RNA_FAMILIES = "helix_mrna, mamba2_mrna"
+IUPAC_AMBIGUOUS = frozenset("RYSWKMBDHV")  # IUPAC codes for two or more bases (N, any base, is in both alphabets)
+GAPS = frozenset("-.")  # alignment gaps
 #: what a sequence input's name ends in (is_sequence_path); the DAG's input_path pattern is built from the same
 #: suffixes (dag_params.input_pattern), not from this pattern
 SEQUENCE_PATTERN = (rf"\.({'|'.join(s[1:] for s in FASTA_SUFFIXES)})(\.gz)?$"
@@ -58,7 +69,7 @@ CSV_BLOCK = 1 << 20  # bytes pyarrow reads per CSV block: a shard read holds abo
 @dataclass(frozen=True)
 class Record:
     id: str
-    sequence: str  # upper case, as validated
+    sequence: str  # upper case, as validated, in the model's letters (T read as U for an RNA model: READ_AS)
     extra: dict[str, Any] = field(default_factory=dict)  # other table columns
 
 
@@ -261,6 +272,42 @@ def alphabet_for(spec: ModelSpec) -> str:
     return ALPHABETS[spec.profile.modality]
 
 
+def _foreign_letters_fix(bad: set[str], alphabet: str, model: str) -> str:
+    """E135's fix for characters the model cannot read. Never a substitution that changes what the sequence says:
+    U for a DNA model is the same sequence in the other alphabet; an ambiguity code has no faithful stand-in but N
+    (any base), which keeps what is known, less precisely; gaps are not nucleotides; other letters are not a
+    nucleotide sequence at all (a protein?), and no substitution makes them one."""
+    other = sorted(bad - IUPAC_AMBIGUOUS - GAPS - {"U"})
+    if other:  # not a nucleotide sequence (a protein's K, M, V are IUPAC letters too: no N for them either)
+        return (f"{''.join(other)[:10]!r} are not nucleotide codes (a protein or other text?): {model} embeds "
+                f"nucleotide sequences ({alphabet}); give the records' nucleotide sequence: no letter stands in for "
+                "these")  # fmt: skip
+    parts: list[str] = []
+    if "U" in bad and "T" in alphabet:
+        parts.append(f"U is an RNA letter and {model} reads DNA (its tokenizer has no U): embed RNA with an RNA model "
+                     f"({RNA_FAMILIES}; they read T as U too), or give {model} the same sequence in DNA letters "
+                     "(T for U, e.g. the cDNA)")  # fmt: skip
+    ambiguous = sorted(bad & IUPAC_AMBIGUOUS)
+    if ambiguous:
+        parts.append(f"{', '.join(ambiguous)}: IUPAC ambiguity codes, which {model} does not read; N (any base) is "
+                     "the only one it reads: N in their place keeps what is known, less precisely")  # fmt: skip
+    if bad & GAPS:
+        parts.append("'-' / '.' are alignment gaps, not nucleotides: give the unaligned sequence")
+    return "; ".join(parts)
+
+
+def read_as_note(summary: InputSummary) -> str | None:
+    """One line saying which letters the model reads as others (None when there are none, or for cells)."""
+    seq = summary.sequence
+    if seq is None or not seq.read_as:
+        return None
+    letters = ", ".join(f"{a} as {b}" for a, b in seq.read_as.items())
+    return (
+        f"{seq.n_read_as:,} of {summary.n_cells:,} records in DNA letters: read {letters} "
+        f"({seq.nucleotides_read_as:,} nucleotides), as helical's tokenizer reads them"
+    )
+
+
 def validate_sequences(
     path: str, spec: ModelSpec, options: Mapping[str, str], cache_dir: str | None = None, data_root: Path | None = None
 ) -> InputSummary:
@@ -271,7 +318,8 @@ def validate_sequences(
     if before.st_size == 0:
         raise fail("E130", f"{file.name} is empty (0 bytes)")
     alphabet = alphabet_for(spec)
-    allowed = frozenset(alphabet)
+    read_as = READ_AS.get(spec.profile.modality, {})
+    allowed = frozenset(alphabet) | frozenset(read_as)
     context = int(spec.max_length or 0)
     too_long: TooLong = options.get("too_long", "error")  # type: ignore[assignment]
     extra: list[str] = []
@@ -294,7 +342,8 @@ def validate_sequences(
     seen: set[str] = set()
     offsets: list[int] = []
     lengths: list[int] = []
-    n_too_long = n_soft = 0
+    n_too_long = n_soft = n_read_as = nucleotides_read_as = 0
+    found_read_as: set[str] = set()
     for number, (offset, rid, seq, _) in enumerate(records, 1):
         where = f"record {number} ({rid!r})" if rid else f"record {number}"
         if not rid:
@@ -309,7 +358,14 @@ def validate_sequences(
         bad = set(upper) - allowed
         if bad:
             shown = "".join(sorted(bad))[:10]
-            raise fail("E135", f"{where} of {file.name} has {shown!r}; {spec.name} reads {alphabet}")
+            raise fail("E135", f"{where} of {file.name} has {shown!r}; {spec.name} reads {alphabet}",
+                       _foreign_letters_fix(bad, alphabet, spec.name))  # fmt: skip
+        if read_as:
+            counts = {letter: upper.count(letter) for letter in read_as}
+            if any(counts.values()):
+                n_read_as += 1
+                nucleotides_read_as += sum(counts.values())
+                found_read_as.update(letter for letter, n in counts.items() if n)
         if context and len(seq) > context:
             if too_long == "error":
                 raise fail("E137", f"{where} of {file.name} has {len(seq):,} nucleotides; {spec.name} reads at most "
@@ -330,6 +386,8 @@ def validate_sequences(
         format=layout.format, compressed=layout.compressed, id_column=layout.id_column,
         sequence_column=layout.sequence_column, extra_columns=extra, alphabet=alphabet, context=context,
         too_long=too_long, n_too_long=n_too_long, n_soft_masked=int(n_soft), total_nucleotides=int(lens.sum()),
+        read_as={letter: read_as[letter] for letter in sorted(found_read_as)}, n_read_as=n_read_as,
+        nucleotides_read_as=nucleotides_read_as,
         min_length=int(lens.min()), max_length=int(lens.max()), index_file=str(idx),
     )  # fmt: skip
     return InputSummary(
@@ -375,7 +433,19 @@ def _index_for(summary: InputSummary) -> RecordIndex:
 
 
 def read_records(summary: InputSummary, start: int, stop: int) -> list[Record]:
-    """Records [start, stop) of a validated sequence input, upper-cased, without reading the rest of the file."""
+    """Records [start, stop) of a validated sequence input, upper-cased, in the model's letters (T as U for an RNA
+    model given DNA letters: READ_AS, as validation found it), without reading the rest of the file."""
+    seq = summary.sequence
+    assert seq is not None
+    records = _file_records(summary, start, stop)
+    if not seq.read_as:
+        return records
+    letters = str.maketrans(seq.read_as)
+    return [Record(r.id, r.sequence.translate(letters), r.extra) for r in records]
+
+
+def _file_records(summary: InputSummary, start: int, stop: int) -> list[Record]:
+    """Records [start, stop) as the file writes them, upper-cased."""
     seq = summary.sequence
     assert seq is not None
     file = Path(summary.path)

@@ -78,6 +78,11 @@ class SequenceSummary(BaseModel):
     too_long: TooLong
     n_too_long: int  # records longer than the context (truncated or windowed as `too_long` says)
     n_soft_masked: int  # records with lower-case letters (upper-cased)
+    # letters of the file the model reads as others, e.g. {"T": "U"}: an RNA model given DNA letters reads T as U,
+    # as helical's RNA tokenizers do (seqio.READ_AS); empty when the file is in the model's own letters
+    read_as: dict[str, str] = Field(default_factory=dict)
+    n_read_as: int = 0  # records holding such letters
+    nucleotides_read_as: int = 0  # such letters, over all records
     total_nucleotides: int
     min_length: int
     max_length: int

@@ -171,3 +171,74 @@ def test_dag_params_become_the_sequence_models_options_only() -> None:
     seq = run_params({"model": "hyena_dna", "too_long": "window", "sequence_column": "seq", "id_column": None})
     assert seq.options == {"too_long": "window", "sequence_column": "seq"}
     assert run_params({"model": "geneformer", "too_long": "window"}).options == {}  # no E227 for a single-cell run
+
+
+def test_helical_reads_t_as_u_but_its_process_data_refuses_t() -> None:
+    """Why RNA models accept DNA letters and why the reader writes U for T (seqio.READ_AS): both of helical's RNA
+    tokenizers give T the id of U; helical's process_data check (ACUGNE) stops a T before the tokenizer sees it. The
+    DNA tokenizers have no U: it would be [UNK], so a U stays E135 for a DNA model."""
+    from helical.models.base_models import HelicalRNAModel
+    from helical.models.helix_mrna.helix_mrna_tokenizer import CharTokenizer as HelixTokenizer
+    from helical.models.hyena_dna.standalone_hyenadna import CharacterTokenizer
+    from helical.models.mamba2_mrna.mamba2_mrna_tokenizer import CharTokenizer as Mamba2Tokenizer
+
+    for tokenizer in (HelixTokenizer(model_max_length=64), Mamba2Tokenizer(model_max_length=64)):
+        assert tokenizer("ACGTTN")["input_ids"] == tokenizer("ACGUUN")["input_ids"]
+        assert tokenizer.convert_tokens_to_ids("T") == tokenizer.convert_tokens_to_ids("U") != tokenizer.unk_token_id
+    with pytest.raises(ValueError, match="Invalid RNA sequence"):
+        HelicalRNAModel.get_valid_rna_sequence(None, ["ACGT"])  # type: ignore[arg-type]
+    dna = CharacterTokenizer(characters=["A", "C", "G", "T", "N"], model_max_length=64)
+    assert dna.convert_tokens_to_ids("U") == dna.unk_token_id != dna.convert_tokens_to_ids("T")
+
+
+@pytest.mark.parametrize("fmt", [".fa", ".csv"])
+def test_an_rna_model_reads_dna_letters_as_their_u_twin(tmp_path: Path, fmt: str) -> None:
+    seqs = {"a": "ACGTtgcaNN", "b": "GGGCCCAAA", "c": "TTTT"}  # 6 T (soft-masked t too) in 2 records; b has none
+
+    def write(name: str, rows: dict[str, str]) -> Path:
+        if fmt == ".fa":
+            return _write(tmp_path / f"{name}{fmt}", "".join(f">{k}\n{v}\n" for k, v in rows.items()))
+        return _write(tmp_path / f"{name}{fmt}", "id,sequence\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+
+    dna = validate_input(str(write("dna", seqs)), "helix_mrna")
+    twin = validate_input(str(write("rna", {k: v.replace("T", "U").replace("t", "u") for k, v in seqs.items()})),
+                          "helix_mrna")  # fmt: skip
+    assert dna.sequence is not None and twin.sequence is not None
+    assert (dna.sequence.read_as, dna.sequence.n_read_as, dna.sequence.nucleotides_read_as) == ({"T": "U"}, 2, 6)
+    assert (twin.sequence.read_as, twin.sequence.n_read_as, twin.sequence.nucleotides_read_as) == ({}, 0, 0)
+    assert dna.sequence.alphabet == twin.sequence.alphabet == "ACGUN"
+    assert [(r.id, r.sequence) for r in seqio.read_records(dna, 0, 3)] == [
+        (r.id, r.sequence) for r in seqio.read_records(twin, 0, 3)
+    ] == [("a", "ACGUUGCANN"), ("b", "GGGCCCAAA"), ("c", "UUUU")]
+    assert seqio.read_as_note(dna) == (
+        "2 of 3 records in DNA letters: read T as U (6 nucleotides), as helical's tokenizer reads them"
+    )
+    assert seqio.read_as_note(twin) is None
+    # a DNA model reads DNA letters as they are
+    assert validate_input(str(tmp_path / f"dna{fmt}"), "hyena_dna").sequence.read_as == {}  # type: ignore[union-attr]
+
+
+#: (model, sequence, words the fix must say): no fix may ask for a substitution that changes the sequence
+E135_FIXES = [
+    ("hyena_dna", "ACGU", ["RNA model", "helix_mrna", "T for U"]),
+    ("hyena_dna", "ACGRYN", ["R, Y: IUPAC ambiguity codes", "N (any base)"]),
+    ("helix_mrna", "ACGRN", ["R: IUPAC ambiguity codes"]),
+    ("hyena_dna", "ACG-T", ["alignment gaps", "unaligned sequence"]),
+    ("helix_mrna", "MKVLAAGIVG", ["'IL' are not nucleotide codes", "protein", "no letter stands in"]),
+    ("hyena_dna", "ACGTX*", ["'*X' are not nucleotide codes"]),
+]
+
+
+@pytest.mark.parametrize(("model", "sequence", "words"), E135_FIXES, ids=[f"{m}-{s}" for m, s, _ in E135_FIXES])
+def test_e135_fixes_name_the_problem_and_never_ask_to_replace_letters(
+    tmp_path: Path, model: str, sequence: str, words: list[str]
+) -> None:
+    path = _write(tmp_path / "x.fa", f">x\n{sequence}\n")
+    with pytest.raises(InputValidationError) as caught:
+        validate_input(str(path), model)
+    assert caught.value.code == "E135", caught.value.render()
+    for word in words:
+        assert word in caught.value.hint, caught.value.hint
+    assert "replace" not in caught.value.hint and "e.g. with N" not in caught.value.hint
+    if "not nucleotide codes" in caught.value.hint:  # not nucleotides at all: no N for its IUPAC-looking letters
+        assert "N (any base)" not in caught.value.hint

@@ -92,7 +92,8 @@ class Records:
         table = figures.table([
             ("records", f"{plan.input.n_cells:,} ({seq.format}{', gzip' if seq.compressed else ''})"),
             ("nucleotides", f"{seq.total_nucleotides:,} (lengths {seq.min_length:,}..{seq.max_length:,})"),
-            ("alphabet", seq.alphabet),
+            ("alphabet", seq.alphabet + (f" (read {', '.join(f'{a} as {b}' for a, b in seq.read_as.items())} in "
+                                         f"{seq.n_read_as:,} records)" if seq.read_as else "")),
             ("model context", f"{seq.context:,}; longer records: {seq.n_too_long} ({seq.too_long})"),
             ("soft-masked records (upper-cased)", str(seq.n_soft_masked)),
         ])  # fmt: skip
