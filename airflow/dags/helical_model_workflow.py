@@ -28,6 +28,7 @@ from helical_airflow import airflow_tasks as steps
 from helical_airflow import settings
 from helical_airflow.dag_params import workflow_params
 from helical_airflow.launchers.base import LAUNCHERS
+from helical_airflow.launchers.lifecycle import embed_task
 from helical_airflow.models import MODELS
 from helical_airflow.watcher import move_failed_input
 
@@ -98,7 +99,8 @@ with DAG(
     embedded = []
     for queue, pool in ROUTES:
 
-        @task(
+        # @task with an on_kill: a killed or timed-out task stops its embed process, container or pod
+        @embed_task(
             task_id=_embed_task_id(queue),
             queue=queue,
             pool=pool,

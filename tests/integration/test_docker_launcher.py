@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,32 @@ def test_a_failing_container_reports_exit_code_and_error_and_is_removed(engine: 
     assert "E208: shard 99 is not in this plan" in err.value.message
     assert _containers(engine, plan.run_key) == []  # removed on failure too
     assert not plan.shard_file(99).exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGALRM], ids=["killed", "timed-out"])
+def test_a_killed_airflow_task_removes_its_container(engine: str, workspace: dict, sig: signal.Signals) -> None:
+    """The embed task run as Airflow runs it (tests/task_process.py), killed as Airflow kills it once its
+    container runs: SIGTERM (the UI, a worker shutdown: the task runner calls on_kill) or SIGALRM (the
+    execution_timeout timer). The container is gone within the 5 s the supervisor allows before its SIGKILL."""
+    from task_process import ESCALATION_S, TaskProcess  # tests/task_process.py
+
+    plan = workspace["plan"]
+    cfg = _settings(engine)
+    options = {"image": cfg.image, "docker_url": cfg.docker_url, "network": cfg.network,
+               "extra_mounts": cfg.extra_mounts}  # fmt: skip
+    task = TaskProcess({"launcher": "docker", "plan": str(plan.plan_file), "shards": [2], "options": options})
+    try:
+        task.wait_for("running container",
+                      lambda: [c for c in _containers(engine, plan.run_key) if c.status == "running"])  # fmt: skip
+        killed_at = time.monotonic()
+        assert task.kill_like_airflow(sig), f"the task outlived the supervisor's grace:\n{task.output[-3000:]}"
+        while _containers(engine, plan.run_key) and time.monotonic() - killed_at < ESCALATION_S:
+            time.sleep(0.1)
+        assert _containers(engine, plan.run_key) == [], "the container outlived its task"
+    finally:
+        task.close()
+        for container in _containers(engine, plan.run_key):
+            container.remove(force=True)
+    ended = "TaskKilled: [E516]" if sig == signal.SIGTERM else "AirflowTaskTimeout"
+    assert f"task failed: {ended}" in task.output, task.output[-3000:]
+    assert not plan.shard_file(2).exists()  # killed while its container was still starting

@@ -3,8 +3,10 @@ subprocess for real (failure, success, and no orphan when the task dies), the co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -140,6 +142,53 @@ def _catch(box: dict[str, BaseException], fn) -> None:  # type: ignore[no-untype
         fn()
     except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
         box["error"] = exc
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGALRM], ids=["killed", "timed-out"])
+def test_a_killed_airflow_task_stops_its_whole_embed_process_group(
+    plan_path: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The embed task run as Airflow runs it (tests/task_process.py), killed as Airflow kills it: SIGTERM (the UI,
+    a worker shutdown: the task runner calls on_kill) or SIGALRM (execution_timeout). The embed process's whole
+    group goes, a child of its own included, within the 5 s the supervisor allows before its SIGKILL (the
+    parent-death signal would take only the embed process itself)."""
+    from task_process import ESCALATION_S, TaskProcess  # tests/task_process.py
+
+    python = tmp_path / "bin" / "python"  # the runner's Python, which leaves a child in the group first
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nsleep 300 &\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    task = TaskProcess({"launcher": "local", "plan": plan_path, "shards": [0], "options": {"python": str(python)}})
+    pgid = 0
+    try:
+        pgid = task.wait_for("embed process", lambda: next((p.pid for p in _shard_processes(plan_path)), 0))
+        task.wait_for("its child", lambda: len(_group(pgid)) >= 2)
+        killed_at = time.monotonic()
+        assert task.kill_like_airflow(sig), f"the task outlived the supervisor's grace:\n{task.output[-3000:]}"
+        while _group(pgid) and time.monotonic() - killed_at < ESCALATION_S:
+            time.sleep(0.1)
+        assert _group(pgid) == [], "the embed process group outlived its task"
+    finally:
+        task.close()
+        if pgid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    ended = "E516" if sig == signal.SIGTERM else "AirflowTaskTimeout"
+    assert f"task failed: {'TaskKilled' if ended == 'E516' else ended}" in task.output, task.output[-3000:]
+    assert not (Path(plan_path).parent / "shards" / "0.npy").exists()  # nothing half-written
 
 
 def test_concurrent_shards_share_the_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

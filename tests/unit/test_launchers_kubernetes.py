@@ -160,3 +160,95 @@ def test_a_pod_without_a_cache_volume_is_still_valid(folders: None, tmp_path: Pa
     pod = _validated(shard_pod(load_plan(path), path, [0], get_model(CPU_MODEL).profile, cfg))
     assert {v["name"] for v in pod["spec"]["volumes"]} == {"data", "outputs", "tmp"}
     assert "nodeSelector" not in pod["spec"]  # nothing configured: the scheduler decides
+
+
+def test_a_killed_task_deletes_its_pod(folders: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow calls the embed task's on_kill (EmbedShardOperator): that is the pod operator's own on_kill, which
+    deletes the running pod, and the task ends with E516. No cluster here: the API client is a stand-in that
+    records the call, and the pod operator's execute one that 'runs' the pod until it is deleted."""
+    import threading
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import AirflowException
+
+    from helical_airflow.launchers.base import TaskKilled
+    from helical_airflow.launchers.kubernetes import run_kubernetes
+    from helical_airflow.launchers.lifecycle import embed_task
+
+    running, deleted = threading.Event(), threading.Event()
+    calls: list[dict] = []
+    started: list[str] = []
+
+    class CoreV1Api:  # the one call KubernetesPodOperator.on_kill makes
+        def delete_namespaced_pod(self, **kwargs: object) -> None:
+            calls.append(kwargs)
+            deleted.set()
+
+    def execute(self: KubernetesPodOperator, context: object) -> None:
+        started.append(self.name)
+        self.pod = self.full_pod_spec  # what execute records once it has created the pod
+        running.set()
+        assert deleted.wait(30), "the pod was never deleted"
+        raise AirflowException(f"Pod {self.name} returned a failure: {{'exit_code': 137, 'reason': 'Error'}}")
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", execute)
+    monkeypatch.setattr(KubernetesPodOperator, "client", property(lambda self: CoreV1Api()))
+    path = _plan(tmp_path, CPU_MODEL)
+
+    @embed_task(task_id="embed_shard")
+    def embed_group(plan_path: str, shards: list[int]) -> list[dict]:
+        try:
+            return run_kubernetes(plan_path, shards, _deployment())
+        finally:  # a recycled pod would come next: none may start once the task is killed
+            with pytest.raises(TaskKilled, match="E516"):
+                run_kubernetes(plan_path, [4], _deployment())
+
+    task = embed_group(plan_path=path, shards=[3]).operator
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            task.execute({"params": {}})
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert running.wait(60)
+    with pytest.raises(TaskKilled, match="E516") as killed:  # on_kill: what Airflow's SIGTERM handler calls
+        task.on_kill()
+    thread.join(30)
+    pod_name = _pod(tmp_path, CPU_MODEL)["metadata"]["name"]
+    assert f"pod helical/{pod_name}" in killed.value.message
+    assert calls == [{"name": pod_name, "namespace": "helical"}]  # deleted, once
+    assert isinstance(outcome.get("error"), TaskKilled)  # not E511: the shard did not fail, the task was killed
+    assert started == [pod_name]  # and no pod after it
+    task.on_kill()  # called again after the task ended (the timeout path): nothing left, nothing raised
+    assert len(calls) == 1
+
+
+def test_a_timed_out_task_deletes_its_starting_pod(
+    folders: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """execution_timeout while the pod is starting: AirflowTaskTimeout passes through the pod operator, whose own
+    clean-up skips a pod it has not read back yet; the launcher deletes it (the pod operator's on_kill)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from helical_airflow.launchers.kubernetes import run_kubernetes
+
+    calls: list[dict] = []
+
+    class CoreV1Api:
+        def delete_namespaced_pod(self, **kwargs: object) -> None:
+            calls.append(kwargs)
+
+    def execute(self: KubernetesPodOperator, context: object) -> None:
+        self.pod = self.full_pod_spec  # created, not yet running: KubernetesPodOperator's remote_pod is still None
+        raise AirflowTaskTimeout("Timeout")  # what the execution_timeout timer raises in the task's main thread
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", execute)
+    monkeypatch.setattr(KubernetesPodOperator, "client", property(lambda self: CoreV1Api()))
+    with pytest.raises(AirflowTaskTimeout):
+        run_kubernetes(_plan(tmp_path, CPU_MODEL), [3], _deployment())
+    assert calls == [{"name": _pod(tmp_path, CPU_MODEL)["metadata"]["name"], "namespace": "helical"}]

@@ -8,10 +8,14 @@ folder (shards/<i>.json, the same records resume trusts), never from the process
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import RECYCLE_EXIT, HelicalAirflowError
+
+log = logging.getLogger(__name__)
 
 LAUNCHERS = ("local", "docker", "kubernetes")
 
@@ -28,6 +32,85 @@ class LaunchError(HelicalAirflowError):
         super().__init__(code, message, hint)
         self.process_exit_code = exit_code
         self.retryable = retryable
+
+
+class TaskKilled(LaunchError):
+    """E516: the task was killed (from the UI, by its execution_timeout, a worker shutdown) and what it had launched
+    was stopped. Retryable: Airflow decides whether the task runs again (a task marked failed from the UI does not)."""
+
+
+class Launched:
+    """What a task has launched and is waiting on: the stop function of each running process group, container or
+    pod, so that Airflow's `on_kill` (launchers.lifecycle.EmbedShardOperator) can stop them. Once stopped, nothing
+    new may be launched through it: `track` raises TaskKilled (a recycled process would otherwise start after the
+    kill, in the seconds before the supervisor's SIGKILL, and outlive the task)."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, tuple[str, Callable[[], None]]] = {}
+        self._next = 0
+        self.killed = False
+
+    @contextlib.contextmanager
+    def track(self, what: str, stop: Callable[[], None]) -> Iterator[Launched]:
+        """Register `stop` (which must take `what` down and may be called from a signal handler) while the body
+        runs; raises TaskKilled at once if the task was already killed."""
+        if self.killed:
+            raise task_killed([what], started=False)
+        self._next += 1
+        key = self._next
+        self._running[key] = (what, stop)
+        try:
+            yield self
+        finally:
+            self._running.pop(key, None)
+
+    def stop(self) -> list[str]:
+        """Stop everything still running (once each); returns what was stopped. Never raises: a stop that fails is
+        logged and the others still run."""
+        self.killed = True
+        stopped = []
+        while self._running:
+            key = next(iter(self._running))
+            what, stop = self._running.pop(key)
+            log.warning("task killed: stopping %s", what)
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 (on_kill must reach every launch; the task is ending anyway)
+                log.exception("could not stop %s", what)
+            stopped.append(what)
+        return stopped
+
+
+#: what the current task launched (launchers.lifecycle.tracking swaps in a fresh one per task execution)
+_launched = Launched()
+
+
+def launched() -> Launched:
+    """The current task's Launched (a process-wide one outside an Airflow task, e.g. the CLI's and tests')."""
+    return _launched
+
+
+@contextlib.contextmanager
+def tracking() -> Iterator[Launched]:
+    """A fresh Launched for one task execution, current while the body runs."""
+    global _launched
+    previous, _launched = _launched, Launched()
+    try:
+        yield _launched
+    finally:
+        _launched = previous
+
+
+def task_killed(stopped: Sequence[str], started: bool = True) -> TaskKilled:
+    done = f"stopped {', '.join(stopped)}" if started else f"{', '.join(stopped)} was not started"
+    return TaskKilled(
+        "E516",
+        f"the task was killed (from the UI, past its execution_timeout or by a worker shutdown): {done}",
+        "nothing to fix if the kill was intended; finished shards are kept and a rerun reuses them. Past "
+        "execution_timeout: raise it in the DAG or lower shard_size / the group size",
+        None,
+        retryable=True,
+    )
 
 
 def shard_command(plan_path: str, shards: Sequence[int], program: str = "helical-airflow") -> list[str]:

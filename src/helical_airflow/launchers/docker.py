@@ -13,6 +13,7 @@ Settings: settings.py (HELICAL_AIRFLOW_DOCKER_*, HELICAL_AIRFLOW_HOST_*).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from .. import settings
 from ..errors import RECYCLE_EXIT
 from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
 from ..settings import DockerSettings
-from .base import failure, memory_cap_exceeded, run_until_done, shard_command
+from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,25 @@ def _run_container(plan_path: str, shards: list[int], cfg: DockerSettings | None
     operator = docker_operator(plan_path, shards, cfg)
     emit(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
     logs: list[str] = []
+    what = f"container {operator.container_name}"
     try:
-        # A nested operator: the launcher is chosen per run (a DAG param), so the mapped task calls it.
-        operator.execute(context={})
+        # A nested operator: the launcher is chosen per run (a DAG param), so the mapped task calls it; Airflow
+        # calls the task's on_kill, which stops it through launched() (not DockerOperator.on_kill: that waits up
+        # to 10 s for `docker stop` and leaves the container, auto_remove being "never" here)
+        with launched().track(what, lambda: remove_container(operator)) as tracked:
+            operator.execute(context={})
     except DockerContainerFailedException as exc:
         logs = [str(line) for line in (exc.logs or [])]
+    except TaskKilled:
+        raise
+    except Exception as exc:  # whatever the operator makes of its container vanishing under it
+        if launched().killed:
+            raise task_killed([what]) from exc
+        raise
     finally:
         code, oom_killed = container_exit_status(operator)
+    if tracked.killed:
+        raise task_killed([what])
     if oom_killed:
         raise memory_cap_exceeded(plan_path, shards, "its container's memory limit (the kernel's OOM killer ended it)")
     if code not in (0, RECYCLE_EXIT):
@@ -142,11 +155,25 @@ def _run_container(plan_path: str, shards: list[int], cfg: DockerSettings | None
 def container_exit_status(operator: Any) -> tuple[int | None, bool]:
     """The container's exit code from the Docker API and whether the kernel's OOM killer ended it (at the memory
     limit, the plan's memory cap), then remove it; (None, False) when it never started."""
+    from docker.errors import NotFound
+
     container = getattr(operator, "container", None)
     if not container:
         return None, False
     try:
         state = operator.cli.inspect_container(container["Id"])["State"]
         return int(state["ExitCode"]), bool(state.get("OOMKilled"))
+    except NotFound:  # removed already (on_kill)
+        return None, False
     finally:
-        operator.cli.remove_container(container["Id"], force=True)
+        remove_container(operator)
+
+
+def remove_container(operator: Any) -> None:
+    """Kill and remove the operator's container at once (one API call), by id, or by its name when the task is
+    killed before the operator has recorded it; nothing when there is none."""
+    from docker.errors import NotFound
+
+    container = getattr(operator, "container", None)
+    with contextlib.suppress(NotFound):
+        operator.cli.remove_container(container["Id"] if container else operator.container_name, force=True)

@@ -25,7 +25,7 @@ from typing import Any
 from .. import settings
 from ..errors import RECYCLE_EXIT
 from ..settings import KubernetesSettings
-from .base import failure, memory_cap_exceeded, run_until_done, shard_command
+from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +173,16 @@ def run_kubernetes(
 def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, emit: Callable[[str], None]) -> int:
     operator = pod_operator(plan_path, shards, cfg)
     emit(f"launching pod {operator.name} in {operator.namespace}")
+    what = f"pod {operator.namespace}/{operator.name}"
     try:
-        operator.execute(context=_context())
+        # a killed task deletes its pod: the pod operator's own on_kill, called by the task's (launched().stop())
+        with launched().track(what, operator.on_kill) as tracked:
+            operator.execute(context=_context())
+    except TaskKilled:
+        raise
     except Exception as exc:  # AirflowException with the pod's final status, which holds the container's exit code
+        if launched().killed:  # what the operator makes of its pod being deleted under it
+            raise task_killed([what]) from exc
         found = re.search(r"'exit_code': (-?\d+)", str(exc))
         code = int(found.group(1)) if found else None
         if code == RECYCLE_EXIT:
@@ -183,6 +190,11 @@ def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, 
         if "OOMKilled" in str(exc):  # the container's terminated reason: it reached its memory limit
             raise memory_cap_exceeded(plan_path, shards, "its pod's memory limit (OOMKilled)") from exc
         raise failure(f"pod of shard(s) {shards}", code, str(exc).splitlines()) from exc
+    except BaseException:  # AirflowTaskTimeout (execution_timeout), before the pod operator has read back the pod it
+        operator.on_kill()  # created: its own clean-up skips a pod it has not read, so delete it here
+        raise
+    if tracked.killed:
+        raise task_killed([what])
     return 0
 
 

@@ -2,7 +2,8 @@
 
 One process embeds the task's group of shards with one model load. Its output is streamed line by line into the
 caller's log (the Airflow task log); the process gets its own process group, so a killed or timed-out task also
-kills the shards and nothing is left running. The process tree's memory is watched against the plan's memory cap
+kills the shards and nothing is left running (a killed task: its on_kill, launchers/lifecycle.py; a timed-out one:
+the AirflowTaskTimeout passing through here). The process tree's memory is watched against the plan's memory cap
 (MemoryWatch): past it the process is killed and the task fails with E305, leaving half the batch size for the
 retry. A process that stops early to be recycled (exit 75: its memory
 bound or shard count, embed.Recycle) is followed by a fresh one for the shards left. A model crash or an
@@ -28,9 +29,14 @@ from .. import settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
 from ..plan import task_groups
-from .base import failure, memory_cap_exceeded, run_until_done, shard_command
+from .base import failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
 
 log = logging.getLogger(__name__)
+
+#: on_kill's SIGTERM-to-SIGKILL wait for the embed process group: well inside the 5 s the Airflow supervisor gives
+#: the task process between its own SIGTERM and SIGKILL (supervisor.kill's escalation_delay); the shard has no
+#: state to save (every finished shard is already on disk, written atomically)
+KILL_GRACE_S = 2.0
 
 
 def runner_program(python: str | None = None) -> list[str]:
@@ -90,17 +96,23 @@ def _run_process(
     )
     lines: list[str] = []
     watch = MemoryWatch(proc, memory_cap_mb(plan_path))
+    what = f"embed process {proc.pid} (its process group)"
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            emit(line.rstrip("\n"))
-        code = proc.wait()
+        # on_kill (Airflow's SIGTERM handler, in this thread) stops the group at once: the supervisor SIGKILLs
+        # this process 5 s after its SIGTERM, and the shard's own children would outlive it
+        with launched().track(what, lambda: _kill_group(proc, grace_s=KILL_GRACE_S)) as tracked:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip("\n"))
+                emit(line.rstrip("\n"))
+            code = proc.wait()
     except BaseException:  # task killed or timed out: take the shard down with it
         _kill_group(proc)
         raise
     finally:
         watch.stop()
+    if tracked.killed:  # stopped by on_kill after its last line: not a failure of the shard
+        raise task_killed([what])
     if watch.exceeded_mb:
         raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB peak RSS (process tree)")
     if code not in (0, RECYCLE_EXIT):
@@ -174,14 +186,11 @@ def peak_rss_bytes(proc: psutil.Process) -> int:
     return int(proc.memory_info().rss)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _kill_group(proc: subprocess.Popen[str], grace_s: float = 10.0) -> None:
+    """SIGTERM the embed process's group, SIGKILL it after `grace_s`; then SIGKILL what is left of the group
+    (a child the shard started, which its leader's exit does not take down)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+        os.killpg(proc.pid, signal.SIGKILL)
