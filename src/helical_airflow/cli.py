@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from . import annotate as annotate_job
 from . import settings
 from .errors import HelicalAirflowError
 from .spec import DEFAULT_MODEL, Device, Engine, Plan, Precision, RunParams, ShardResult, schema_of
+
+if TYPE_CHECKING:
+    from .logs import RunLogFile
 
 app = typer.Typer(
     help=__doc__ + "\n\nTypical use: `helical-airflow models fixture --out .fixture-cache` (offline test "
@@ -116,10 +119,16 @@ TrackingOpt = Annotated[
 InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
 
 
+#: how _setup_logging set up the console: `run` keeps it quiet only in the rich format without --verbose
+_LOGGING: dict[str, bool] = {"verbose": False, "json": False}
+RUN_LOG = "run.log"  # in the run folder: the details of `helical-airflow run` (logs.RunLogFile)
+
+
 def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
     from .logs import json_handler, wanted_format
 
     json_lines = wanted_format(log_format) == "json"  # one JSON object per line with run key, shard, model
+    _LOGGING.update(verbose=verbose, json=json_lines)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -262,6 +271,46 @@ def _scores_line(manifest: Any) -> str:
             f"(PCA baseline {b.knn_accuracy:.3f}, {b.silhouette:.3f})")  # fmt: skip
 
 
+def _run_log() -> RunLogFile:
+    """Where `run` puts its details: every log line goes to <run folder>/run.log. The console (rich format, no
+    --verbose) keeps warnings and errors, the progress bar, one fixture warning (said at the plan: the shard's own
+    warning is left to the file) and the summary table; the sample job printed 382 lines before (552 with the
+    fixture build), most of them INFO lines of ours and helical's, one fixture warning per shard and
+    transformers' "Loading weights" bar. With --verbose or --log-format json the console has every line, as before.
+    """
+    from .embed import FIXTURE_WARNING
+    from .logs import RunLogFile
+
+    root = logging.getLogger()
+    details = RunLogFile(logging.DEBUG if _LOGGING["verbose"] else logging.INFO)
+    root.addHandler(details)
+    if not _LOGGING["verbose"] and not _LOGGING["json"]:
+        for handler in root.handlers:
+            if isinstance(handler, RichHandler):
+                handler.setLevel(logging.WARNING)
+                handler.addFilter(lambda record: record.getMessage() != FIXTURE_WARNING)
+        _no_library_progress_bars()
+        # helical's scGPT, C2S and Tahoe packages print their INFO lines on stdout through a handler of their own,
+        # not propagated, unless their logger has a handler already (helical/models/scgpt/__init__.py:5-15): a
+        # do-nothing one there sends their lines on to the root's handlers, so to run.log
+        for name in ("scGPT", "c2s", "Tahoe"):
+            if not logging.getLogger(name).handlers:
+                logging.getLogger(name).addHandler(logging.NullHandler())
+    return details
+
+
+def _no_library_progress_bars() -> None:
+    """transformers' per-model "Loading weights" bar (tqdm, on stderr) is a detail next to the run's own bar.
+    transformers reads huggingface_hub's switch when it is imported, and keeps its own once it is."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -290,22 +339,16 @@ def run(
     """
     from .pipeline import run as run_pipeline
 
-    with _progress() as progress:
-        bar: dict[str, Any] = {}
-
-        def on_plan(plan: Plan) -> None:
-            err.print(f"run [bold]{plan.run_key}[/] -> {plan.out_dir}  ({len(plan.shards)} shards)")
-            if plan.fixture:
-                err.print("[bold yellow]FIXTURE weights: random tiny models; embeddings carry no biology[/]")
-            bar["id"] = progress.add_task("embedding", total=plan.input.n_cells, info="")
-
-        def on_shard(plan: Plan, result: ShardResult) -> None:
-            bar["reused"] = bar.get("reused", 0) + int(result.reused)
-            rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} {plan.input.unit}/s"
-            progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
-
-        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard,
-                                label_key=label_key, tracking_uri=tracking_uri)  # fmt: skip
+    details = _run_log()
+    try:
+        manifest, bar = _run_with_progress(input, params, out, label_key, tracking_uri, details, run_pipeline)
+    except HelicalAirflowError as exc:
+        if details.path is not None:
+            exc.hint = f"{exc.hint} (this run's log: {details.path})"
+        raise
+    finally:
+        logging.getLogger().removeHandler(details)
+        details.close()
     plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
     table = Table(title="helical-airflow run", show_header=False)
     for key, value in [
@@ -320,9 +363,39 @@ def run(
         ("embeddings", plan_dir / "embeddings.h5ad"),
         ("manifest", plan_dir / "manifest.json"),
         ("report", plan_dir / "report.html"),
+        ("log", plan_dir / RUN_LOG),
     ]:
         table.add_row(key, str(value))
     console.print(table)
+
+
+def _run_with_progress(
+    input: Path, params: RunParams, out: Path, label_key: str | None, tracking_uri: str | None,
+    details: RunLogFile, run_pipeline: Callable[..., Any],
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    from .seqio import read_as_note
+
+    with _progress() as progress:
+        bar: dict[str, Any] = {}
+
+        def on_plan(plan: Plan) -> None:
+            details.open(plan.out_path / RUN_LOG)
+            err.print(f"run [bold]{plan.run_key}[/] -> {plan.out_dir}  ({len(plan.shards)} shards)")
+            if plan.fixture:
+                err.print("[bold yellow]FIXTURE weights: random tiny models; embeddings carry no biology[/]")
+            note = read_as_note(plan.input)  # e.g. an RNA model given DNA letters: T read as U
+            if note:
+                err.print(note, highlight=False)
+            bar["id"] = progress.add_task("embedding", total=plan.input.n_cells, info="")
+
+        def on_shard(plan: Plan, result: ShardResult) -> None:
+            bar["reused"] = bar.get("reused", 0) + int(result.reused)
+            rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} {plan.input.unit}/s"
+            progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
+
+        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard,
+                                label_key=label_key, tracking_uri=tracking_uri)  # fmt: skip
+    return manifest, bar
 
 
 @app.command()

@@ -28,6 +28,9 @@ from .store import batch_size, finished_result, save_npy, write_json
 log = logging.getLogger(__name__)
 
 FIXTURE_WARNING = "FIXTURE model: random weights from `models fixture`; embeddings carry no biology"
+#: run keys whose fixture warning this process has logged: once per run and process, not once per shard (the
+#: sample job printed it 3 times, once per shard; a task of the DAG is a process of its own and logs it once)
+_FIXTURE_WARNED: set[str] = set()
 
 
 def use_cache_dir(cache_dir: str | None) -> None:
@@ -121,7 +124,8 @@ def _embed_shard(plan: Plan, index: int, runner: Any, device: str | None, load_s
     if done is not None:
         log.info("shard %d already finished, reusing %s", index, plan.shard_file(index))
         return done.model_copy(update={"reused": True})
-    if plan.fixture:
+    if plan.fixture and plan.run_key not in _FIXTURE_WARNED:
+        _FIXTURE_WARNED.add(plan.run_key)
         log.warning(FIXTURE_WARNING)
     shard = plan.shards[index]
     try:

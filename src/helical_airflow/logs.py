@@ -19,6 +19,7 @@ import contextvars
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import settings
@@ -91,3 +92,42 @@ def json_handler(stream: Any = None) -> logging.Handler:
 def wanted_format(explicit: str | None = None) -> str:
     value = (explicit or settings.get().log_format or "rich").strip().lower()
     return value if value in ("rich", "json") else "rich"
+
+
+class RunLogFile(logging.Handler):
+    """The details of one `helical-airflow run`, in `<run folder>/run.log`: every record at this handler's level
+    (ours, helical's, one line per shard), while the console keeps what a user acts on (cli.py).
+
+    Logging starts before the run folder is known (validation, the plan): records are kept in memory until
+    `open(path)` names the file, then written there, appended (a resumed run adds to the same file). A run that
+    never gets a plan (an input refused by validation) writes no file: validation leaves no trace.
+    """
+
+    FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter(self.FORMAT))
+        self._pending: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+        self.path: Path | None = None
+
+    def open(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = logging.FileHandler(path, encoding="utf-8")
+        self._file.setFormatter(self.formatter)
+        self.path = path
+        for record in self._pending:
+            self._file.emit(record)
+        self._pending.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._pending.append(record)
+        else:
+            self._file.emit(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()

@@ -60,9 +60,8 @@ def test_cli_run_embeds_every_cell_of_the_sample(
         str(tmp_path),
     )
     assert sample_h5ad.read_bytes() == before, "the input must never be written to"
-    # one log line per event (here: the fixture warning, once per shard); helical's own root handler
-    # would print each line a second time
-    assert proc.stderr.count("FIXTURE model: random weights") == 3, proc.stderr[-3000:]
+    # one fixture warning per run, not one per shard (3 before); the shard's own goes to run.log
+    assert proc.stderr.count("embeddings carry no biology") == 1, proc.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     source = ad.read_h5ad(sample_h5ad)
     result = ad.read_h5ad(run_dir / "embeddings.h5ad")
@@ -142,6 +141,34 @@ def test_killed_run_resumes_and_redoes_only_missing_shards(
     resumed = ad.read_h5ad(shards_dir.parent / "embeddings.h5ad").obsm["X_geneformer"]
     clean = ad.read_h5ad(only_run_dir(tmp_path / "clean") / "embeddings.h5ad").obsm["X_geneformer"]
     np.testing.assert_allclose(resumed, clean, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_cli_run_prints_the_bar_one_fixture_warning_and_the_table(
+    subset_h5ad: Path, fixture_cache: str, tmp_path: Path
+) -> None:
+    """A quiet run: what a user needs on the console, the details in the run folder's run.log. Before, the
+    sample job printed 382 lines (552 with the fixture build): INFO lines of ours and helical's, one fixture
+    warning per shard, transformers' weights bar."""
+    proc = cli("run", str(subset_h5ad), "--model", "geneformer", "--cache-dir", fixture_cache, "--shard-size", "40",
+               "--device", "cpu", "--out", str(tmp_path))  # fmt: skip
+    printed = (proc.stdout + proc.stderr).splitlines()
+    assert sum("embeddings carry no biology" in line for line in printed) == 1, printed
+    assert len(printed) <= 22, "\n".join(printed)  # run line, fixture warning, bar, 16-line table (12 rows)
+    assert not any(" INFO " in line or "Loading weights" in line for line in printed), printed
+    assert any(line.startswith("embedding ") and "120/120" in line for line in printed), printed
+    assert "helical-airflow run" in proc.stdout and "geneformer (FIXTURE)" in proc.stdout
+    (run_dir,) = [p for p in tmp_path.glob("*/*") if (p / "plan.json").is_file() and not p.is_symlink()]
+    assert f"│ log " in proc.stdout and str(run_dir / "run.log") in proc.stdout
+    details = (run_dir / "run.log").read_text()
+    # the details went to the file: the model load, helical's own lines and the shard's fixture warning, once
+    assert "model geneformer loaded on cpu" in details and "helical.models.geneformer" in details
+    assert details.count("FIXTURE model: random weights") == 1, details
+
+    again = cli("run", str(subset_h5ad), "--model", "geneformer", "--cache-dir", fixture_cache, "--shard-size",
+                "40", "--device", "cpu", "--out", str(tmp_path))  # fmt: skip
+    assert sum("embeddings carry no biology" in line for line in (again.stdout + again.stderr).splitlines()) == 1
+    assert "outputs in" in (run_dir / "run.log").read_text()  # appended: "every shard was already done; ..."
 
 
 def test_failed_validation_writes_nothing_and_explains(tmp_path: Path, fixture_cache: str) -> None:
