@@ -159,7 +159,7 @@ def test_cli_run_prints_the_bar_one_fixture_warning_and_the_table(
     assert any(line.startswith("embedding ") and "120/120" in line for line in printed), printed
     assert "helical-airflow run" in proc.stdout and "geneformer (FIXTURE)" in proc.stdout
     (run_dir,) = [p for p in tmp_path.glob("*/*") if (p / "plan.json").is_file() and not p.is_symlink()]
-    assert f"│ log " in proc.stdout and str(run_dir / "run.log") in proc.stdout
+    assert "│ log " in proc.stdout and str(run_dir / "run.log") in proc.stdout
     details = (run_dir / "run.log").read_text()
     # the details went to the file: the model load, helical's own lines and the shard's fixture warning, once
     assert "model geneformer loaded on cpu" in details and "helical.models.geneformer" in details
