@@ -1,4 +1,5 @@
-"""Regenerate docs/settings.md from helical_airflow.settings.VARIABLES (tests/unit/test_settings.py keeps it current)."""
+"""Regenerate docs/settings.md from helical_airflow.settings.VARIABLES (tests/unit/test_settings.py keeps it
+current)."""
 
 from __future__ import annotations
 

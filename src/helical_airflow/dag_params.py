@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .modality import suffixes
+from .models.profiles import ModelOption
 from .models.sequence import SEQUENCE_OPTIONS
 from .spec import DEFAULT_MODEL, schema_of
 
@@ -69,6 +70,11 @@ def suffix_words() -> str:
     return ", ".join(["/".join(fasta) + "[.gz]", *others])
 
 
+def choice_pattern(choices: Sequence[str]) -> str:
+    """An optional choice as the form takes it: a pattern, not an enum (see the module's docstring)."""
+    return f"^({'|'.join(map(re.escape, choices))})$"
+
+
 def schema_param(name: str) -> dict[str, Any]:
     """The Param keywords of one RunParams field, from its JSON schema (see the module's docstring)."""
     schema = schema_of(name)
@@ -77,7 +83,7 @@ def schema_param(name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"type": ["null", kind] if nullable else kind}
     choices = schema.get("enum")
     if choices and nullable:
-        out["pattern"] = f"^({'|'.join(map(re.escape, choices))})$"
+        out["pattern"] = choice_pattern(choices)
     elif choices:
         out["enum"] = sorted(choices, key=lambda c: c != schema.get("default"))  # the default first
     out.update({k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in schema})
@@ -93,11 +99,14 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
         keywords = schema_param(name)
         return Param(default, title=title, description=description.format(**keywords), **keywords, **extra)
 
+    def choices(option: ModelOption) -> dict[str, Any]:
+        return {"pattern": choice_pattern(option.choices)} if option.choices else {}
+
     sequence = {
         option.name: Param(
             None,
             type=["null", "string"],
-            **({"pattern": f"^({'|'.join(map(re.escape, option.choices))})$"} if option.choices else {}),
+            **choices(option),
             title=SEQUENCE_TITLES[option.name],
             description=f"{option.help[0].upper()}{option.help[1:]} (default: {option.default}).",
         )
@@ -123,7 +132,8 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
             enum=list(models),
             title=WORDS["model"][0],
             description=WORDS["model"][1],
-            errorMessage="error E201: unknown model name; fix: use one of the names `helical-airflow models list` prints",
+            errorMessage="error E201: unknown model name; fix: use one of the names `helical-airflow models list` "
+            "prints",
         ),
         **{
             name: run_param(name, schema_of(name)["default"])
@@ -134,7 +144,7 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
             {},
             type="object",
             title="Model options",
-            description="Options that change the embedding, as {\"name\": \"value\"}: e.g. {\"species\": \"mouse\"} "
+            description='Options that change the embedding, as {"name": "value"}: e.g. {"species": "mouse"} '
             "for UCE. Each family's options: docs/models.md. Empty: the family's defaults.",
         ),
         # sequence models (FASTA / CSV / TSV / Parquet inputs); null: the family's default; ignored for single-cell

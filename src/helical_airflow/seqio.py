@@ -60,8 +60,10 @@ IUPAC_AMBIGUOUS = frozenset("RYSWKMBDHV")  # IUPAC codes for two or more bases (
 GAPS = frozenset("-.")  # alignment gaps
 #: what a sequence input's name ends in (is_sequence_path); the DAG's input_path pattern is built from the same
 #: suffixes (dag_params.input_pattern), not from this pattern
-SEQUENCE_PATTERN = (rf"\.({'|'.join(s[1:] for s in FASTA_SUFFIXES)})(\.gz)?$"
-                    rf"|\.({'|'.join(s[1:] for s in TABLE_SUFFIXES)})$")
+SEQUENCE_PATTERN = (
+    rf"\.({'|'.join(s[1:] for s in FASTA_SUFFIXES)})(\.gz)?$"
+    rf"|\.({'|'.join(s[1:] for s in TABLE_SUFFIXES)})$"
+)
 INDEX_VERSION = 1
 CSV_BLOCK = 1 << 20  # bytes pyarrow reads per CSV block: a shard read holds about this much beyond its records
 

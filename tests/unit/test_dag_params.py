@@ -68,7 +68,7 @@ def test_the_form_accepts_what_the_library_accepts(params: dict[str, Any], name:
 
 def test_the_sequence_params_are_the_sequence_models_options(params: dict[str, Any]) -> None:
     names = tuple(option.name for option in SEQUENCE_OPTIONS)
-    assert cli.SEQUENCE_FLAGS == names and set(airflow_tasks.SEQUENCE_PARAMS) == set(names)
+    assert names == cli.SEQUENCE_FLAGS and set(airflow_tasks.SEQUENCE_PARAMS) == set(names)
     assert set(dag_params.SEQUENCE_TITLES) == set(names)
     for option in SEQUENCE_OPTIONS:
         param = params[option.name]
