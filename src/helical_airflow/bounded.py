@@ -14,6 +14,7 @@ The caller gets the result, or a `BoundExceeded` saying which bound was hit: "ti
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
 import resource
@@ -45,8 +46,6 @@ class BoundExceeded(RuntimeError):
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask the kernel to send `sig` to this process when its parent exits (Linux; a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
@@ -59,8 +58,6 @@ def parent_death_preexec(sig: int = signal.SIGKILL) -> Callable[[], None] | None
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import ctypes
-
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None

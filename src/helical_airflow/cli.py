@@ -26,8 +26,18 @@ from rich.table import Table
 
 from . import annotate as annotate_job
 from . import settings
-from .errors import HelicalAirflowError
+from .embed import FIXTURE_WARNING, Recycle, embed_shards
+from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
+from .logs import RunLogFile, json_handler, wanted_format
+from .models import FAMILIES, MODELS, get_model
+from .models.download import download_model
+from .models.fixture import FIXTURE_FAMILIES, build_fixture
+from .pipeline import finish, prepare
+from .pipeline import run as run_pipeline
+from .plan import load_plan
+from .seqio import read_as_note
 from .spec import DEFAULT_MODEL, Device, Engine, Plan, Precision, RunParams, ShardResult, schema_of
+from .validate import validate_input
 
 if TYPE_CHECKING:
     from .logs import RunLogFile
@@ -125,8 +135,6 @@ RUN_LOG = "run.log"  # in the run folder: the details of `helical-airflow run` (
 
 
 def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
-    from .logs import json_handler, wanted_format
-
     json_lines = wanted_format(log_format) == "json"  # one JSON object per line with run key, shard, model
     _LOGGING.update(verbose=verbose, json=json_lines)
     logging.basicConfig(
@@ -212,8 +220,6 @@ def _params(**options: Any) -> RunParams:
 
 def _model_options(pairs: list[str]) -> dict[str, str]:
     """`--option NAME=VALUE` pairs as a dict (E227 for one without `=`)."""
-    from .errors import ConfigError
-
     out: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -278,9 +284,6 @@ def _run_log() -> RunLogFile:
     fixture build), most of them INFO lines of ours and helical's, one fixture warning per shard and
     transformers' "Loading weights" bar. With --verbose or --log-format json the console has every line, as before.
     """
-    from .embed import FIXTURE_WARNING
-    from .logs import RunLogFile
-
     root = logging.getLogger()
     details = RunLogFile(logging.DEBUG if _LOGGING["verbose"] else logging.INFO)
     root.addHandler(details)
@@ -337,8 +340,6 @@ def run(
 
     Re-running the same command reuses finished shards; a killed run resumes where it stopped.
     """
-    from .pipeline import run as run_pipeline
-
     details = _run_log()
     try:
         manifest, bar = _run_with_progress(input, params, out, label_key, tracking_uri, details, run_pipeline)
@@ -373,7 +374,6 @@ def _run_with_progress(
     input: Path, params: RunParams, out: Path, label_key: str | None, tracking_uri: str | None,
     details: RunLogFile, run_pipeline: Callable[..., Any],
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    from .seqio import read_as_note
 
     with _progress() as progress:
         bar: dict[str, Any] = {}
@@ -410,8 +410,6 @@ def validate(
 
     Exits 2 with an error code and a one-line fix when it cannot (see docs/errors.md).
     """
-    from .validate import validate_input
-
     with err.status("validating (streaming through the counts)..."):
         summary = validate_input(str(input), params.model, params.layer, params.cache_dir, options=params.options)
     if as_json:
@@ -428,8 +426,6 @@ def validate(
 @run_options()
 def plan(input: InputArg, params: RunParams, out: OutOpt = DEFAULT_OUT) -> None:
     """Validate INPUT and write plan.json (run key and shards); prints the plan's path on stdout."""
-    from .pipeline import prepare
-
     made = prepare(input, params, out.resolve())
     err.print(f"{len(made.shards)} shards of up to {params.shard_size} {made.input.unit}; run key {made.run_key}")
     print(made.plan_file)
@@ -450,10 +446,6 @@ def embed_shard_command(
     (HELICAL_AIRFLOW_RUNNER_MAX_RSS_MB, default 90% of the plan's memory cap; HELICAL_AIRFLOW_RUNNER_MAX_SHARDS):
     the launcher then starts a fresh process for the shards left.
     """
-    from .embed import Recycle, embed_shards
-    from .errors import RECYCLE_EXIT
-    from .plan import load_plan
-
     loaded = load_plan(plan_path)
     bound = Recycle(*settings.recycle_bounds(loaded.params.memory_cap_gb))
     say = logging.getLogger("helical_airflow").info
@@ -474,9 +466,6 @@ def merge(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Merge the finished shards into embeddings.h5ad + manifest.json, run the quality gate, write report.html."""
-    from .pipeline import finish
-    from .plan import load_plan
-
     loaded = load_plan(plan_path)
     with err.status("merging shards, checking quality, writing the report..."):
         manifest = finish(loaded, label_key, tracking_uri)
@@ -569,8 +558,6 @@ def models_list(
     offline random-weight stand-in can be built (`models fixture`); without one the model needs its real
     weights (`models download`).
     """
-    from .models import FAMILIES, MODELS
-
     if show_options:
         table = Table(title="model options (--option NAME=VALUE; part of the run key)")
         for col in ("family", "option", "default", "choices", "what"):
@@ -626,8 +613,6 @@ def models_fixture(
     Lets `run --cache-dir DIR` exercise helical's real code with no network. Everything embedded with it is
     marked as a fixture in its manifest, logs and report.
     """
-    from .models.fixture import FIXTURE_FAMILIES, build_fixture
-
     families = tuple(family) if family else (() if model else FIXTURE_FAMILIES)
     with err.status(f"building fixture cache in {out_dir}..."):
         built = build_fixture(out_dir.resolve(), families=families, models=model or (), shape=shape,  # type: ignore[arg-type]
@@ -649,9 +634,6 @@ def models_download(
     fetches only what is missing. Source: $HELICAL_AIRFLOW_MODELS_URL (default helical's store). Prints the
     cache root to pass as --cache-dir.
     """
-    from .models import get_model
-    from .models.download import download_model
-
     target = str(Path(cache_dir).resolve()) if cache_dir else (settings.cache_dir() or str(Path.home()))
     files = download_model(get_model(model), _model_options(option or []), target, settings.models_url())
     for rel, info in files.items():
@@ -661,7 +643,7 @@ def models_download(
 
 def _mount_stack() -> None:
     try:
-        from .stack.cli import stack_app
+        from .stack.cli import stack_app  # noqa: PLC0415 - optional: the stack needs the airflow extra
     except ImportError:  # the stack needs the airflow extra; the library works without it
         return
     app.add_typer(stack_app, name="stack", help="The local Airflow stack without Docker (Postgres, Redis, Celery).")

@@ -21,7 +21,8 @@ import psutil
 
 from . import modality, settings, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
-from .models import get_model, registry
+from .logs import log_context
+from .models import ModelRunner, get_model, registry
 from .spec import Plan, Precision, ShardResult
 from .store import batch_size, finished_result, save_npy, write_json
 
@@ -78,7 +79,7 @@ def effective_precision(device: str, requested: Precision) -> Precision:
     return requested if device == "cuda" else "fp32"
 
 
-def runner_for(plan: Plan, device: str) -> Any:
+def runner_for(plan: Plan, device: str) -> ModelRunner[Any]:
     """The plan's model, loaded through helical with the plan's resolved parameters (the batch size halved after a
     memory-cap stop, store.batch_size)."""
     use_cache_dir(plan.params.cache_dir)
@@ -104,20 +105,24 @@ def _peak_rss_mb() -> float:
 
 @shardlock.one_writer_per_shard  # a retry waits while an earlier attempt of the shard still runs
 def embed_shard(
-    plan: Plan, index: int, runner: Any = None, device: str | None = None, load_seconds: float = 0.0
+    plan: Plan,
+    index: int,
+    runner: ModelRunner[Any] | None = None,
+    device: str | None = None,
+    load_seconds: float = 0.0,
 ) -> ShardResult:
     """Embed shard `index` of `plan` (reusing it if already done).
 
     Pass a loaded runner (with its device and the seconds its loading took) to reuse one model for many shards.
     Every log line made meanwhile carries the run key, shard, model and dataset (logs.py).
     """
-    from .logs import log_context
-
     with log_context(run_key=plan.run_key, shard=index, model=plan.params.model, dataset=plan.dataset):
         return _embed_shard(plan, index, runner, device, load_seconds)
 
 
-def _embed_shard(plan: Plan, index: int, runner: Any, device: str | None, load_seconds: float) -> ShardResult:
+def _embed_shard(
+    plan: Plan, index: int, runner: ModelRunner[Any] | None, device: str | None, load_seconds: float
+) -> ShardResult:
     if not 0 <= index < len(plan.shards):
         raise ConfigError("E208", f"shard {index} is not in this plan (0..{len(plan.shards) - 1})", "check --shard")
     done = finished_result(plan, index)
@@ -198,7 +203,9 @@ def embed_shards(
     fresh process for them: a model that leaks memory never grows past its bound. Returns (results, left).
     """
     results: list[ShardResult] = []
-    runner, device, embedded = None, None, 0
+    runner: ModelRunner[Any] | None = None
+    device: str | None = None
+    embedded = 0
     for position, index in enumerate(indices):
         load_seconds = 0.0  # charged to the shard that needed the model first
         if runner is None and finished_result(plan, index) is None:

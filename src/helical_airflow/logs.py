@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
 from . import settings
 
 FORMAT_ENV = "HELICAL_AIRFLOW_LOG_FORMAT"
@@ -57,8 +59,6 @@ class ContextFilter(logging.Filter):
 
 
 def json_formatter() -> logging.Formatter:
-    from pythonjsonlogger.json import JsonFormatter
-
     class _Formatter(JsonFormatter):
         def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message: dict[str, Any]) -> None:
             super().add_fields(log_data, record, message)

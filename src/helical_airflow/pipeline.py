@@ -36,12 +36,14 @@ def embed_all(plan: Plan, on_shard: ShardCallback | None = None) -> list[ShardRe
 
 
 def publish(plan: Plan, tracking_uri: str | None = None) -> Manifest:
-    """After the quality gate: report.html, the MLflow run when tracking is configured (never fails), and
-    `<dataset>/latest` pointed at this run (the CLI's `run` and `merge` and the DAG's publish all come here)."""
+    """After the quality gate: report.html, the MLflow run when tracking is configured (never fails), and, when the
+    gate passed, `<dataset>/latest` pointed at this run (the CLI's `run` and `merge` and the DAG's publish all
+    come here; a failed run gets its report, but `latest` stays on the last run that passed)."""
     manifest = load_manifest(plan)
     write_report(plan, manifest)
     manifest = track_manifest(plan, manifest, tracking_uri)
-    point_latest(plan)
+    if manifest.quality is None or manifest.quality.passed:
+        point_latest(plan)
     return manifest
 
 

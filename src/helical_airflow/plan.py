@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import ConfigError
 from . import modality
+from .errors import ConfigError
 from .models import cache, get_model, is_fixture_cache, registry
 from .spec import InputSummary, Plan, ResolvedParams, RunParams, ShardSpec
 from .store import write_json

@@ -130,9 +130,7 @@ def thresholds_for(plan: Plan, explicit: QualityThresholds | None = None) -> tup
     return profile, f"resource profile of {plan.params.model}"
 
 
-def check_thresholds(
-    emb: LabelScores, pca: LabelScores | None, thresholds: QualityThresholds, label: str
-) -> list[str]:
+def check_thresholds(emb: LabelScores, pca: LabelScores | None, thresholds: QualityThresholds, label: str) -> list[str]:
     """Each failed threshold as a sentence naming the score, its value, the threshold and the baseline (`pca`
     None: an input with no baseline, e.g. sequences; the thresholds relative to it cannot be checked)."""
     problems = []

@@ -14,12 +14,14 @@ from __future__ import annotations
 import html
 import logging
 import math
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from natsort import natsorted
 
 from . import figures, modality, scores, settings
 from .quality import load_qc
@@ -72,8 +74,6 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 
 def umap_2d(x: np.ndarray, seed: int) -> np.ndarray:
-    import warnings
-
     from sklearn.decomposition import PCA
 
     with warnings.catch_warnings():
@@ -94,8 +94,6 @@ def palette(n: int) -> list[str]:
 
 
 def natural_order(labels: list[str]) -> list[str]:
-    from natsort import natsorted
-
     named = natsorted(x for x in set(labels) if x != MISSING_LABEL)
     return named + ([MISSING_LABEL] if MISSING_LABEL in labels else [])
 

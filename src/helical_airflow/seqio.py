@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from . import settings
+from .atomic import write_with
 from .errors import InputValidationError
 from .inputcheck import _check_kind, _check_unchanged, _not_found_hint, fail
 from .spec import InputSummary, SequenceSummary, TooLong
-from .atomic import write_with
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -494,8 +495,6 @@ def _parquet_records(file: Path, layout: Layout, extra: list[str], start: int, s
 
 def read_obs(summary: InputSummary) -> pd.DataFrame:
     """One row per record, in input order: id (the index), length, and the table's other columns."""
-    import pandas as pd
-
     seq = summary.sequence
     assert seq is not None
     index = _index_for(summary)

@@ -35,14 +35,15 @@ from .inputcheck import (  # noqa: F401 - re-exported: validate.CODES, validate.
     detect_gene_id_kind,
     fail,
     inspect_bounded,
-    validate_timeout_s,
     validate_memory_mb,
+    validate_timeout_s,
 )
 from .models import get_model, registry
 from .spec import InputSummary
 
 # The checks live in inputcheck.py (shared by both modalities) and the per-modality validation in
 # modality/cells.py (.h5ad: the gene vocabulary match) and modality/records.py (seqio.validate_sequences).
+
 
 def validate_input(
     path: str,

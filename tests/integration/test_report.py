@@ -22,7 +22,8 @@ def test_report_of_a_labelled_run(sample_h5ad: Path, fixture_cache: str, tmp_pat
         capture_output=True, text=True, timeout=600, env={**os.environ, "HELICAL_AIRFLOW_REPORT_UMAP": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = (tmp_path / "sample").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "sample").iterdir() if not p.is_symlink()]
+    assert (tmp_path / "sample" / "latest").resolve() == run_dir.resolve()  # `latest` follows a CLI run too
     page = (run_dir / "report.html").read_text()
     quality = json.loads((run_dir / "quality.json").read_text())
 

@@ -92,7 +92,7 @@ def _run(env: dict[str, Path], name: str, family: str, shard_size: int, **option
     params = RunParams(model=family, shard_size=shard_size, device="cpu", cache_dir=str(env["cache"]), options=options)
     manifest = pipeline.run(env["root"] / name, params, env["root"] / "out")
     out = Path(manifest.outputs.get("embeddings", "")) if manifest.outputs.get("embeddings") else None
-    folder = next(p for p in (env["root"] / "out" / name).iterdir() if (p / "manifest.json").is_file()
+    folder = next(p for p in (env["root"] / "out" / manifest.dataset).iterdir() if (p / "manifest.json").is_file()
                   and json.loads((p / "manifest.json").read_text())["run_key"] == manifest.run_key)  # fmt: skip
     assert out is None or out.name == "embeddings.h5ad"
     return ad.read_h5ad(folder / "embeddings.h5ad")
@@ -140,7 +140,9 @@ def test_cli_run_on_the_sample(env: dict[str, Path], family: str, tmp_path: Path
         capture_output=True, text=True, timeout=600, env={**os.environ},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    (folder,) = (tmp_path / sample.name).iterdir()
+    dataset = tmp_path / sample.name.removesuffix(".fa")  # the dataset: the file's name less its suffix
+    (folder,) = [p for p in dataset.iterdir() if not p.is_symlink()]
+    assert (dataset / "latest").resolve() == folder.resolve()  # `latest` follows a CLI run
     adata = ad.read_h5ad(folder / "embeddings.h5ad")
     assert adata.n_obs == 40 and np.isfinite(adata.obsm[f"X_{family}"]).all()
     import pyarrow.parquet as pq
@@ -154,24 +156,29 @@ def test_cli_run_on_the_sample(env: dict[str, Path], family: str, tmp_path: Path
     assert manifest["total_cells"] == 40 and (folder / "report.html").is_file()
 
 
-@pytest.mark.parametrize("family", [name for name in CPU_FAMILIES if _rna(name)])
-def test_an_rna_model_embeds_dna_letters_as_their_u_twin(env: dict[str, Path], family: str, tmp_path: Path) -> None:
-    """An mRNA FASTA in DNA letters (as Ensembl's and RefSeq's cDNA files are) and the same records in U letters give
-    the same embeddings through the real adapter (T read as U, as helical's tokenizers do), and the manifest records
-    what was read as what."""
-    key = f"X_{family}"
-    embedded: dict[str, np.ndarray] = {}
-    for name in ("r.fa", "rna_r.fa"):  # DNA letters, and the twin the env fixture transcribed (T -> U)
-        params = RunParams(model=family, shard_size=4, device="cpu", cache_dir=str(env["cache"]))
-        manifest = pipeline.run(env["root"] / name, params, tmp_path)
-        folder = tmp_path / manifest.dataset / manifest.run_key
-        embedded[name] = ad.read_h5ad(folder / "embeddings.h5ad").obsm[key]
-        sequence = json.loads((folder / "manifest.json").read_text())["input"]["sequence"]
-        if name == "r.fa":
-            dna = [s for _, s in _records()]
-            assert sequence["read_as"] == {"T": "U"} and sequence["n_read_as"] == sum("T" in s.upper() for s in dna)
-            assert sequence["nucleotides_read_as"] == sum(s.upper().count("T") for s in dna) > 0
-        else:
-            assert (sequence["read_as"], sequence["n_read_as"], sequence["nucleotides_read_as"]) == ({}, 0, 0)
-    assert embedded["r.fa"].shape == (N, embedded["r.fa"].shape[1])
-    np.testing.assert_array_equal(embedded["r.fa"], embedded["rna_r.fa"])
+def test_a_sequence_run_fails_thresholds_it_cannot_meet(
+    env: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thresholds apply to sequence runs too (issue 18: the gate dropped them on the sequence path). A silhouette of
+    1.0 needs every record to sit on its label's point: random fixture weights cannot, so the gate fails (E401),
+    after writing quality.json with the scores and the thresholds it applied."""
+    from helical_airflow import settings
+    from helical_airflow.quality import QualityGateError
+
+    family = CPU_FAMILIES[0]
+    params = RunParams(model=family, shard_size=4, device="cpu", cache_dir=str(env["cache"]))
+    monkeypatch.setenv("HELICAL_AIRFLOW_QUALITY_THRESHOLDS", json.dumps({"min_silhouette": 1.0}))
+    settings.reload()
+    try:
+        with pytest.raises(QualityGateError) as err:
+            pipeline.run(env["root"] / _name(family, "r.csv"), params, tmp_path, label_key="label")
+    finally:
+        monkeypatch.delenv("HELICAL_AIRFLOW_QUALITY_THRESHOLDS")
+        settings.reload()
+    assert err.value.code == "E401" and "silhouette on obs['label']" in err.value.message
+    (quality,) = tmp_path.glob("*/*/quality.json")
+    report = json.loads(quality.read_text())
+    assert report["passed"] is False and report["thresholds"]["min_silhouette"] == 1.0
+    assert report["embedding_scores"]["silhouette"] < 1.0 and report["pca_scores"] is None
+    assert report["baseline"].startswith("none") and report["scored_cells"] == N
+

@@ -23,8 +23,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every helical_airflow.models module `path` imports, at module level or inside functions."""
+def _imports(path: Path, prefix: str = "helical_airflow.models") -> set[str]:
+    """Every module under `prefix` that `path` imports, at module level or inside functions."""
     tree = ast.parse(path.read_text())
     here = _module_name(path).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
@@ -40,12 +40,40 @@ def _imports(path: Path) -> set[str]:
                 found.add(candidate if is_module else module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {m for m in found if m.startswith("helical_airflow.models")}
+    return {m for m in found if m == prefix or m.startswith(prefix + ".")}
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports (function-level imports too), for every .py under `root`."""
+    prefix = _module_name(root / "__init__.py")
+    return {_module_name(path): _imports(path, prefix) - {_module_name(path)} for path in root.rglob("*.py")}
 
 
 def test_no_import_cycle_inside_models() -> None:
-    graph = {_module_name(path): _imports(path) - {_module_name(path)} for path in MODELS_DIR.rglob("*.py")}
-    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+    graphlib.TopologicalSorter(_import_graph(MODELS_DIR)).prepare()  # raises CycleError naming the cycle
+
+
+def test_no_import_cycle_anywhere_in_the_package() -> None:
+    """Issue 18: a 17-module circle (models/registry -> a sequence family -> models/sequence -> seqio -> validate ->
+    models; seqout <-> quality/report) hid behind function-local imports; this graph counts those too."""
+    graphlib.TopologicalSorter(_import_graph(SRC)).prepare()  # raises CycleError naming the cycle
+
+
+def test_the_cycle_check_sees_function_level_imports(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    package = tmp_path / "helical_airflow"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from . import b\n")
+    (package / "b.py").write_text("def f():\n    from .a import g\n    return g\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", package)
+    graph = _import_graph(package)
+    assert graph["helical_airflow.b"] == {"helical_airflow.a"}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        assert set(exc.args[1]) >= {"helical_airflow.a", "helical_airflow.b"}
+    else:
+        raise AssertionError("the circle a -> b -> a (b's import inside a function) was not found")
 
 
 def test_every_family_is_one_folder_registered_once() -> None:

@@ -3,6 +3,7 @@ Params; invalid parameters and failed runs park the file in incoming/failed/ wit
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -93,3 +94,28 @@ def test_a_failed_run_moves_its_input_to_failed_with_the_error(data: Path, sampl
     watcher.move_failed_input(context)  # type: ignore[arg-type]  # a second failing task of the run: no error
     other = {**context, "dag_run": SimpleNamespace(run_id="r", conf={"input_path": "sample.h5ad"})}
     watcher.move_failed_input(other)  # type: ignore[arg-type]  # not from incoming/: left alone
+
+
+def test_every_supported_input_is_claimed_fasta_too(data: Path) -> None:
+    """A FASTA (plain or gzip) or a table dropped in incoming/ runs like a .h5ad (issue 18: only *.h5ad was seen);
+    its sidecar is `<name>.json`, the name less its whole suffix (`reads.fa.gz` -> `reads.json`)."""
+    incoming = data / "incoming"
+    (incoming / "hyena_dna").mkdir()
+    fasta = ">a\nACGT\n>b\nGGCA\n"
+    (incoming / "hyena_dna" / "reads.fa").write_text(fasta)
+    (incoming / "reads2.fa.gz").write_bytes(gzip.compress(fasta.encode()))
+    (incoming / "reads2.json").write_text(json.dumps({"model": "hyena_dna", "shard_size": 4}))
+    (incoming / "notes.txt").write_text("not an input")
+    (incoming / "big.fa.part").write_text(fasta)  # still being copied under another name
+    old = time.time() - 60
+    for p in incoming.rglob("*"):
+        os.utime(p, (old, old))
+    assert [p.name for p in watcher.pending(incoming)] == ["reads.fa", "reads2.fa.gz"]
+    confs = {c["input_path"]: c for c in watcher.claim(DAG_FILE, min_age_s=1, wait_s=0)}
+    assert confs == {
+        "incoming/accepted/reads.fa": {"model": "hyena_dna", "input_path": "incoming/accepted/reads.fa"},
+        "incoming/accepted/reads2.fa.gz": {"model": "hyena_dna", "shard_size": 4,
+                                           "input_path": "incoming/accepted/reads2.fa.gz"},
+    }  # fmt: skip
+    assert (incoming / "accepted" / "reads2.json").is_file()
+    assert sorted(p.name for p in incoming.iterdir() if p.is_file()) == ["big.fa.part", "notes.txt"]

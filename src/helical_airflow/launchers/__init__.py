@@ -10,7 +10,10 @@ process, never the Airflow worker.
 
 from __future__ import annotations
 
-from .base import LAUNCHERS, LaunchError, shard_command
+from .base import LAUNCHERS, LaunchError, shard_command, unknown_launcher
+from .docker import run_docker
+from .kubernetes import run_kubernetes
+from .local import run_local
 
 __all__ = ["LAUNCHERS", "LaunchError", "launch", "shard_command"]
 
@@ -18,17 +21,10 @@ __all__ = ["LAUNCHERS", "LaunchError", "launch", "shard_command"]
 def launch(launcher: str, plan_path: str, shards: list[int], **options: object) -> list[dict]:
     """Embed these shards of the plan with the named launcher; returns their ShardResults (dicts)."""
     if launcher == "local":
-        from .local import run_local
-
         return run_local(plan_path, shards, **options)  # type: ignore[arg-type]
     if launcher == "docker":
-        from .docker import run_docker
-
         return run_docker(plan_path, shards, **options)  # type: ignore[arg-type]
     if launcher == "kubernetes":
-        from .kubernetes import run_kubernetes
-
         return run_kubernetes(plan_path, shards, **options)  # type: ignore[arg-type]
-    from .base import unknown_launcher
 
     raise unknown_launcher(launcher)

@@ -13,7 +13,10 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 
+from .. import telemetry
 from ..errors import RECYCLE_EXIT, HelicalAirflowError
+from ..plan import load_plan
+from ..store import finished_result, halve_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +123,6 @@ def shard_command(plan_path: str, shards: Sequence[int], program: str = "helical
 
 def read_results(plan_path: str, shards: Sequence[int]) -> list[dict]:
     """The shards' ShardResults from the run folder; E512 when the process exited 0 but one is missing."""
-    from ..plan import load_plan
-    from ..store import finished_result
-
     plan = load_plan(plan_path)
     results = {i: finished_result(plan, i) for i in shards}
     missing = [i for i, r in results.items() if r is None]
@@ -160,9 +160,6 @@ def run_until_done(
 
 def left_to_do(plan_path: str, shards: Sequence[int]) -> list[int]:
     """The shards of the group without a finished result (what a recycled process leaves for the next one)."""
-    from ..plan import load_plan
-    from ..store import finished_result
-
     plan = load_plan(plan_path)
     return [i for i in shards if finished_result(plan, i) is None]
 
@@ -193,14 +190,10 @@ def failure(where: str, exit_code: int | None, lines: list[str]) -> LaunchError:
 def memory_cap_exceeded(plan_path: str, shards: Sequence[int], used: str) -> LaunchError:
     """E305 for an embed process stopped at the plan's memory cap (`used`: what was seen, e.g. "2301 MB RSS"), with
     half the batch size written to the run folder for the retry (store.batch_size); not retryable once at 1."""
-    from ..plan import load_plan
-    from ..store import halve_batch_size
-
     plan = load_plan(plan_path)
     cap = plan.params.memory_cap_gb
     error = LaunchError("E305", f"memory cap exceeded: shard(s) {list(shards)} used {used}, over the cap of {cap:g} GB",
                         "", None, retryable=True)  # fmt: skip
-    from .. import telemetry
 
     telemetry.emit_failure(plan, "E305")  # the embed process was killed before it could count its own failure
     old, new = halve_batch_size(plan, error.message)

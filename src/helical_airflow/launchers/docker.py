@@ -22,6 +22,8 @@ from typing import Any
 
 from .. import settings
 from ..errors import RECYCLE_EXIT
+from ..models import get_model
+from ..plan import load_plan
 from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
 from ..settings import DockerSettings
 from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
@@ -79,9 +81,6 @@ def docker_operator(
     """The DockerOperator that embeds a group of shards (built at run time: the plan decides cache, GPU, memory)."""
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest
-
-    from ..models import get_model
-    from ..plan import load_plan
 
     cfg = cfg or DockerSettings.from_env()
     plan = load_plan(plan_path)

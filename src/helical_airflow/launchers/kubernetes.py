@@ -24,6 +24,8 @@ from typing import Any
 
 from .. import settings
 from ..errors import RECYCLE_EXIT
+from ..models import get_model
+from ..plan import load_plan
 from ..settings import KubernetesSettings
 from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
 
@@ -139,9 +141,6 @@ def pod_operator(
 ) -> Any:
     """The KubernetesPodOperator for a group of shards (built at run time: the plan decides image, GPU, memory)."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-    from ..models import get_model
-    from ..plan import load_plan
 
     cfg = cfg or settings.kubernetes_settings()
     plan = load_plan(plan_path)

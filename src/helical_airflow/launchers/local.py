@@ -28,7 +28,7 @@ import psutil
 from .. import settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
-from ..plan import task_groups
+from ..plan import load_plan, task_groups
 from .base import failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,6 @@ def _run_process(
 
 def memory_cap_mb(plan_path: str) -> float:
     """The plan's memory cap in MB (0: no plan to read; the process then reports that itself)."""
-    from ..plan import load_plan
-
     with contextlib.suppress(Exception):
         return load_plan(plan_path).params.memory_cap_gb * 1024
     return 0.0

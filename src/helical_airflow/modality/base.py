@@ -26,7 +26,7 @@ Extra = tuple[str, Callable[[Path], None]]
 class Baseline(NamedTuple):
     """What the quality gate compares the embeddings with, for the sampled rows."""
 
-    features: np.ndarray | None  # e.g. the PCA of the cells' counts (scores.baseline_pca); None: no baseline
+    features: Callable[[], np.ndarray] | None  # computed when scored, e.g. the PCA of the cells' counts; None: none
     name: str  # what the baseline is, for quality.json ("none: ..." when there is none)
     qc: np.ndarray | None = None  # the input's QC numbers for the report (qc.npy), when the gate has them
 

@@ -24,12 +24,12 @@ SUFFIXES = (".h5ad",)
 
 
 class Cells:
-    name = "cells"
-    unit = "cells"
-    suffixes = SUFFIXES
-    label_fix = "pass an obs column of categories, or omit it"
-    umap = True
-    no_umap_note = ""
+    name: str = "cells"
+    unit: str = "cells"
+    suffixes: tuple[str, ...] = SUFFIXES
+    label_fix: str = "pass an obs column of categories, or omit it"
+    umap: bool = True
+    no_umap_note: str = ""
     metrics: tuple[str, ...] = ()
 
     def accepts(self, path: str | Path) -> bool:

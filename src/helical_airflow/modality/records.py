@@ -35,13 +35,13 @@ NO_BASELINE = "none: sequence inputs have no counts to compare with"
 
 
 class Records:
-    name = "records"
-    unit = "records"
+    name: str = "records"
+    unit: str = "records"
     suffixes: tuple[str, ...] = SUFFIXES
-    label_fix = "pass a column of categories, or omit it"
-    umap = False
-    no_umap_note = "UMAP left out for sequence inputs."
-    metrics = ("sequences", "nucleotides", "nucleotides_per_second")
+    label_fix: str = "pass a column of categories, or omit it"
+    umap: bool = False
+    no_umap_note: str = "UMAP left out for sequence inputs."
+    metrics: tuple[str, ...] = ("sequences", "nucleotides", "nucleotides_per_second")
 
     def accepts(self, path: str | Path) -> bool:
         return str(path).lower().endswith(self.suffixes)

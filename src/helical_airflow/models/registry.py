@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..spec import Engine, Precision
-from . import cache
+from . import cache, runner
 from .c2s import FAMILY as C2S
 from .caduceus import FAMILY as CADUCEUS
 from .evo_2 import FAMILY as EVO_2
@@ -159,13 +159,11 @@ def check_runnable(spec: ModelSpec, device: str, engine: Engine) -> None:
 def load_runner(
     spec: ModelSpec, *, device: str, precision: Precision, batch_size: int, engine: Engine, seed: int,
     options: Mapping[str, str],
-) -> ModelRunner:  # fmt: skip
+) -> ModelRunner[Any]:  # fmt: skip
     """Load the model through helical (imported here, lazily) and return a runner for shards.
 
     The caller must have pointed CACHE_DIR_HELICAL_PREFIX at the cache before anything imported helical.
     """
-    from . import runner
-
     check_runnable(spec, device, engine)
     cache_dir = runner.helical_prefix()
     require_files(spec, options, cache_dir)
@@ -185,5 +183,5 @@ def load_runner(
         device=device, precision="fp32" if device == "cpu" else precision, batch_size=batch_size, engine=engine,
         seed=seed, options=dict(options), cache_dir=cache_dir,
     )  # fmt: skip
-    loaded: ModelRunner = runner_class(spec, settings, vocabulary)
+    loaded: ModelRunner[Any] = runner_class(spec, settings, vocabulary)
     return loaded

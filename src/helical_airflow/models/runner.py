@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import re
+import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from ..errors import ConfigError, ShardError
-from ..spec import Engine, Precision
 from ..settings import helical_cache_prefix
+from ..spec import Engine, Precision
 from . import cache
 
 if TYPE_CHECKING:
@@ -34,8 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ModelRunner(Protocol):
-    """A loaded model that embeds one shard at a time."""
+class ModelRunner[Rows](Protocol):
+    """A loaded model that embeds one shard at a time: `Rows` is what a shard's rows are for its modality
+    (modality.Modality.read_shard): an AnnData for cells (HelicalRunner, `CellRunner`), a list of seqio.Record for
+    records (models.sequence.SequenceRunner)."""
 
     spec: ModelSpec
     device: str
@@ -46,9 +51,13 @@ class ModelRunner(Protocol):
     @property
     def embedding_dim(self) -> int: ...
 
-    def embed(self, adata: anndata.AnnData) -> np.ndarray:
-        """(n_obs, dim) float32 embeddings, rows in adata's order."""
+    def embed(self, rows: Rows) -> np.ndarray:
+        """(n_rows, dim) float32 embeddings, in the rows' order."""
         ...
+
+
+#: a runner of single-cell models: it embeds an AnnData of counts
+type CellRunner = ModelRunner[anndata.AnnData]
 
 
 @dataclass(frozen=True)
@@ -139,8 +148,6 @@ def private_workdir(prefix: str) -> Iterator[str]:
 
 def helical_prefix() -> str | None:
     """The cache prefix helical uses in this process (it reads the variable once, at import)."""
-    import sys
-
     if "helical.constants.paths" in sys.modules:
         from helical.constants.paths import CACHE_DIR_HELICAL
 
@@ -230,8 +237,6 @@ def clean_input(adata: anndata.AnnData) -> anndata.AnnData:
     obs is reduced to the cell names and var to the gene names.
     """
     import anndata as ad
-    import pandas as pd
-    import scipy.sparse as sp
 
     x: Any = adata.X
     if x is None:
@@ -280,8 +285,6 @@ def cells_with_known_genes(adata: anndata.AnnData, gene_mask: np.ndarray) -> np.
     helical cannot embed a cell with no known expressed gene (scGPT fails on the empty row, Geneformer
     averages zero tokens into NaN), and one such cell must not sink the whole shard.
     """
-    import scipy.sparse as sp
-
     x = adata.X[:, np.flatnonzero(gene_mask)]
     totals = np.asarray(x.sum(axis=1)).ravel() if sp.issparse(x) else np.asarray(x).sum(axis=1)
     return np.asarray(totals > 0)

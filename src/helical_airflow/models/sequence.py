@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,10 +21,12 @@ from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
+from ..seqio import pieces
 from ..settings import export
 from ..spec import TooLong
+from .fixture_io import run_child
 from .profiles import ModelOption
-from .runner import SettledRunner, take_settings
+from .runner import SettledRunner, check_output, take_settings
 from .vocab import GeneVocabulary
 
 if TYPE_CHECKING:
@@ -74,9 +78,6 @@ class SequenceRunner(SettledRunner, ABC):
         """(len(sequences), dim) for sequences that all have the same length, through helical's own code."""
 
     def embed(self, records: Sequence[Record]) -> np.ndarray:
-        from ..seqio import pieces
-        from .runner import check_output
-
         parts: list[str] = []
         owner: list[int] = []
         for i, record in enumerate(records):
@@ -161,11 +162,6 @@ class HubCopy:
 
     def build_fixture(self, ctx: FixtureContext, spec: ModelSpec, child: str) -> dict[str, Any]:
         """Run `child` (argv: [seed, out folder]; prints a JSON line of facts) and copy the folder into the cache."""
-        import json
-        import tempfile
-
-        from .fixture_io import run_child
-
         with tempfile.TemporaryDirectory() as tmp:
             info = json.loads(run_child(child, ctx.stable_seed(spec.helical_model_name), tmp).strip().splitlines()[-1])
             for rel, name in zip(self.files(spec.helical_model_name, {}), self.FILENAMES, strict=True):

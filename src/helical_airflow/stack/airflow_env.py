@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import mlflow
 from .config import REPO_ROOT, StackConfig
 
 SHARED_ENV_FILE = REPO_ROOT / "airflow" / "config" / "airflow.env"
@@ -87,7 +88,6 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     )
     if cfg.cache_dir:
         env["HELICAL_AIRFLOW_CACHE_DIR"] = str(Path(cfg.cache_dir).resolve())
-    from . import mlflow
 
     if mlflow.enabled(cfg):  # every run the workers finish is tracked in the stack's MLflow server
         env["MLFLOW_TRACKING_URI"] = mlflow.tracking_uri(cfg)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
+from ..models import MODELS
+
 
 def main(gpu_pool_slots: int) -> None:
     from airflow.models.pool import Pool
     from airflow.utils.db import upgradedb
-
-    from ..models import MODELS
 
     upgradedb()
     # every pool a model's resource profile names (default_pool exists already)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from . import supervisor
 from .config import StackConfig
+from .manager import saved_config
+from .services import all_services
 
 log = logging.getLogger("helical_airflow.stack.healthwatch")
 INTERVAL_S = 10.0
@@ -30,9 +32,6 @@ NAME = "healthwatch"
 
 def check_once(cfg: StackConfig, failures: dict[str, int]) -> list[str]:
     """One round: the names restarted."""
-    from .manager import saved_config
-    from .services import all_services
-
     cfg = saved_config(cfg)
     secrets = json.loads(cfg.secrets_file.read_text())
     server = supervisor.rpc(cfg)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import errors, health, process, supervisor
@@ -197,8 +198,6 @@ def _bootstrap_airflow(cfg: StackConfig, secrets: dict[str, str], echo: Echo) ->
 
 
 def _airflow_version(cfg: StackConfig) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("apache-airflow-core")
     except PackageNotFoundError:

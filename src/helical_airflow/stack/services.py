@@ -17,6 +17,8 @@ from pathlib import Path
 from . import errors, health
 from .airflow_env import airflow_env
 from .config import StackConfig
+from .mlflow import mlflow_services
+from .monitoring import monitoring_services
 from .process import Service
 from .secrets import write_private
 
@@ -206,11 +208,7 @@ def core_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]:
 
 
 def all_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]:
-    from .mlflow import mlflow_services  # the tracking server (HELICAL_STACK_MLFLOW=0: none)
-
     services = core_services(cfg, secrets) + mlflow_services(cfg)
     if cfg.monitoring:
-        from .monitoring import monitoring_services
-
         services += monitoring_services(cfg)
     return services

@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import json
 import shlex
+import signal
 import socket
 import time
 import xmlrpc.client
@@ -101,8 +102,6 @@ def write_conf(cfg: StackConfig, services: list[Service]) -> None:
 
 
 def _signal_name(sig: int) -> str:
-    import signal
-
     return signal.Signals(sig).name.removeprefix("SIG")
 
 
@@ -219,8 +218,6 @@ def refresh_pid_files(cfg: StackConfig) -> None:
 
 
 def _stop_signal(cfg: StackConfig, name: str) -> int:
-    import signal
-
     try:
         return int(json.loads(process.pid_file(cfg.run_dir, name).read_text()).get("stop_signal", signal.SIGTERM))
     except (OSError, ValueError):

@@ -9,6 +9,8 @@ itself; transformers does, which the adapter keeps offline).
 
 from __future__ import annotations
 
+import csv
+import inspect
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,8 +74,6 @@ def files(model_name: str, options: Mapping[str, str]) -> list[str]:
 def vocabulary(spec: ModelSpec, options: Mapping[str, str], models_dir: Path) -> GeneVocabulary:
     """A language model reads any word, but it was trained on sentences of gene symbols: the genes it knows are
     the symbols of helical's symbol <-> Ensembl table (human), which also maps Ensembl-id input to symbols."""
-    import csv
-
     table = models_dir / cache.ENSEMBL_MAPPING_FILE
     if not table.is_file():
         return from_symbols((), models_dir)
@@ -84,8 +84,6 @@ def vocabulary(spec: ModelSpec, options: Mapping[str, str], models_dir: Path) ->
 def helical_files(model_name: str, options: Mapping[str, str]) -> list[str]:
     """helical's own list (imports helical; tests compare it with `files`): the repo and cache_dir from helical's
     Cell2SenConfig, the file names from the list its source keeps (commented out) for that size."""
-    import inspect
-
     from helical.constants.paths import CACHE_DIR_HELICAL
     from helical.models.c2s import Cell2SenConfig
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..runner import HelicalRunner, precision_scope
+from .fast import geneformer_embeddings
+from .tokenize_fast import geneformer_tokens
 
 if TYPE_CHECKING:
     import anndata
@@ -36,8 +38,6 @@ class GeneformerRunner(HelicalRunner):
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         if self.engine == "fast":  # same tokens and weights, faster tokeniser and forward pass (docs/fast_path.md)
-            from .fast import geneformer_embeddings
-            from .tokenize_fast import geneformer_tokens
 
             tokens = geneformer_tokens(self.model, data, gene_names="index")
             return geneformer_embeddings(self.model, tokens, precision=self.precision)

@@ -22,13 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from .fast import Ragged
 
 
 def geneformer_tokens(model: Any, adata: Any, gene_names: str = "index", target_sum: int = 10_000) -> Ragged:
     """Token ids per cell, as `model.process_data(adata, gene_names)["input_ids"]` (in the same order)."""
-    import scipy.sparse as sp
     from anndata._core.views import ArrayView
     from helical.models.geneformer.geneformer_tokenizer import sum_ensembl_ids
     from helical.utils.mapping import ensure_ensembl_ids, require_vocabulary_overlap

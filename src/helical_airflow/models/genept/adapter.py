@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..runner import HelicalRunner
 
@@ -42,8 +43,6 @@ class GenePTRunner(HelicalRunner):
         return self._dim
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
-        import scipy.sparse as sp
-
         data.X = sp.csr_matrix(data.X, dtype=np.float32)
         if self.options["genes"] == "hvg":  # helical's own selection over the whole shard
             return np.asarray(self.model.get_embeddings(self.model.process_data(data, gene_names="index")))

@@ -5,6 +5,7 @@ loads them into its fp32 model) to keep the fixture small."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +33,6 @@ print(json.dumps({"d_model": config["d_model"], "layers": config["n_layer"],
 
 
 def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
-    import json
-
     name = spec.helical_model_name
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ckpt"

@@ -9,9 +9,14 @@ gives and the ids the tokenizer uses agree whatever genes and gene order the inp
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
 from ..fixture_io import FixtureContext, json_bytes, run_child
 from .files import MODEL_DIR
@@ -50,9 +55,6 @@ print(json.dumps({"parameters": sum(p.numel() for p in model.parameters()), "voc
 def reference_h5ad(genes: list[str]) -> bytes:
     """model.h5ad: one empty reference cell over the model's genes (what the tokenizer concatenates, then drops)."""
     import anndata as ad
-    import numpy as np
-    import pandas as pd
-    import scipy.sparse as sp
 
     reference = ad.AnnData(
         X=sp.csr_matrix((1, len(genes)), dtype=np.float32),
@@ -66,8 +68,6 @@ def reference_h5ad(genes: list[str]) -> bytes:
 
 
 def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
-    import json
-
     genes = sorted(ctx.ensembl_ids)
     dims = REAL if ctx.shape == "real" else TINY
     n_tokens = len(genes) + AUX_TOKENS

@@ -25,6 +25,7 @@ import numpy as np
 from ...errors import ConfigError
 from .. import cache
 from ..runner import HelicalRunner, precision_scope
+from .fast import scgpt_embeddings
 
 if TYPE_CHECKING:
     import anndata
@@ -87,7 +88,6 @@ class ScGPTRunner(HelicalRunner):
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")
         if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
-            from .fast import scgpt_embeddings
 
             return scgpt_embeddings(self.model, dataset, precision=self.precision)
         with precision_scope(self.device, self.precision):

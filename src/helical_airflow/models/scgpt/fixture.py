@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..fixture_io import FixtureContext, json_bytes, run_child
@@ -40,9 +42,6 @@ print(sum(p.numel() for p in model.parameters()))
 
 
 def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
-    import tempfile
-    from pathlib import Path
-
     vocab = {
         tok: i
         for i, tok in enumerate(["<pad>", "<cls>", "<eoc>", *(s for s in ctx.symbols if s not in SPECIAL_TOKENS)])

@@ -10,6 +10,7 @@ snapshot revision, `snapshots/<revision>/<size>-model/...` the files.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..vocab import GeneVocabulary, from_ensembl
+from .flash import prepare_flash_attn_import
 
 if TYPE_CHECKING:
     from ..profiles import ModelSpec
@@ -53,10 +55,6 @@ def vocabulary(spec: ModelSpec, options: Mapping[str, str], models_dir: Path) ->
 def helical_files(model_name: str, options: Mapping[str, str]) -> list[str]:
     """helical's own list (imports helical; tests compare it with `files`): the repo from helical's TahoeConfig,
     the file names from what TXModel.from_hf asks hf_hub_download for (read from its source, as it has no list)."""
-    import inspect
-
-    from .flash import prepare_flash_attn_import
-
     prepare_flash_attn_import()
     from helical.models.tahoe import TahoeConfig
     from helical.models.tahoe.tahoe_x1.model import TXModel

@@ -21,14 +21,16 @@ filter_outliers 0), so rows come back in input order. What the adapter does abou
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import ConfigError
 from ... import settings
+from ...errors import ConfigError
 from .. import cache
 from ..runner import HelicalRunner, is_ensembl, private_workdir
 from . import files
@@ -46,8 +48,6 @@ def block_masks_on(device: str) -> Iterator[None]:
     CUDA wheel even on a host without a GPU, or on a GPU host running --device cpu, and the CPU forward fails
     ("found two different devices cuda:0, cpu"). While helical runs, its module's `create_block_mask` gets the
     run's device; nothing else changes."""
-    import functools
-
     from helical.models.transcriptformer.model_dir import model as tf_model
 
     original = tf_model.create_block_mask
@@ -71,8 +71,6 @@ def require_cpp_compiler(name: str) -> None:
     """helical's layers wrap flex attention in torch.compile (model_dir/layers.py:55) and build block masks with
     `_compile=True` (model_dir/model.py:325); on a CPU, inductor compiles them with a C++ compiler. Without one
     the first batch fails deep in torch ("InvalidCxxCompiler: No working C++ compiler found"): say so first."""
-    import shutil
-
     wanted = settings.get().cxx
     if not shutil.which(wanted):
         raise ConfigError(

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import h5py
+
 from ...errors import ConfigError
 from ..vocab import GeneVocabulary, from_ensembl
 
@@ -95,8 +97,6 @@ def trained_species(models_dir: Path, model_name: str) -> list[str]:
 
 def gene_ids(path: Path) -> list[str]:
     """The gene ids of a vocab .h5 (its `keys` dataset, as helical's utils.load_from_hdf5 reads it)."""
-    import h5py
-
     with h5py.File(path, "r") as f:
         return [k.decode("utf-8") for k in f["keys"][:]]
 

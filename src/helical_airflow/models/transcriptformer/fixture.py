@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import h5py
 import numpy as np
 
 from ..fixture_io import FixtureContext, json_bytes, run_child
@@ -62,8 +63,6 @@ def species_genes(ctx: FixtureContext, species: str) -> list[str]:
 
 def gene_h5(genes: list[str], dim: int, seed: int) -> bytes:
     """helical's vocab .h5: `keys` (byte strings) and `arrays/<key>` (one float32 vector per gene)."""
-    import h5py
-
     vectors = np.random.default_rng(seed).standard_normal((len(genes), dim)).astype(np.float32)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w", track_order=False) as f:

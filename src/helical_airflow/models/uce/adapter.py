@@ -26,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import cache
 from ..runner import HelicalRunner, precision_scope, private_workdir
@@ -79,7 +80,6 @@ class UCERunner(HelicalRunner):
 
     def _known_genes(self, data: anndata.AnnData) -> anndata.AnnData:
         """Symbols (helical's own Ensembl -> symbol mapping), vocabulary genes only, CSR counts."""
-        import scipy.sparse as sp
         from helical.utils.mapping import ensure_gene_symbols
 
         data = ensure_gene_symbols(data, "index")  # returns a new object when it maps anything
