@@ -47,6 +47,10 @@ class ModelFamily:
     #: how close a cell's embedding is across shardings (CPU fp32): 1e-5 when per-cell by design; a family whose
     #: helical code samples or pads across cells documents its bound and the reason in `quirks`
     shard_atol: float = 1e-5
+    #: how close a cell's embedding is across layouts of the same file (column order, symbols or Ensembl ids with or
+    #: without versions, X's format; tests/integration/test_gene_invariance.py): the adapters hand helical the genes
+    #: in one canonical order and id system (models.runner.canonical_input), so helical sees the same input
+    layout_atol: float = 1e-5
     #: the Hugging Face hub repository helical's code loads the model from (from_pretrained), or None when its
     #: files come from helical's own store (`models download` fetches those)
     hub_repo: str | None = None
