@@ -179,10 +179,17 @@ def _embed_shard(
         batch_size=getattr(runner, "batch_size", None) or batch_size(plan),
         host=socket.gethostname(),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        **_canonical_genes(runner),
     )
     write_json(plan.shard_result_file(index), result)
     telemetry.emit_shard(plan, result)
     return result
+
+
+def _canonical_genes(runner: Any) -> dict[str, Any]:
+    """The hash and count of the genes a cell runner saw in the shard it just embedded (none for sequences)."""
+    genes = getattr(runner, "canonical_genes", None)
+    return {} if genes is None else {"canonical_genes_sha256": genes.sha256, "canonical_genes": genes.count}
 
 
 class Recycle(NamedTuple):

@@ -174,6 +174,10 @@ class ShardResult(BaseModel):
     host: str
     finished_at: str
     reused: bool = False
+    # the genes the model saw (models.vocab.CanonicalGenes: the known input genes as its own ids, sorted): sha256 of
+    # the list, one id a line, and how many; None for sequence models (and shards written before this was recorded)
+    canonical_genes_sha256: str | None = None
+    canonical_genes: int | None = None
 
 
 class QualityThresholds(BaseModel):
@@ -244,3 +248,7 @@ class Manifest(BaseModel):
     created_at: str
     outputs: dict[str, str]
     tracking: dict[str, str] | None = None
+    # the shards' canonical gene list (ShardResult.canonical_genes_sha256), when every shard saw the same one: two
+    # layouts of the same cells (column order, symbols or Ensembl ids, versions) give the same hash
+    canonical_genes_sha256: str | None = None
+    canonical_genes: int | None = None

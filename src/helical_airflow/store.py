@@ -6,11 +6,13 @@ extras).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from .errors import ShardError
 from .spec import Manifest, Plan, ShardResult
 from .versions import package_versions
 
+log = logging.getLogger(__name__)
 
 # ---- the run folder: shard state and the merged outputs -------------------------------------------------
 
@@ -146,7 +149,19 @@ def build_manifest(plan: Plan, results: list[ShardResult]) -> Manifest:
             "shards": "shards/<i>.npy",
             "report": "report.html",
         },
+        **canonical_genes(results),
     )
+
+
+def canonical_genes(results: list[ShardResult]) -> dict[str, Any]:
+    """The canonical gene list's hash and count, when every shard recorded the same one."""
+    seen = {(r.canonical_genes_sha256, r.canonical_genes) for r in results}
+    if len(seen) != 1 or None in next(iter(seen)):
+        if len(seen) > 1:
+            log.warning("the shards saw different gene lists; the manifest records no canonical gene hash")
+        return {}
+    sha256, count = next(iter(seen))
+    return {"canonical_genes_sha256": sha256, "canonical_genes": count}
 
 
 FIXTURE_NOTE = (

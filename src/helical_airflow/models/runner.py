@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import sys
 import tempfile
 from abc import ABC, abstractmethod
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -27,6 +27,7 @@ from ..errors import ConfigError, ShardError
 from ..settings import helical_cache_prefix
 from ..spec import Engine, Precision
 from . import cache
+from .vocab import ENSEMBL_RE, CanonicalGenes, is_ensembl  # noqa: F401 - ENSEMBL_RE, is_ensembl: re-exported
 
 if TYPE_CHECKING:
     import anndata
@@ -100,14 +101,21 @@ class HelicalRunner(SettledRunner, ABC):
     """What every adapter shares: the run's settings, the model's vocabulary, and `embed` around helical.
 
     An adapter loads its helical model in `load_model` (called last in __init__, so the settings, the cache
-    prefix and the vocabulary are set) and runs it on clean, known-gene cells in `_embed_helical`.
+    prefix and the vocabulary are set) and runs it on clean, known-gene cells in `_embed_helical`, with the genes
+    in the canonical order and id system (`canonical_input`): the embedding does not depend on the file's layout.
     """
 
     engine: Engine = "helical"
+    #: True when helical divides each cell by the total of *all* its input genes (Geneformer's n_counts, GenePT's
+    #: normalize_total), so the genes outside the vocabulary reach helical as one column holding their sum (the
+    #: library size is kept, their names and order are not); False: helical drops them before any arithmetic
+    library_size_from_all_genes: bool = False
 
     def __init__(self, spec: ModelSpec, settings: RunSettings, vocab: GeneVocabulary) -> None:
         take_settings(self, spec, settings)
         self.vocab = vocab
+        #: the genes of the last shard embedded, as the model saw them (the manifest records their hash)
+        self.canonical_genes: CanonicalGenes | None = None
         self.model: Any = self.load_model()
 
     @abstractmethod
@@ -120,7 +128,9 @@ class HelicalRunner(SettledRunner, ABC):
 
     @abstractmethod
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
-        """Embeddings of cells that each have a known gene, from `data` as clean_input made it."""
+        """Embeddings of cells that each have a known gene, from `data` as canonical_input made it: the known genes
+        as the model's own ids (Ensembl without version, or symbols), sorted, plus OTHER_GENES when
+        `library_size_from_all_genes`."""
 
     def embed(self, adata: anndata.AnnData) -> np.ndarray:
         data = clean_input(adata)
@@ -128,8 +138,56 @@ class HelicalRunner(SettledRunner, ABC):
         # gene ids outside the vocabulary's own system reach it through helical's symbol <-> Ensembl table
         native_ensembl = self.vocab.native == "ensembl"
         require_mapping(self.cache_dir, any(is_ensembl(n) != native_ensembl for n in names), self.spec)
-        mask = known_gene_mask(names, self.vocab.symbols, self.vocab.ensembl)
+        data, self.canonical_genes = canonical_input(data, self.vocab, self.library_size_from_all_genes)
+        mask = np.asarray(data.var_names != OTHER_GENES)
         return embed_known_cells(data, mask, self.embedding_dim, self._embed_helical, self.spec)
+
+
+#: the column that holds, per cell, the sum of the genes the model does not know (never a gene id: no Ensembl
+#: pattern, in no vocabulary); only for families whose helical code normalises by every input gene
+OTHER_GENES = "helical-airflow:other-genes"
+
+
+def canonical_input(
+    data: anndata.AnnData, vocab: GeneVocabulary, keep_library_size: bool
+) -> tuple[anndata.AnnData, CanonicalGenes]:
+    """`data` with its genes in one canonical order and id system, whatever the file's layout.
+
+    Every known gene becomes the model's own id (`GeneVocabulary.canonical_id`: Ensembl without its version, or
+    the symbol), the columns are sorted by that id, and columns naming the same gene (`ENSG...1` and `ENSG...2`,
+    or a symbol and its id) are summed into one. helical then sees the same AnnData for the same cells, so what it
+    does in input order (UCE samples genes over the column index, TranscriptFormer and Cell2Sentence break ties of
+    equal counts in column order, scGPT bins with a per-cell generator over the columns) is done in this order.
+    Genes the model does not know are dropped, or summed into OTHER_GENES (`keep_library_size`). Integer counts sum
+    exactly. One sparse product does it all: X @ A, A the (input gene -> canonical column) 0/1 matrix.
+    """
+    names = [str(n) for n in data.var_names]
+    ids = vocab.canonical_ids(names)
+    genes = sorted({i for i in ids if i is not None})
+    column = {gene: k for k, gene in enumerate(genes)}
+    other = keep_library_size and any(i is None for i in ids)
+    rows = [j for j, i in enumerate(ids) if i is not None or other]
+    cols = [column[ids[j]] if ids[j] is not None else len(genes) for j in rows]  # type: ignore[index]
+    x: Any = data.X
+    dtype = x.dtype if np.issubdtype(x.dtype, np.number) else np.float32
+    to_canonical = sp.csr_matrix(
+        (np.ones(len(rows), dtype=dtype), (rows, cols)), shape=(len(names), len(genes) + int(other))
+    )
+    merged = len(rows) - len(set(cols))
+    if merged:
+        log.info("%d input columns name a gene another column names too; their counts are summed", merged)
+    if sp.issparse(x):
+        counts: Any = sp.csr_matrix(x @ to_canonical)
+        counts.sum_duplicates()
+        counts.eliminate_zeros()
+    else:
+        counts = np.asarray(to_canonical.T @ np.asarray(x).T).T
+    canonical = ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(index=data.obs_names.copy()),
+        var=pd.DataFrame(index=pd.Index(genes + ([OTHER_GENES] if other else []), name=None)),
+    )
+    return canonical, CanonicalGenes(tuple(genes))
 
 
 @contextlib.contextmanager
@@ -236,8 +294,6 @@ def clean_input(adata: anndata.AnnData) -> anndata.AnnData:
     library size, `batch_id` switches scGPT modes. Embeddings must depend on the counts alone, so
     obs is reduced to the cell names and var to the gene names.
     """
-    import anndata as ad
-
     x: Any = adata.X
     if x is None:
         raise ShardError("E311", "the shard has no count matrix", "check the input's X or --layer")
@@ -250,14 +306,6 @@ def clean_input(adata: anndata.AnnData) -> anndata.AnnData:
         obs=pd.DataFrame(index=pd.Index(adata.obs_names.astype(str), name=None)),
         var=pd.DataFrame(index=pd.Index(adata.var_names.astype(str), name=None)),
     )
-
-
-#: helical.utils.mapping.ENSEMBL_GENE_ID_PATTERN: how helical tells Ensembl ids from symbols, per gene
-ENSEMBL_RE = re.compile(r"^ENS[A-Z]{0,4}G\d{11}(\.\d+)?$")
-
-
-def is_ensembl(name: str) -> bool:
-    return bool(ENSEMBL_RE.match(name))
 
 
 def check_output(embeddings: Any, n_obs: int, spec: ModelSpec) -> np.ndarray:

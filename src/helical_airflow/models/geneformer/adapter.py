@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class GeneformerRunner(HelicalRunner):
+    # helical's tokenize_anndata divides each cell by n_counts = X.sum(axis=1) over every input gene
+    library_size_from_all_genes = True
+
     def load_model(self) -> Any:
         from helical.models.geneformer import Geneformer, GeneformerConfig
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class GenePTRunner(HelicalRunner):
+    # normalize_total (per-cell steps and helical's process_data alike) sums every input gene
+    library_size_from_all_genes = True
+
     def load_model(self) -> Any:
         from helical.models.genept import GenePT, GenePTConfig
 

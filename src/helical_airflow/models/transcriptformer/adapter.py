@@ -15,7 +15,12 @@ filter_outliers 0), so rows come back in input order. What the adapter does abou
   hard-codes CUDA (model_dir/embedding_surgery.py:39): that fails with E228 on a CPU, before helical loads;
 - the `assay` option is the aux token helical reads from `obs["assay"]` ("unknown" when absent), checked
   against the model's assay_vocab.json;
-- Ensembl version suffixes are stripped (helical looks ids up verbatim), and the DataLoader runs in-process.
+- gene order: helical's `process_batch` (sort_genes off) takes each cell's expressed genes in column order, cut to
+  the model's sequence length, and the model reads that order (min per-cell cosine 0.956 between the sample and a
+  permuted copy with Ensembl ids, issue 22). The base class's canonical_input hands over the vocabulary's Ensembl ids
+  without version (helical looks ids up verbatim), sorted, unknown genes left out: the order, and which genes a cell
+  longer than the sequence keeps, no longer depend on the file's layout;
+- the DataLoader runs in-process.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from ... import settings
 from ...errors import ConfigError
 from .. import cache
-from ..runner import HelicalRunner, is_ensembl, private_workdir
+from ..runner import HelicalRunner, private_workdir
 from . import files
 
 if TYPE_CHECKING:
@@ -120,8 +125,6 @@ class TranscriptFormerRunner(HelicalRunner):
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         import torch
 
-        # helical looks Ensembl ids up verbatim; the known-gene check (and the vocab files) have no version
-        data.var_names = [n.split(".", 1)[0] if is_ensembl(n) else n for n in data.var_names]
         data.obs["assay"] = self.assay
         with private_workdir("transcriptformer") as tmp:
             self.model.config.model.inference_config.output_path = tmp

@@ -7,13 +7,18 @@ What the adapter does about helical 3.1.4's habits (helical/models/uce/):
 - process_data writes that file from the matrix of all input genes but reads it with the shape of the genes
   that have protein embeddings (model.py: `gene_expression = adata.X.toarray()` vs `shapes_dict` from
   `filtered_adata`), so a single gene outside the vocabulary shifts every cell's counts. Only vocabulary genes
-  are passed (after helical's own Ensembl -> symbol mapping, ensure_gene_symbols), so helical filters nothing.
+  are passed (the base class's canonical_input: the vocabulary's symbols, Ensembl ids through helical's table),
+  so helical filters nothing.
 - the padding mask is additive (uce_model.py: `src_key_padding_mask=(1 - mask)` with a float mask adds +1 to
   padded keys instead of masking them), so a cell's embedding depended on the longest cell of its batch.
   Cells are batched only with cells of the same sentence length (helical's collator then cuts the batch to that
   length: no padding), one get_embeddings call per length; rows go back in input order.
-- genes are sampled per cell with numpy default_rng(42) (uce_dataset.py), so a cell's sentence depends on its
-  counts alone, and the sentence lengths are read from helical's own dataset items.
+- genes are sampled per cell with numpy default_rng(42) (uce_dataset.py: `generator.choice(np.arange(len(weights)),
+  p=weights)`), so a cell's sentence depends on its counts alone, and the sentence lengths are read from helical's
+  own dataset items. The draw is over the column index: the file's column order picked each cell's sample (min
+  per-cell cosine 0.20, median 0.95, between the sample and a permuted copy with Ensembl ids, issue 22). The
+  genes reach helical in canonical order (canonical_input: symbols, sorted), so the same cells draw the same
+  sample whatever the file's layout.
 - a fixture's tiny checkpoint comes with `uce/<model>.args.json`, the UCEConfig settings it was built with;
   real caches have none and run helical's defaults.
 """
@@ -79,12 +84,7 @@ class UCERunner(HelicalRunner):
         return int(self.model.config["output_dim"])
 
     def _known_genes(self, data: anndata.AnnData) -> anndata.AnnData:
-        """Symbols (helical's own Ensembl -> symbol mapping), vocabulary genes only, CSR counts."""
-        from helical.utils.mapping import ensure_gene_symbols
-
-        data = ensure_gene_symbols(data, "index")  # returns a new object when it maps anything
-        keep = np.flatnonzero(np.isin(np.asarray(data.var_names), list(self.vocab.symbols)))
-        data = data[:, keep].copy()
+        """CSR counts of the vocabulary's genes (canonical_input already made them symbols, known genes only)."""
         if not sp.issparse(data.X) or not sp.isspmatrix_csr(data.X):
             data.X = sp.csr_matrix(data.X)  # helical calls X.toarray()
         return data
