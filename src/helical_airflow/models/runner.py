@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -161,6 +160,8 @@ def canonical_input(
     Genes the model does not know are dropped, or summed into OTHER_GENES (`keep_library_size`). Integer counts sum
     exactly. One sparse product does it all: X @ A, A the (input gene -> canonical column) 0/1 matrix.
     """
+    import anndata as ad
+
     names = [str(n) for n in data.var_names]
     ids = vocab.canonical_ids(names)
     genes = sorted({i for i in ids if i is not None})
@@ -294,6 +295,8 @@ def clean_input(adata: anndata.AnnData) -> anndata.AnnData:
     library size, `batch_id` switches scGPT modes. Embeddings must depend on the counts alone, so
     obs is reduced to the cell names and var to the gene names.
     """
+    import anndata as ad
+
     x: Any = adata.X
     if x is None:
         raise ShardError("E311", "the shard has no count matrix", "check the input's X or --layer")
