@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -392,6 +391,8 @@ def _current(plan: Plan, key: str) -> AnnotationResult | None:
 
 
 def _embedded(plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
+    import anndata as ad
+
     adata = ad.read_h5ad(plan.out_path / "embeddings.h5ad")
     return adata.obs, np.asarray(adata.obsm[embeddings_key(plan)], dtype=np.float64)
 
@@ -473,6 +474,8 @@ def _warnings(ref: Plan, query: Plan, scored: QueryScores | None, params: Annota
 
 def annotations_adata(obs: pd.DataFrame, prediction: Prediction, result: AnnotationResult) -> Any:
     """The query's obs plus the predictions (no embeddings, no counts: those stay in their own files)."""
+    import anndata as ad
+
     key = result.params.label_key
     table = obs.copy()
     categories = [*prediction.classes, UNKNOWN]
