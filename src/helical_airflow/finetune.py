@@ -1,0 +1,706 @@
+"""Fine-tuning with helical's own `*FineTuningModel` classes, as a job built from the pipeline's steps.
+
+    validate -> plan (the input's run key, weights checksum) -> split (stratified, seeded) -> tokenise shard by
+    shard into Arrow datasets on disk -> train one epoch at a time (helical's `train`), checkpoint every epoch ->
+    early stopping -> model folder (atomic) -> MLflow run + Model Registry (finetune_registry.py)
+
+- helical's `train(epochs=N)` makes a new optimizer on every call and keeps no state between calls, so it is
+  called with `epochs=1` once per epoch and handed *our* optimizer through its `optimizer` argument (a factory
+  that returns the same AdamW every time): Adam's moments carry over from epoch to epoch as in one long call,
+  and they are in the checkpoint. The checkpoint after every epoch holds the weights, the optimizer, torch's,
+  numpy's and Python's random states, the history and the early-stopping state: a killed training resumes from
+  its last finished epoch and ends with the weights an undisturbed one ends with (tests/integration/
+  test_finetune.py checks torch.equal on every tensor).
+- Class imbalance: `class_weighting="balanced"` (the default) passes helical a CrossEntropyLoss weighted
+  n / (k * n_c) over the training classes (scikit-learn's "balanced"); "none" is the plain loss. Recorded.
+- Early stopping watches the validation macro F1 (ties: the lower validation loss); after `patience` epochs
+  without a better one training stops. The model folder holds the best epoch's weights.
+- Tokens live on disk: each shard's cells are tokenised by helical's `process_data` and written with
+  `Dataset.save_to_disk`; training reads them back with `load_from_disk` (memory-mapped Arrow), shuffled per
+  epoch by an index mapping (8 bytes a cell). Families whose `process_data` returns no Arrow dataset keep their
+  tokens in memory (docs/finetune.md says which).
+
+The model folder, `<out>/<dataset>/finetune/<label_key>/<finetune_key>/`, is built in a temp folder and
+renamed into place: model.pt (helical's `save_model`), finetune.json (`FineTuneResult`: label map, base model
+and weights checksum, the input's run key and sha256, parameters, split, class weights, per-epoch metrics,
+early stopping) and split.json (the rows of each split). `load_classifier` loads it back (or `models:/NAME@ALIAS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import modality
+from .errors import ConfigError
+from .spec import Device, Plan, RunParams
+from .store import write_json
+
+log = logging.getLogger(__name__)
+
+#: bump when training, the folder layout or finetune.json change: a new key, so old folders are not reused
+FINETUNE_VERSION = 1
+MODEL_FILE = "model.pt"
+RESULT_FILE = "finetune.json"
+SPLIT_FILE = "split.json"
+REGISTRY_FILE = "registry.json"  # written after the folder is complete: the registration's record (or its error)
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+ClassWeighting = Literal["balanced", "none"]
+
+
+class FineTuneParams(BaseModel):
+    """What the user chose. Everything but device, shard size and cache location is part of the finetune key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    label_key: str
+    epochs: int = Field(default=3, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-4, gt=0, le=1)
+    freeze_layers: int = Field(default=0, ge=0, description="encoder layers left frozen (from the input side)")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_train_cells: int | None = Field(default=None, ge=2, description="stratified subsample of the training split")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    patience: int = Field(default=2, ge=1, description="early stopping: epochs without a better validation macro F1")
+    class_weighting: ClassWeighting = "balanced"
+    batch_size: int = Field(default=16, ge=1, description="cells per training step")
+    device: Device = "auto"
+    shard_size: int = Field(default=1000, ge=1, description="cells tokenised at a time")
+    cache_dir: str | None = None
+
+    def keyed(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"device", "shard_size", "cache_dir"})
+
+
+class EpochMetrics(BaseModel):
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches (the loss helical was given: class-weighted when asked)
+    val_loss: float  # the same loss on the validation split
+    val_accuracy: float
+    val_macro_f1: float
+    seconds: float
+    train_cells_per_second: float
+
+
+class SplitRecord(BaseModel):
+    seed: int
+    validation_fraction: float
+    stratified: bool = True
+    labelled_cells: int
+    unlabelled_cells: int
+    train_cells: int
+    val_cells: int
+    train_per_class: dict[str, int]
+    val_per_class: dict[str, int]
+    capped_by_max_train_cells: bool
+    dropped_no_known_gene: dict[str, int]  # cells per split that express no gene of the vocabulary (not tokenised)
+    rows_sha256: str  # sha256 of split.json's rows: the exact cells
+
+
+class FineTuneResult(BaseModel):
+    version: int = FINETUNE_VERSION
+    finetune_key: str
+    family: str
+    model: str  # helical-airflow's model name (get_model)
+    helical_model_name: str
+    weights_checksum: str  # the base model's files (plan.weights_checksum, as in every manifest)
+    fixture: bool
+    input_path: str
+    input_sha256: str
+    input_run_key: str  # the embedding run key of the same input and model (outputs/<dataset>/<run_key>/)
+    dataset: str
+    label_key: str
+    labels: list[str]  # class id -> label (the label map)
+    params: dict[str, Any]
+    head: str = "classification"
+    helical_config: dict[str, Any]  # what rebuilds the FineTuningModel (load_classifier)
+    split: SplitRecord
+    class_weighting: ClassWeighting
+    class_weights: list[float]  # per class id; all 1.0 for "none"
+    early_stopping: dict[str, Any]  # monitor, patience, best_epoch, stopped_early, epochs_run
+    history: list[EpochMetrics]
+    best: EpochMetrics
+    tokens_on_disk: bool
+    device: str
+    seconds: float
+    created_at: str
+
+
+# ---- the families -------------------------------------------------------------------------------------------
+
+
+class FineTuneFamily:
+    """One family's `*FineTuningModel`: build it, tokenise cells, train one epoch, get logits."""
+
+    family: str
+    tokens_on_disk: bool = True
+
+    def config(self, plan: Plan, device: str, batch_size: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def build(self, config: dict[str, Any], n_classes: int) -> Any:
+        raise NotImplementedError
+
+    def tokenise(self, model: Any, adata: Any) -> Any:
+        raise NotImplementedError
+
+    def train_epoch(self, model: Any, dataset: Any, labels: np.ndarray, optimizer: Any, loss: Any,
+                    freeze_layers: int) -> None:  # fmt: skip
+        raise NotImplementedError
+
+    def logits(self, model: Any, dataset: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+class GeneformerFineTune(FineTuneFamily):
+    """helical.models.geneformer.GeneformerFineTuningModel; tokens: an Arrow `datasets.Dataset` (on disk)."""
+
+    family = "geneformer"
+
+    def config(self, plan: Plan, device: str, batch_size: int) -> dict[str, Any]:
+        return {"model_name": plan.helical_model_name, "batch_size": batch_size, "device": device, "emb_mode": "cell"}
+
+    def build(self, config: dict[str, Any], n_classes: int) -> Any:
+        from helical.models.geneformer import GeneformerConfig, GeneformerFineTuningModel
+
+        model = GeneformerFineTuningModel(GeneformerConfig(**config), "classification", output_size=n_classes)
+        # helical sizes the head from the named model's configured embsize (512 for gf-12L-38M), not from the
+        # loaded weights: the same with real weights, wrong for the fixture's tiny model (hidden size 32)
+        hidden = int(model.model.config.hidden_size)
+        if hidden != model.config["embsize"]:
+            model.fine_tuning_head.set_dim_size(hidden)
+        return model
+
+    def tokenise(self, model: Any, adata: Any) -> Any:
+        return model.process_data(adata, gene_names="index")
+
+    def train_epoch(self, model: Any, dataset: Any, labels: np.ndarray, optimizer: Any, loss: Any,
+                    freeze_layers: int) -> None:  # fmt: skip
+        model.train(
+            train_dataset=dataset, optimizer=lambda _params, **_kw: optimizer, optimizer_params={},
+            loss_function=loss, label="label", epochs=1, freeze_layers=freeze_layers, validation_dataset=None,
+            silent=True,
+        )  # fmt: skip
+
+    def logits(self, model: Any, dataset: Any) -> np.ndarray:
+        return np.asarray(model.get_outputs(dataset, silent=True), dtype=np.float32)
+
+
+FAMILIES: dict[str, FineTuneFamily] = {"geneformer": GeneformerFineTune()}
+
+
+def family_for(model: str) -> FineTuneFamily:
+    from .models import get_model
+
+    spec = get_model(model)
+    found = FAMILIES.get(spec.family)
+    if found is None:
+        raise ConfigError(
+            "E807", f"fine-tuning is not available for {model!r} (family {spec.family}) yet",
+            f"fine-tune one of: {', '.join(sorted(FAMILIES))} (docs/finetune.md)",
+        )  # fmt: skip
+    return found
+
+
+# ---- labels and split ---------------------------------------------------------------------------------------
+
+
+def check_labels(table: pd.DataFrame, key: str) -> pd.Series:
+    """The label column as strings (NaN: unlabelled): E801 missing, E802 fewer than two classes, E803 a class
+    with one cell (a stratified split needs one cell of each class on each side)."""
+    if key not in table.columns:
+        columns = ", ".join(map(str, table.columns[:20])) or "none"
+        raise ConfigError("E801", f"the training data has no label column {key!r} (its columns: {columns})",
+                          "pass --label-key with one of those columns")  # fmt: skip
+    raw = table[key]
+    labels = raw.astype(object).where(raw.notna(), None).map(lambda v: None if v is None else str(v))
+    counts = Counter(v for v in labels if v is not None)
+    if len(counts) < 2:
+        only = f"one class ({next(iter(counts))!r})" if counts else "no labelled cells"
+        raise ConfigError("E802", f"column {key!r} has {only}; a classifier needs at least two classes",
+                          "fine-tune on data with at least two labelled classes, or pick another --label-key")  # fmt: skip
+    small = sorted(name for name, n in counts.items() if n < 2)
+    if small:
+        raise ConfigError(
+            "E803", f"class(es) with a single cell cannot be split into training and validation: {small[:10]}",
+            "drop or merge those classes (or label more cells of them) before fine-tuning",
+        )  # fmt: skip
+    return labels
+
+
+def _stratified_cap(rows: np.ndarray, y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """At most `cap` of `rows`, each class in proportion (at least one cell of each class)."""
+    if len(rows) <= cap:
+        return rows
+    names, counts = np.unique(y, return_counts=True)
+    quota = np.maximum(1, np.floor(cap * counts / counts.sum())).astype(int)
+    order = np.argsort(-(cap * counts / counts.sum() - quota))  # largest remainders first
+    for i in order[: max(0, cap - int(quota.sum()))]:
+        quota[i] += 1
+    keep = [rng.permutation(rows[y == name])[: min(q, c)] for name, q, c in zip(names, quota, counts, strict=True)]
+    return np.sort(np.concatenate(keep))
+
+
+def split_rows(labels: pd.Series, params: FineTuneParams) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Stratified, seeded train/validation rows of the labelled cells (then the training rows capped at
+    max_train_cells, stratified, and the validation rows in the same proportion)."""
+    present = labels.notna().to_numpy()
+    rows = np.flatnonzero(present)
+    y = labels.to_numpy()[present].astype(str)
+    n_classes = len(set(y))
+    # per class: round(fraction * cells) to validation, at least one cell on each side (scikit-learn's
+    # train_test_split(stratify=) may leave a 2-cell class out of the validation split entirely)
+    rng = np.random.default_rng(params.seed)
+    train_parts, val_parts = [], []
+    for name in sorted(set(y)):
+        members = rng.permutation(rows[y == name])
+        take = min(len(members) - 1, max(1, int(round(params.validation_fraction * len(members)))))
+        val_parts.append(members[:take])
+        train_parts.append(members[take:])
+    train, val = np.concatenate(train_parts), np.concatenate(val_parts)
+    train, val = np.sort(train), np.sort(val)
+    capped = params.max_train_cells is not None and len(train) > params.max_train_cells
+    if capped and params.max_train_cells is not None:
+        if params.max_train_cells < n_classes:
+            raise ConfigError("E803", f"--max-train-cells {params.max_train_cells} is below the {n_classes} classes",
+                              f"pass --max-train-cells {n_classes} or more")  # fmt: skip
+        full = labels.to_numpy().astype(str)
+        train = _stratified_cap(train, full[train], params.max_train_cells, rng)
+        ratio = params.validation_fraction / (1 - params.validation_fraction)
+        val = _stratified_cap(val, full[val], max(n_classes, int(np.ceil(len(train) * ratio))), rng)
+    return train, val, capped
+
+
+def class_weights(y: np.ndarray, n_classes: int, how: ClassWeighting) -> list[float]:
+    if how == "none":
+        return [1.0] * n_classes
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    return [float(len(y) / (n_classes * c)) if c else 0.0 for c in counts]
+
+
+# ---- tokens on disk -----------------------------------------------------------------------------------------
+
+
+def _known_cells(adata: Any, vocab: Any) -> np.ndarray:
+    from .models.runner import cells_with_known_genes, known_gene_mask
+
+    return cells_with_known_genes(adata, known_gene_mask(list(adata.var_names), vocab.symbols, vocab.ensembl))
+
+
+def tokenise_rows(fam: FineTuneFamily, model: Any, vocab: Any, adata: Any) -> tuple[Any, np.ndarray]:
+    """helical's tokens of the cells of `adata` that express a known gene, and which cells those are."""
+    from .models.runner import clean_input
+
+    data = clean_input(adata)
+    keep = _known_cells(data, vocab)
+    if not keep.any():
+        return None, keep
+    subset = data if keep.all() else data[np.flatnonzero(keep)].copy()
+    return fam.tokenise(model, subset), keep
+
+
+def tokenise_split(fam: FineTuneFamily, model: Any, vocab: Any, plan: Plan, rows: np.ndarray, label_ids: np.ndarray,
+                   folder: Path) -> tuple[Any, int]:  # fmt: skip
+    """Tokenise `rows` (with their label ids) shard by shard into `folder/<shard>/` (each written to a temp folder
+    and renamed: a killed run redoes only the missing shards); returns the concatenated memory-mapped dataset and
+    the cells dropped for expressing no known gene."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    kind = modality.of(plan.input)
+    parts, dropped = [], 0
+    for shard in plan.shards:
+        inside = (rows >= shard.start) & (rows < shard.stop)
+        if not inside.any():
+            continue
+        target = folder / f"{shard.index:05d}"
+        meta = target / "rows.json"
+        if not meta.is_file():
+            adata = kind.read_shard(plan.input, shard.start, shard.stop, plan.params.layer)
+            local = rows[inside] - shard.start
+            tokens, keep = tokenise_rows(fam, model, vocab, adata[local])
+            kept_rows = rows[inside][keep]
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
+            try:
+                if tokens is not None:
+                    tokens = tokens.add_column("label", [int(v) for v in label_ids[inside][keep]])
+                    tokens = tokens.add_column("row", [int(r) for r in kept_rows])
+                    tokens.save_to_disk(str(tmp / "tokens"))
+                (tmp / "rows.json").write_text(json.dumps({"kept": kept_rows.tolist(), "dropped": int((~keep).sum())}))
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        record = json.loads(meta.read_text())
+        dropped += int(record["dropped"])
+        if record["kept"]:
+            parts.append(load_from_disk(str(target / "tokens")))
+    if not parts:
+        raise ConfigError("E803", "no cell of this split expresses a gene of the model's vocabulary",
+                          "check the input's gene ids (helical-airflow validate)")  # fmt: skip
+    return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), dropped
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _torch_save(path: Path, obj: Any) -> None:
+    import torch
+
+    from .atomic import write_with
+
+    write_with(path, lambda tmp: torch.save(obj, tmp))
+
+
+# ---- the job ------------------------------------------------------------------------------------------------
+
+
+def finetune_key(plan: Plan, params: FineTuneParams) -> str:
+    keyed = {"input_run_key": plan.run_key, "params": params.keyed(), "version": FINETUNE_VERSION}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
+def model_root(out_root: Path, dataset: str, label_key: str) -> Path:
+    return out_root / dataset / "finetune" / safe_name(label_key)
+
+
+class _RecordingLoss:
+    """The loss helical's train() is given: cross-entropy (class-weighted when asked), remembering each batch's."""
+
+    def __init__(self, weight: Any) -> None:
+        import torch
+
+        self.fn = torch.nn.CrossEntropyLoss(weight=weight)
+        self.losses: list[float] = []
+
+    def __call__(self, outputs: Any, target: Any) -> Any:
+        loss = self.fn(outputs, target.to(outputs.device))
+        self.losses.append(float(loss.item()))
+        return loss
+
+
+def _score(logits: np.ndarray, y: np.ndarray, weight: Any) -> tuple[float, float, float]:
+    import torch
+    from sklearn.metrics import accuracy_score, f1_score
+
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y).long(), weight=weight)
+    predicted = logits.argmax(axis=1)
+    return float(loss), float(accuracy_score(y, predicted)), float(f1_score(y, predicted, average="macro"))
+
+
+@dataclass
+class Trained:
+    folder: Path
+    result: FineTuneResult
+    registration: dict[str, Any] | None
+
+
+EpochCallback = Callable[[EpochMetrics], None]
+
+
+def prepare_plan(input_path: str | Path, params: FineTuneParams, out_root: Path) -> Plan:
+    """validate -> plan of the embedding pipeline (the same run key as `helical-airflow run` with these settings)."""
+    from .pipeline import prepare
+
+    run_params = RunParams(model=params.model, shard_size=params.shard_size, device=params.device,
+                           seed=params.seed, cache_dir=params.cache_dir)  # fmt: skip
+    return prepare(input_path, run_params, out_root)
+
+
+def finetune(
+    input_path: str | Path,
+    params: FineTuneParams,
+    out_root: Path,
+    tracking_uri: str | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> Trained:
+    """Fine-tune (or resume, or reuse a finished folder) and register it when tracking is configured."""
+    from . import finetune_registry
+
+    fam = family_for(params.model)
+    plan = prepare_plan(input_path, params, out_root)
+    table = modality.of(plan.input).metadata(plan.input)
+    labels = check_labels(table, params.label_key)
+    key = finetune_key(plan, params)
+    root = model_root(out_root.resolve(), plan.dataset, params.label_key)
+    folder = root / key
+    if not (folder / RESULT_FILE).is_file():
+        _train(fam, plan, params, labels, key, root, on_epoch)
+    else:
+        log.info("fine-tuned model %s is finished already; reusing it", folder)
+    result = FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
+    registration = finetune_registry.register_folder(folder, result, tracking_uri)
+    return Trained(folder=folder, result=result, registration=registration)
+
+
+def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series, key: str, root: Path,
+           on_epoch: EpochCallback | None) -> None:  # fmt: skip
+    import torch
+
+    from .embed import resolve_device, use_cache_dir
+    from .models import get_model, registry
+    from .models import runner as model_runner
+    from .models.cache import models_dir
+
+    started_all = time.perf_counter()
+    work = root / f".work-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    spec = get_model(params.model)
+    device = resolve_device(params.device, spec.profile.gpu, plan.fixture)
+    registry.check_runnable(spec, device, "helical")
+    use_cache_dir(plan.params.cache_dir)
+    cache_dir = model_runner.helical_prefix()
+    registry.require_files(spec, plan.params.options, cache_dir)
+    model_runner.trust_cached_files(registry.required_files(spec, plan.params.options), cache_dir)
+    model_runner.drop_helical_log_handler()
+    vocab = registry.get_family(spec).vocabulary(spec, plan.params.options, models_dir(cache_dir))
+
+    names = sorted({v for v in labels if v is not None})
+    ids = {name: i for i, name in enumerate(names)}
+    label_ids = np.array([ids.get(v, -1) if v is not None else -1 for v in labels], dtype=np.int64)
+    train_rows, val_rows, capped = split_rows(labels, params)
+
+    model_runner.seed_everything(params.seed)  # the head's initial weights, dropout: seeded
+    config = fam.config(plan, device, params.batch_size)
+    model = fam.build(config, len(names))
+    if plan.fixture:
+        log.warning("FIXTURE model: random base weights from `models fixture`; the fine-tuned model proves the "
+                    "pipeline, not the biology")  # fmt: skip
+
+    train_ds, train_dropped = tokenise_split(fam, model, vocab, plan, train_rows, label_ids[train_rows],
+                                             _mkdir(work / "tokens" / "train"))  # fmt: skip
+    val_ds, val_dropped = tokenise_split(fam, model, vocab, plan, val_rows, label_ids[val_rows],
+                                         _mkdir(work / "tokens" / "val"))  # fmt: skip
+    y_train = np.asarray(train_ds["label"], dtype=np.int64)
+    y_val = np.asarray(val_ds["label"], dtype=np.int64)
+    weights = class_weights(y_train, len(names), params.class_weighting)
+    weight_tensor = torch.tensor(weights, dtype=torch.float32)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate)
+    history: list[EpochMetrics] = []
+    best: EpochMetrics | None = None
+    bad_epochs, stopped = 0, False
+    checkpoint = work / CHECKPOINT
+    if checkpoint.is_file():  # resume after the last finished epoch
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        history = [EpochMetrics.model_validate(h) for h in json.loads(state["history"])]
+        best = EpochMetrics.model_validate_json(state["best"]) if state["best"] else None
+        bad_epochs, stopped = int(state["bad_epochs"]), bool(state["stopped"])
+        log.info("resuming fine-tuning after epoch %d (checkpoint %s)", len(history), checkpoint)
+
+    while len(history) < params.epochs and not stopped:
+        epoch = len(history) + 1
+        started = time.perf_counter()
+        torch.nn.Module.train(model, True)  # dropout on (helical's own train() leaves the mode as it is)
+        shuffled = train_ds.shuffle(seed=params.seed + epoch, keep_in_memory=True)  # an index mapping only
+        loss = _RecordingLoss(weight_tensor.to(device))
+        fam.train_epoch(model, shuffled, y_train, optimizer, loss, params.freeze_layers)
+        train_seconds = time.perf_counter() - started
+        val_loss, val_acc, val_f1 = _score(fam.logits(model, val_ds), y_val, weight_tensor)
+        metrics = EpochMetrics(
+            epoch=epoch, train_loss=float(np.mean(loss.losses)) if loss.losses else float("nan"),
+            val_loss=val_loss, val_accuracy=val_acc, val_macro_f1=val_f1,
+            seconds=time.perf_counter() - started, train_cells_per_second=len(y_train) / max(train_seconds, 1e-9),
+        )  # fmt: skip
+        history.append(metrics)
+        better = best is None or (val_f1, -val_loss) > (best.val_macro_f1, -best.val_loss)
+        if better:
+            best, bad_epochs = metrics, 0
+            _torch_save(work / BEST, model.state_dict())
+        else:
+            bad_epochs += 1
+            stopped = bad_epochs >= params.patience
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val accuracy %.3f, val macro F1 %.3f (%.1f s)%s",
+                 epoch, params.epochs, metrics.train_loss, val_loss, val_acc, val_f1, metrics.seconds,
+                 "; early stop" if stopped else "")  # fmt: skip
+        _torch_save(checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+            "history": json.dumps([h.model_dump() for h in history]), "best": best.model_dump_json() if best else "",
+            "bad_epochs": bad_epochs, "stopped": stopped,
+        })  # fmt: skip
+        if on_epoch:
+            on_epoch(metrics)
+    assert best is not None
+
+    model.load_state_dict(torch.load(work / BEST, weights_only=True))
+    split_rows_record = {"train": [int(r) for r in train_ds["row"]], "val": [int(r) for r in val_ds["row"]]}
+    rows_text = json.dumps(split_rows_record)
+    names_arr = np.array(names)
+    result = FineTuneResult(
+        finetune_key=key, family=fam.family, model=params.model, helical_model_name=plan.helical_model_name,
+        weights_checksum=plan.weights_checksum, fixture=plan.fixture, input_path=plan.input.path,
+        input_sha256=plan.input.sha256, input_run_key=plan.run_key, dataset=plan.dataset, label_key=params.label_key,
+        labels=names, params=params.model_dump(exclude={"cache_dir"}), helical_config=config,
+        split=SplitRecord(
+            seed=params.seed, validation_fraction=params.validation_fraction,
+            labelled_cells=int(labels.notna().sum()), unlabelled_cells=int(labels.isna().sum()),
+            train_cells=len(y_train), val_cells=len(y_val),
+            train_per_class=dict(Counter(names_arr[y_train].tolist())),
+            val_per_class=dict(Counter(names_arr[y_val].tolist())),
+            capped_by_max_train_cells=capped, dropped_no_known_gene={"train": train_dropped, "val": val_dropped},
+            rows_sha256=hashlib.sha256(rows_text.encode()).hexdigest(),
+        ),
+        class_weighting=params.class_weighting, class_weights=weights,
+        early_stopping={"monitor": "val_macro_f1 (ties: lower val_loss)", "patience": params.patience,
+                        "best_epoch": best.epoch, "stopped_early": stopped, "epochs_run": len(history)},
+        history=history, best=best, tokens_on_disk=fam.tokens_on_disk, device=device,
+        seconds=time.perf_counter() - started_all, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    folder = root / key
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+    try:
+        model.save_model(str(tmp / MODEL_FILE))
+        (tmp / SPLIT_FILE).write_text(rows_text + "\n")
+        write_json(tmp / RESULT_FILE, result)
+        os.chmod(tmp, 0o777 & ~_umask())
+        os.replace(tmp, folder)  # the folder appears complete or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("fine-tuned model written to %s (best epoch %d: val accuracy %.3f, macro F1 %.3f)",
+             folder, best.epoch, best.val_accuracy, best.val_macro_f1)  # fmt: skip
+
+
+def _umask() -> int:
+    from .atomic import current_umask
+
+    return current_umask()
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- loading back -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Classifier:
+    """A fine-tuned model loaded back: `predict_proba(adata)` / `predict(adata)` on cells of any .h5ad."""
+
+    result: FineTuneResult
+    model: Any
+    family: FineTuneFamily
+    vocab: Any
+    folder: str
+
+    @property
+    def labels(self) -> list[str]:
+        return self.result.labels
+
+    def predict_proba(self, adata: Any) -> np.ndarray:
+        """(n_cells, n_classes) softmax probabilities; NaN rows for cells that express no known gene."""
+        out = np.full((adata.n_obs, len(self.labels)), np.nan, dtype=np.float32)
+        tokens, keep = tokenise_rows(self.family, self.model, self.vocab, adata)
+        if tokens is not None:
+            logits = self.family.logits(self.model, tokens)
+            logits = logits - logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            out[keep] = probs / probs.sum(axis=1, keepdims=True)
+        return out
+
+    def predict(self, adata: Any) -> np.ndarray:
+        """Predicted labels (object array; None for cells that express no known gene)."""
+        probs = self.predict_proba(adata)
+        names = np.array(self.labels, dtype=object)
+        known = ~np.isnan(probs).any(axis=1)
+        predicted = np.full(adata.n_obs, None, dtype=object)
+        predicted[known] = names[np.nanargmax(probs[known], axis=1)]
+        return predicted
+
+
+def load_classifier(
+    folder_or_uri: str | Path, cache_dir: str | None = None, tracking_uri: str | None = None, device: str = "cpu"
+) -> Classifier:
+    """A fine-tuned model from its folder or from the registry (`models:/NAME@ALIAS`, `models:/NAME/VERSION`).
+
+    The base model's files come from the weights cache (`cache_dir`, as for `run`) and must be the ones it was
+    fine-tuned from (E805)."""
+    from . import finetune_registry
+    from .embed import use_cache_dir
+    from .models import get_model, registry
+    from .models import runner as model_runner
+    from .models.cache import models_dir
+    from .plan import weights_checksum
+
+    text = str(folder_or_uri)
+    folder = finetune_registry.download(text, tracking_uri) if text.startswith("models:/") else Path(text)
+    if not (folder / RESULT_FILE).is_file() or not (folder / MODEL_FILE).is_file():
+        raise ConfigError("E806", f"{folder} is not a fine-tuned model folder (no {RESULT_FILE} and {MODEL_FILE})",
+                          "pass the folder `helical-airflow finetune` printed, or models:/NAME@ALIAS")  # fmt: skip
+    result = FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
+    fam = FAMILIES.get(result.family)
+    if fam is None:
+        raise ConfigError("E807", f"fine-tuned family {result.family!r} has no loader in this version",
+                          "upgrade helical-airflow")  # fmt: skip
+    spec = get_model(result.model)
+    use_cache_dir(cache_dir)
+    prefix = model_runner.helical_prefix()
+    options = registry.resolve_options(spec, {})
+    files = registry.weights_files(spec, options, prefix)
+    found, _ = weights_checksum(files, models_dir(prefix)) if files else ("", {})
+    if found != result.weights_checksum:
+        raise ConfigError(
+            "E805", f"the base model {result.model!r} in the weights cache ({prefix or 'helical default'}) is not the "
+            f"one this classifier was fine-tuned from (weights checksum {found[:12] or 'none'} vs "
+            f"{result.weights_checksum[:12]})",
+            "pass the --cache-dir the model was fine-tuned with (fixture or real weights)",
+        )  # fmt: skip
+    model_runner.trust_cached_files(registry.required_files(spec, options), prefix)
+    model_runner.drop_helical_log_handler()
+    vocab = registry.get_family(spec).vocabulary(spec, options, models_dir(prefix))
+    config = {**result.helical_config, "device": device}
+    model = fam.build(config, len(result.labels))
+    model.load_model(str(folder / MODEL_FILE))
+    return Classifier(result=result, model=model, family=fam, vocab=vocab, folder=str(folder))

@@ -1,0 +1,182 @@
+"""A fine-tuned model in MLflow: one run (parameters, per-epoch metrics, the model folder as artifacts) and a new
+version in the Model Registry under `helical-<family>-<label_key>`.
+
+Alias policy: `champion` moves to the new version when its validation macro F1 is at least the current
+champion's (tag `val_macro_f1` on each version), or when there is no champion yet; otherwise the new version is
+registered without it. `load_classifier("models:/NAME@champion")` serves the champion.
+
+Never loses a training: the model folder is complete before anything is sent. Registration is tried once, as
+tracking.py does for runs (a /health probe first, no retries, short timeouts); its outcome goes to
+`<folder>/registry.json` (`registered`, or `unregistered` with the error). Running the same `finetune` command
+again with the server up registers the finished folder then (no training).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import settings
+from .errors import ConfigError
+from .store import write_json
+from .tracking import HTTP_SETTINGS, _probe, configured_uri
+
+if TYPE_CHECKING:
+    from .finetune import FineTuneResult
+
+log = logging.getLogger(__name__)
+ALIAS = "champion"
+EXPERIMENT_SUFFIX = "-finetune"  # runs go to "<experiment>-finetune" (embedding runs stay in "<experiment>")
+
+
+def registered_name(family: str, label_key: str) -> str:
+    from .finetune import safe_name
+
+    return f"helical-{family}-{safe_name(label_key)}"
+
+
+def _record(folder: Path) -> dict[str, Any] | None:
+    from .finetune import REGISTRY_FILE
+
+    path = folder / REGISTRY_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def register_folder(folder: Path, result: FineTuneResult, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """Log and register a finished model folder once per server; returns the record (None: no tracking)."""
+    from .finetune import REGISTRY_FILE
+
+    uri = configured_uri(tracking_uri)
+    if not uri:
+        return None
+    done = _record(folder)
+    if done and done.get("status") == "registered" and done.get("uri") == uri:
+        return done
+    started = time.monotonic()
+    try:
+        _probe(uri)
+        for key, value in HTTP_SETTINGS.items():
+            settings.export_default(key, value)
+        record = _register(folder, result, uri)
+    except Exception as exc:  # a finished training never fails because of its registration
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        log.warning("MLflow registration at %s failed after %.1f s (%s): the model folder %s is complete; run the "
+                    "same finetune command again with the server up to register it",
+                    uri, time.monotonic() - started, reason, folder)  # fmt: skip
+        record = {"status": "unregistered", "uri": uri, "error": reason}
+    write_json(folder / REGISTRY_FILE, record)
+    return record
+
+
+def _register(folder: Path, result: FineTuneResult, uri: str) -> dict[str, Any]:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from .finetune import MODEL_FILE, RESULT_FILE, SPLIT_FILE
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = settings.get().mlflow_experiment + EXPERIMENT_SUFFIX
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    name = registered_name(result.family, result.label_key)
+    tags = {"finetune_key": result.finetune_key, "dataset": result.dataset, "model": result.model,
+            "label_key": result.label_key, "input_run_key": result.input_run_key,
+            "fixture": str(result.fixture).lower(), "registered_model": name}  # fmt: skip
+    run = client.create_run(experiment_id, run_name=f"finetune-{result.dataset}-{result.finetune_key}", tags=tags)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    params = {f"param.{k}": str(v) for k, v in result.params.items()}
+    params |= {"helical_model_name": result.helical_model_name, "weights_checksum": result.weights_checksum,
+               "input_sha256": result.input_sha256, "input_run_key": result.input_run_key,
+               "class_weighting": result.class_weighting, "n_classes": str(len(result.labels)),
+               "train_cells": str(result.split.train_cells), "val_cells": str(result.split.val_cells),
+               "best_epoch": str(result.best.epoch)}  # fmt: skip
+    metrics = []
+    for h in result.history:
+        for field in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds", "train_cells_per_second"):
+            metrics.append(Metric(field if field != "seconds" else "epoch_seconds", float(getattr(h, field)), now,
+                                  h.epoch))  # fmt: skip
+    metrics += [Metric(f"best_{k}", float(getattr(result.best, k)), now, 0)
+                for k in ("val_loss", "val_accuracy", "val_macro_f1")]  # fmt: skip
+    client.log_batch(run_id, metrics=metrics[:1000], params=[Param(k, v[:6000]) for k, v in params.items()],
+                     tags=[RunTag("helical_airflow", "1")])  # fmt: skip
+    for file in (MODEL_FILE, RESULT_FILE, SPLIT_FILE):
+        client.log_artifact(run_id, str(folder / file), artifact_path="model")
+    client.set_terminated(run_id, "FINISHED")
+    try:
+        client.create_registered_model(name, description=f"helical {result.family} fine-tuned on {result.label_key}")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    f1 = result.best.val_macro_f1
+    version = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+        tags={"val_macro_f1": f"{f1:.6f}", "finetune_key": result.finetune_key, "fixture": str(result.fixture).lower()},
+    )  # fmt: skip
+    champion = _champion_f1(client, name)
+    promote = champion is None or f1 >= champion
+    if promote:
+        client.set_registered_model_alias(name, ALIAS, version.version)
+    log.info("registered %s version %s in MLflow (%s)%s", name, version.version, uri,
+             f"; alias {ALIAS}" if promote else f"; {ALIAS} stays (macro F1 {champion:.3f} > {f1:.3f})")  # fmt: skip
+    return {"status": "registered", "uri": uri, "mlflow_run_id": run_id, "name": name, "version": str(version.version),
+            "alias": ALIAS if promote else None, "model_uri": f"models:/{name}/{version.version}"}  # fmt: skip
+
+
+def _champion_f1(client: Any, name: str) -> float | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        return None
+    try:
+        return float(current.tags.get("val_macro_f1", "nan"))
+    except ValueError:
+        return None
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None, VERSION)."""
+    body = uri.removeprefix("models:/").strip("/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias, None
+    name, _, version = body.partition("/")
+    return name, None, version or None
+
+
+def download(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
+    """The model folder behind a registry URI, downloaded (E804: no such registered model, alias or version)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    server = configured_uri(tracking_uri)
+    if not server:
+        raise ConfigError("E804", f"{uri} names a registered model but no MLflow server is configured",
+                          "pass --tracking-uri (or set MLFLOW_TRACKING_URI)")  # fmt: skip
+    name, alias, version = parse_model_uri(uri)
+    for key, value in HTTP_SETTINGS.items():
+        settings.export_default(key, value)
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError("E804", f"no registered model {name!r} in MLflow at {server}",
+                              "check the name (helical-<family>-<label key>; the finetune command prints it)") from None
+        raise
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version or "1")
+    except MlflowException as exc:
+        what = f"alias {alias!r}" if alias else f"version {version!r}"
+        raise ConfigError("E804", f"registered model {name!r} has no {what} ({exc.error_code})",
+                          f"use models:/{name}@{ALIAS} or an existing version number") from None  # fmt: skip
+    target = dst or Path(tempfile.mkdtemp(prefix="helical-airflow-classifier-"))
+    local = client.download_artifacts(found.run_id, "model", str(target))
+    return Path(local)
