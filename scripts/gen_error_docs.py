@@ -36,7 +36,8 @@ def render() -> str:
         meaning = f"{CODES[code][0]} (fix: {CODES[code][1]})" if code in CODES else message
         lines.append(f"| {code} | {meaning.replace('|', '/')} | `{where}` |")
     lines += ["", "E1xx input; E2xx configuration, models, weights cache; E3xx shard runtime; E4xx quality gate;",
-              "E5xx local stack, launchers, REST client; E6xx monitoring; E7xx annotation (annotate.py)."]
+              "E5xx local stack, launchers, REST client; E6xx monitoring; E7xx annotation (annotate.py);",
+              "E8xx fine-tuning and the model registry (finetune.py, finetune_registry.py)."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,98 @@
+"""A fine-tuned model in the MLflow Model Registry of a real `mlflow server` (SQLite backend, served artifacts):
+a server that is down loses nothing (the folder is complete, registry.json says unregistered) and the same
+command registers it later; versions and the `champion` alias; `models:/NAME@ALIAS` loads and predicts; a name
+that does not exist is E804."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from helical_airflow.errors import ConfigError
+from helical_airflow.finetune import REGISTRY_FILE, FineTuneParams, finetune, load_classifier
+from helical_airflow.finetune_registry import ALIAS, registered_name
+from helical_airflow.stack import mlflow as stack_mlflow
+
+pytest.importorskip("mlflow")
+from stack_helpers import free_ports, wait_for  # noqa: E402  (tests/stack_helpers.py)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = stack_mlflow.server_binary()
+    if binary is None:
+        pytest.skip(f"the MLflow server is not installed ({stack_mlflow.INSTALL_HINT})")
+    state = tmp_path_factory.mktemp("mlflow")
+    port = free_ports(1)[0]
+    log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(stack_mlflow.server_argv(binary, "127.0.0.1", port, state), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: stack_mlflow.healthy(uri) or proc.poll() is not None, 180, "mlflow server", interval=1)
+        assert proc.poll() is None, (state / "server.log").read_text()[-3000:]
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_register_after_a_down_server_then_serve_the_champion(
+    mlflow_server: str, sample_h5ad: Path, fixture_cache: str, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    params = FineTuneParams(model="geneformer", label_key="cell_type", device="cpu", cache_dir=fixture_cache,
+                            epochs=1, max_train_cells=12, validation_fraction=0.3, shard_size=350)  # fmt: skip
+    down = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    first = finetune(sample_h5ad, params, tmp_path / "out", tracking_uri=down)
+    assert first.registration is not None and first.registration["status"] == "unregistered"
+    assert "not reachable" in first.registration["error"]
+    assert json.loads((first.folder / REGISTRY_FILE).read_text())["status"] == "unregistered"
+    assert (first.folder / "model.pt").is_file()
+
+    again = finetune(sample_h5ad, params, tmp_path / "out", tracking_uri=mlflow_server)  # no training: registers
+    assert again.folder == first.folder and again.result.created_at == first.result.created_at
+    reg = again.registration
+    assert reg is not None and reg["status"] == "registered", reg
+    name = registered_name("geneformer", "cell_type")
+    assert reg["name"] == name == "helical-geneformer-cell_type" and reg["version"] == "1" and reg["alias"] == ALIAS
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    run = client.get_run(reg["mlflow_run_id"])
+    assert run.data.params["input_run_key"] == first.result.input_run_key
+    assert run.data.params["weights_checksum"] == first.result.weights_checksum
+    assert "val_macro_f1" in run.data.metrics and "train_loss" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(reg["mlflow_run_id"], "model")} >= {
+        "model/model.pt", "model/finetune.json", "model/split.json"}
+    third = finetune(sample_h5ad, params, tmp_path / "out", tracking_uri=mlflow_server)  # registered once only
+    assert third.registration == reg
+
+    other = finetune(sample_h5ad, params.model_copy(update={"seed": 1}), tmp_path / "out", tracking_uri=mlflow_server)
+    assert other.registration is not None and other.registration["version"] == "2"
+    champion = client.get_model_version_by_alias(name, ALIAS)
+    better = other.result.best.val_macro_f1 >= first.result.best.val_macro_f1
+    assert champion.version == ("2" if better else "1")
+
+    classifier = load_classifier(f"models:/{name}@{ALIAS}", cache_dir=fixture_cache, tracking_uri=mlflow_server)
+    expected = (other if better else first).result.finetune_key
+    assert classifier.result.finetune_key == expected
+    cells = ad.read_h5ad(sample_h5ad)[:20].copy()
+    probs = classifier.predict_proba(cells)
+    assert probs.shape == (20, len(classifier.labels)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert set(classifier.predict(cells)) <= set(classifier.labels)
+
+    with pytest.raises(ConfigError) as missing:
+        load_classifier("models:/helical-geneformer-no_such_label@champion", cache_dir=fixture_cache,
+                        tracking_uri=mlflow_server)  # fmt: skip
+    assert missing.value.code == "E804" and "no_such_label" in missing.value.message
