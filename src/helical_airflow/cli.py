@@ -546,6 +546,59 @@ def annotate(
     console.print(table)
 
 
+@app.command()
+@friendly_errors
+def finetune(
+    input: InputArg,
+    label_key: Annotated[str, typer.Option(help="obs column of the labels to learn (e.g. cell_type)")],
+    model: ModelOpt = "geneformer",
+    epochs: Annotated[int, typer.Option(min=1, help="most epochs (early stopping may end sooner)")] = 3,
+    learning_rate: Annotated[float, typer.Option(min=1e-12, help="AdamW learning rate")] = 1e-4,
+    freeze_layers: Annotated[int, typer.Option(min=0, help="encoder layers kept frozen (input side)")] = 0,
+    validation_fraction: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="labelled cells held out per class (stratified, seeded)")
+    ] = 0.2,
+    max_train_cells: Annotated[
+        int | None, typer.Option(min=2, help="cap on training cells (stratified subsample)")
+    ] = None,
+    patience: Annotated[int, typer.Option(min=1, help="early stopping: epochs without a better validation macro F1")] = 2,
+    class_weighting: Annotated[
+        str, typer.Option(help="balanced (loss weighted n/(k*n_class)) or none")
+    ] = "balanced",
+    batch_size: Annotated[int, typer.Option(min=1, help="cells per training step")] = 16,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    shard_size: ShardSizeOpt = 1000,
+    cache_dir: CacheOpt = None,
+    out: OutOpt = DEFAULT_OUT,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Fine-tune MODEL's helical *FineTuningModel on INPUT's --label-key column (docs/finetune.md).
+
+    Stratified train/validation split, one checkpoint per epoch (a killed run resumes from its last finished
+    epoch), early stopping, class-weighted loss. Writes OUT/<dataset>/finetune/<KEY>/<finetune_key>/ (model.pt,
+    finetune.json, split.json) and, with a tracking URI, logs an MLflow run and registers a new version of
+    helical-<family>-<KEY> (alias champion when it is at least as good). Prints the model folder.
+    """
+    from . import finetune as finetune_job
+
+    params = finetune_job.FineTuneParams(
+        model=model, label_key=label_key, epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
+        validation_fraction=validation_fraction, max_train_cells=max_train_cells, patience=patience,
+        class_weighting=class_weighting, batch_size=batch_size, seed=seed, device=device, shard_size=shard_size,
+        cache_dir=str(Path(cache_dir).resolve()) if cache_dir else settings.cache_dir(),
+    )  # fmt: skip
+    with err.status("fine-tuning (a checkpoint per epoch; rerun the same command to resume)..."):
+        trained = finetune_job.finetune(input, params, out.resolve(), tracking_uri)
+    best, reg = trained.result.best, trained.registration
+    err.print(f"best epoch {best.epoch}/{len(trained.result.history)}: validation accuracy {best.val_accuracy:.3f}, "
+              f"macro F1 {best.val_macro_f1:.3f}{' (FIXTURE)' if trained.result.fixture else ''}")  # fmt: skip
+    if reg:
+        err.print(f"MLflow: {reg['status']}" + (f" {reg.get('model_uri')}" if reg.get("model_uri") else
+                                                f" ({reg.get('error')})"))  # fmt: skip
+    print(trained.folder)
+
+
 @models_app.command("list")
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
