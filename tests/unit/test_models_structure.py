@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helical_airflow.models import FAMILIES
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "helical_airflow"
@@ -59,7 +61,7 @@ def test_no_import_cycle_anywhere_in_the_package() -> None:
     graphlib.TopologicalSorter(_import_graph(SRC)).prepare()  # raises CycleError naming the cycle
 
 
-def test_the_cycle_check_sees_function_level_imports(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_cycle_check_sees_function_level_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "helical_airflow"
     package.mkdir()
     (package / "__init__.py").write_text("")
