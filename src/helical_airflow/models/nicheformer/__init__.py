@@ -84,5 +84,8 @@ FAMILY = ModelFamily(
         "download_via_link skips any file that exists (no HEAD request), so cached files are never replaced",
         "technology_mean (helical's optional per-gene normalisation array) is not offered: helical's default None",
         "get_embeddings does not autocast: GPU runs asked for fp16/bf16 run under torch.autocast",
+        "helical looks ids up with their version suffix (ENSG...N matched nothing: E301 'No matching genes' after "
+        "validation passed); the genes reach it as Ensembl ids without version, sorted (runner.canonical_input), "
+        "matched by the same rule validation counts with (GeneVocabulary.canonical_id)",
     ),
 )

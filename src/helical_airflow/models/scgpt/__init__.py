@@ -32,5 +32,9 @@ FAMILY = ModelFamily(
         "emb_mode='cls' so a cell's embedding does not depend on the cells padded into its batch",
         "the checkpoint's architecture is read from args.json beside best_model.pt; a tensor helical would skip "
         "silently (shape mismatch) fails with E223 instead",
+        "gene order: helical's binning (_digitize) gives a value on a bin edge a random bin from default_rng(42) "
+        "drawn in column order, and cells over 1,200 genes are sampled by position: a permuted copy of the sample "
+        "gave min per-cell cosine 0.9994 (issue 22: 0.999062). The genes reach helical as symbols in sorted order "
+        "(runner.canonical_input): identical on every layout",
     ),
 )

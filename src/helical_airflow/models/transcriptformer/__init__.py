@@ -90,5 +90,8 @@ FAMILY = ModelFamily(
         "was built for (cuda even on a GPU-less host): while helical runs, its create_block_mask gets the run's device",
         "helical compiles flex attention with torch.compile: a CPU run needs a C++ compiler (g++ or $CXX), E228 "
         "before loading when there is none; the first batch of each process pays the compile",
+        "helical takes each cell's expressed genes in column order (sort_genes off), cut to the sequence length: "
+        "the column order changed the embedding (issue 22: min per-cell cosine 0.956); the genes reach helical as "
+        "Ensembl ids without version, sorted (runner.canonical_input): identical on every layout",
     ),
 )
