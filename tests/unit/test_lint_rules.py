@@ -15,7 +15,7 @@ RULES = {"PLC0415", "TID253"}
 # the dependencies issue 18 names; pyproject.toml lists a few more (transformers, sklearn, umap, psycopg, ...)
 HEAVY = ["torch", "helical.models.uce", "scanpy", "matplotlib.pyplot", "airflow.sdk", "docker", "kubernetes.client",
          "mlflow"]  # fmt: skip
-OTHERS = ["import json", "from pathlib import Path", "import numpy", "import anndata", "from . import plan",
+OTHERS = ["import json", "from pathlib import Path", "import numpy", "import pandas", "from . import plan",
           "from .models import registry", "from helical_airflow import store"]  # fmt: skip
 
 
