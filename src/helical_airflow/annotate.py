@@ -358,10 +358,11 @@ def annotate(
     key = annotation_key(ref_plan, query_plan, params)
     existing = _current(query_plan, key)
     runs: dict[str, tuple[Plan, Manifest, Counter[bool]]] = {}
-    for role, plan, label_key in (("reference", ref_plan, params.label_key),
-                                  ("query", query_plan, query_gate_key)):  # fmt: skip
-        if on_plan:
+    jobs = (("reference", ref_plan, params.label_key), ("query", query_plan, query_gate_key))
+    if on_plan:  # both before anything is embedded (the CLI opens its log in the query's folder)
+        for role, plan, _ in jobs:
             on_plan(role, plan)
+    for role, plan, label_key in jobs:
         tally: Counter[bool] = Counter()
 
         def counted(p: Plan, result: ShardResult, tally: Counter[bool] = tally) -> None:

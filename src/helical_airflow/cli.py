@@ -132,6 +132,7 @@ InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer coun
 #: how _setup_logging set up the console: `run` keeps it quiet only in the rich format without --verbose
 _LOGGING: dict[str, bool] = {"verbose": False, "json": False}
 RUN_LOG = "run.log"  # in the run folder: the details of `helical-airflow run` (logs.RunLogFile)
+ANNOTATE_LOG = "annotate.log"  # in the query's run folder: the details of `helical-airflow annotate`, both runs
 
 
 def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
@@ -520,11 +521,26 @@ def annotate(
         confidence_threshold=confidence_threshold, cv_folds=cv_folds, seed=params.seed,
     )  # fmt: skip
 
+    details = _run_log()  # the console keeps warnings and errors; the details go to the query's annotate.log
+
     def on_plan(role: str, plan: Plan) -> None:
         err.print(f"{role}: run [bold]{plan.run_key}[/] -> {plan.out_dir}  ({len(plan.shards)} shards)")
+        if role == "query":
+            details.open(plan.out_path / ANNOTATE_LOG)
+            if plan.fixture:
+                err.print("[bold yellow]FIXTURE weights: random tiny models; embeddings carry no biology[/]")
 
-    with err.status("embedding the reference and the query (finished runs are reused), then classifying..."):
-        result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri, on_plan=on_plan)
+    try:
+        with err.status("embedding the reference and the query (finished runs are reused), then classifying..."):
+            result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri,
+                                           on_plan=on_plan)  # fmt: skip
+    except HelicalAirflowError as exc:
+        if details.path is not None:
+            exc.hint = f"{exc.hint} (the details: {details.path})"
+        raise
+    finally:
+        logging.getLogger().removeHandler(details)
+        details.close()
     for line in result.warnings:
         err.print(f"[bold yellow]warning[/]: {line}", highlight=False)
     folder = Path(result.query.run_dir)
@@ -541,6 +557,7 @@ def annotate(
         ("annotations", folder / annotate_job.ANNOTATIONS),
         ("details", folder / annotate_job.ANNOTATION_JSON),
         ("report", folder / annotate_job.ANNOTATION_HTML),
+        ("log", folder / ANNOTATE_LOG),
     ]:  # fmt: skip
         table.add_row(key, str(value))
     console.print(table)
