@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import annotate as annotate_job
+from . import finetune as finetune_job
 from . import settings
 from .embed import FIXTURE_WARNING, Recycle, embed_shards
 from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
@@ -578,7 +579,9 @@ def finetune(
     max_train_cells: Annotated[
         int | None, typer.Option(min=2, help="cap on training cells (stratified subsample)")
     ] = None,
-    patience: Annotated[int, typer.Option(min=1, help="early stopping: epochs without a better validation macro F1")] = 2,
+    patience: Annotated[
+        int, typer.Option(min=1, help="early stopping: epochs without a better validation macro F1")
+    ] = 2,
     class_weighting: Annotated[
         str, typer.Option(help="balanced (loss weighted n/(k*n_class)) or none")
     ] = "balanced",
@@ -597,8 +600,6 @@ def finetune(
     finetune.json, split.json) and, with a tracking URI, logs an MLflow run and registers a new version of
     helical-<family>-<KEY> (alias champion when it is at least as good). Prints the model folder.
     """
-    from . import finetune as finetune_job
-
     params = finetune_job.FineTuneParams(
         model=model, label_key=label_key, epochs=epochs, learning_rate=learning_rate, freeze_layers=freeze_layers,
         validation_fraction=validation_fraction, max_train_cells=max_train_cells, patience=patience,

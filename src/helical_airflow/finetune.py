@@ -47,8 +47,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import modality
+from . import finetune_registry, modality
+from .atomic import current_umask, write_with
+from .embed import resolve_device, use_cache_dir
 from .errors import ConfigError
+from .finetune_registry import MODEL_FILE, REGISTRY_FILE, RESULT_FILE, SPLIT_FILE, safe_name
+from .models import get_model, registry
+from .models import runner as model_runner
+from .models.cache import models_dir
+from .models.runner import cells_with_known_genes, clean_input, known_gene_mask
+from .pipeline import prepare
+from .plan import weights_checksum
 from .spec import Device, Plan, RunParams
 from .store import write_json
 
@@ -56,10 +65,7 @@ log = logging.getLogger(__name__)
 
 #: bump when training, the folder layout or finetune.json change: a new key, so old folders are not reused
 FINETUNE_VERSION = 1
-MODEL_FILE = "model.pt"
-RESULT_FILE = "finetune.json"
-SPLIT_FILE = "split.json"
-REGISTRY_FILE = "registry.json"  # written after the folder is complete: the registration's record (or its error)
+__all__ = ["MODEL_FILE", "REGISTRY_FILE", "RESULT_FILE", "SPLIT_FILE"]  # the folder's files (finetune_registry)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 
@@ -208,7 +214,6 @@ FAMILIES: dict[str, FineTuneFamily] = {"geneformer": GeneformerFineTune()}
 
 
 def family_for(model: str) -> FineTuneFamily:
-    from .models import get_model
 
     spec = get_model(model)
     found = FAMILIES.get(spec.family)
@@ -235,8 +240,10 @@ def check_labels(table: pd.DataFrame, key: str) -> pd.Series:
     counts = Counter(v for v in labels if v is not None)
     if len(counts) < 2:
         only = f"one class ({next(iter(counts))!r})" if counts else "no labelled cells"
-        raise ConfigError("E802", f"column {key!r} has {only}; a classifier needs at least two classes",
-                          "fine-tune on data with at least two labelled classes, or pick another --label-key")  # fmt: skip
+        raise ConfigError(
+            "E802", f"column {key!r} has {only}; a classifier needs at least two classes",
+            "fine-tune on data with at least two labelled classes, or pick another --label-key",
+        )  # fmt: skip
     small = sorted(name for name, n in counts.items() if n < 2)
     if small:
         raise ConfigError(
@@ -300,14 +307,12 @@ def class_weights(y: np.ndarray, n_classes: int, how: ClassWeighting) -> list[fl
 
 
 def _known_cells(adata: Any, vocab: Any) -> np.ndarray:
-    from .models.runner import cells_with_known_genes, known_gene_mask
 
     return cells_with_known_genes(adata, known_gene_mask(list(adata.var_names), vocab.symbols, vocab.ensembl))
 
 
 def tokenise_rows(fam: FineTuneFamily, model: Any, vocab: Any, adata: Any) -> tuple[Any, np.ndarray]:
     """helical's tokens of the cells of `adata` that express a known gene, and which cells those are."""
-    from .models.runner import clean_input
 
     data = clean_input(adata)
     keep = _known_cells(data, vocab)
@@ -390,7 +395,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def _torch_save(path: Path, obj: Any) -> None:
     import torch
 
-    from .atomic import write_with
 
     write_with(path, lambda tmp: torch.save(obj, tmp))
 
@@ -401,10 +405,6 @@ def _torch_save(path: Path, obj: Any) -> None:
 def finetune_key(plan: Plan, params: FineTuneParams) -> str:
     keyed = {"input_run_key": plan.run_key, "params": params.keyed(), "version": FINETUNE_VERSION}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
 
 
 def model_root(out_root: Path, dataset: str, label_key: str) -> Path:
@@ -447,7 +447,6 @@ EpochCallback = Callable[[EpochMetrics], None]
 
 def prepare_plan(input_path: str | Path, params: FineTuneParams, out_root: Path) -> Plan:
     """validate -> plan of the embedding pipeline (the same run key as `helical-airflow run` with these settings)."""
-    from .pipeline import prepare
 
     run_params = RunParams(model=params.model, shard_size=params.shard_size, device=params.device,
                            seed=params.seed, cache_dir=params.cache_dir)  # fmt: skip
@@ -462,7 +461,6 @@ def finetune(
     on_epoch: EpochCallback | None = None,
 ) -> Trained:
     """Fine-tune (or resume, or reuse a finished folder) and register it when tracking is configured."""
-    from . import finetune_registry
 
     fam = family_for(params.model)
     plan = prepare_plan(input_path, params, out_root)
@@ -484,10 +482,6 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
            on_epoch: EpochCallback | None) -> None:  # fmt: skip
     import torch
 
-    from .embed import resolve_device, use_cache_dir
-    from .models import get_model, registry
-    from .models import runner as model_runner
-    from .models.cache import models_dir
 
     started_all = time.perf_counter()
     work = root / f".work-{key}"
@@ -602,19 +596,13 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
         model.save_model(str(tmp / MODEL_FILE))
         (tmp / SPLIT_FILE).write_text(rows_text + "\n")
         write_json(tmp / RESULT_FILE, result)
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         os.replace(tmp, folder)  # the folder appears complete or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     log.info("fine-tuned model written to %s (best epoch %d: val accuracy %.3f, macro F1 %.3f)",
              folder, best.epoch, best.val_accuracy, best.val_macro_f1)  # fmt: skip
-
-
-def _umask() -> int:
-    from .atomic import current_umask
-
-    return current_umask()
 
 
 def _mkdir(path: Path) -> Path:
@@ -667,12 +655,6 @@ def load_classifier(
 
     The base model's files come from the weights cache (`cache_dir`, as for `run`) and must be the ones it was
     fine-tuned from (E805)."""
-    from . import finetune_registry
-    from .embed import use_cache_dir
-    from .models import get_model, registry
-    from .models import runner as model_runner
-    from .models.cache import models_dir
-    from .plan import weights_checksum
 
     text = str(folder_or_uri)
     folder = finetune_registry.download(text, tracking_uri) if text.startswith("models:/") else Path(text)

@@ -30,17 +30,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
+# the model folder's files (finetune.py writes them)
+MODEL_FILE = "model.pt"  # helical's save_model
+RESULT_FILE = "finetune.json"
+SPLIT_FILE = "split.json"
+REGISTRY_FILE = "registry.json"  # written after the folder is complete: the registration's record (or its error)
 EXPERIMENT_SUFFIX = "-finetune"  # runs go to "<experiment>-finetune" (embedding runs stay in "<experiment>")
 
 
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "_"
+
+
 def registered_name(family: str, label_key: str) -> str:
-    from .finetune import safe_name
 
     return f"helical-{family}-{safe_name(label_key)}"
 
 
 def _record(folder: Path) -> dict[str, Any] | None:
-    from .finetune import REGISTRY_FILE
 
     path = folder / REGISTRY_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -48,7 +55,6 @@ def _record(folder: Path) -> dict[str, Any] | None:
 
 def register_folder(folder: Path, result: FineTuneResult, tracking_uri: str | None = None) -> dict[str, Any] | None:
     """Log and register a finished model folder once per server; returns the record (None: no tracking)."""
-    from .finetune import REGISTRY_FILE
 
     uri = configured_uri(tracking_uri)
     if not uri:
@@ -77,7 +83,6 @@ def _register(folder: Path, result: FineTuneResult, uri: str) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from .finetune import MODEL_FILE, RESULT_FILE, SPLIT_FILE
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = settings.get().mlflow_experiment + EXPERIMENT_SUFFIX
@@ -116,7 +121,7 @@ def _register(folder: Path, result: FineTuneResult, uri: str) -> dict[str, Any]:
     f1 = result.best.val_macro_f1
     version = client.create_model_version(
         name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-        tags={"val_macro_f1": f"{f1:.6f}", "finetune_key": result.finetune_key, "fixture": str(result.fixture).lower()},
+        tags={"val_macro_f1": repr(f1), "finetune_key": result.finetune_key, "fixture": str(result.fixture).lower()},
     )  # fmt: skip
     champion = _champion_f1(client, name)
     promote = champion is None or f1 >= champion
@@ -172,11 +177,12 @@ def download(uri: str, tracking_uri: str | None = None, dst: Path | None = None)
                               "check the name (helical-<family>-<label key>; the finetune command prints it)") from None
         raise
     try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version or "1")
+        found = (client.get_model_version_by_alias(name, alias) if alias
+                 else client.get_model_version(name, version or "1"))  # fmt: skip
     except MlflowException as exc:
         what = f"alias {alias!r}" if alias else f"version {version!r}"
         raise ConfigError("E804", f"registered model {name!r} has no {what} ({exc.error_code})",
                           f"use models:/{name}@{ALIAS} or an existing version number") from None  # fmt: skip
     target = dst or Path(tempfile.mkdtemp(prefix="helical-airflow-classifier-"))
-    local = client.download_artifacts(found.run_id, "model", str(target))
+    local = client.download_artifacts(str(found.run_id), "model", str(target))
     return Path(local)
