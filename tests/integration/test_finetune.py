@@ -47,8 +47,8 @@ def test_finetuned_geneformer_beats_the_majority_class_on_held_out_cells(
     halves: tuple[Path, Path], fixture_cache: str, tmp_path: Path
 ) -> None:
     train_half, held_half = halves
-    params = _params(fixture_cache, epochs=3, learning_rate=1e-2, max_train_cells=120, validation_fraction=0.2,
-                     batch_size=8, patience=2)  # fmt: skip
+    params = _params(fixture_cache, epochs=5, learning_rate=1e-2, max_train_cells=120, validation_fraction=0.2,
+                     batch_size=8, patience=3)  # fmt: skip
     trained = finetune(train_half, params, tmp_path / "out")
     folder = trained.folder
     assert folder.parent == tmp_path / "out" / "train_half" / "finetune" / "cell_type"
