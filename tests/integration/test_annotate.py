@@ -110,6 +110,7 @@ def test_annotate_the_sample_from_its_other_half(halves: tuple[Path, Path], fixt
             "--device", "cpu", "--cache-dir", fixture_cache, "--out", str(tmp_path), "--cv-folds", "4"]  # fmt: skip
     done = CliRunner().invoke(app, argv)
     assert done.exit_code == 0, done.output
+    assert "reusing" in (run_dir / "annotate.log").read_text()  # the details, off the console
     again = AnnotationResult.model_validate_json((run_dir / ANNOTATION_JSON).read_text())
     assert again.classifier == "KNeighborsClassifier" and again.hyperparameters["n_neighbors"] == 15
     assert (again.reference.shards_embedded, again.query.shards_embedded) == (0, 0)
