@@ -182,3 +182,25 @@ def test_a_sequence_run_fails_thresholds_it_cannot_meet(
     assert report["embedding_scores"]["silhouette"] < 1.0 and report["pca_scores"] is None
     assert report["baseline"].startswith("none") and report["scored_cells"] == N
 
+
+@pytest.mark.parametrize("family", [name for name in CPU_FAMILIES if _rna(name)])
+def test_an_rna_model_embeds_dna_letters_as_their_u_twin(env: dict[str, Path], family: str, tmp_path: Path) -> None:
+    """An mRNA FASTA in DNA letters (as Ensembl's and RefSeq's cDNA files are) and the same records in U letters give
+    the same embeddings through the real adapter (T read as U, as helical's tokenizers do), and the manifest records
+    what was read as what."""
+    key = f"X_{family}"
+    embedded: dict[str, np.ndarray] = {}
+    for name in ("r.fa", "rna_r.fa"):  # DNA letters, and the twin the env fixture transcribed (T -> U)
+        params = RunParams(model=family, shard_size=4, device="cpu", cache_dir=str(env["cache"]))
+        manifest = pipeline.run(env["root"] / name, params, tmp_path)
+        folder = tmp_path / manifest.dataset / manifest.run_key
+        embedded[name] = ad.read_h5ad(folder / "embeddings.h5ad").obsm[key]
+        sequence = json.loads((folder / "manifest.json").read_text())["input"]["sequence"]
+        if name == "r.fa":
+            dna = [s for _, s in _records()]
+            assert sequence["read_as"] == {"T": "U"} and sequence["n_read_as"] == sum("T" in s.upper() for s in dna)
+            assert sequence["nucleotides_read_as"] == sum(s.upper().count("T") for s in dna) > 0
+        else:
+            assert (sequence["read_as"], sequence["n_read_as"], sequence["nucleotides_read_as"]) == ({}, 0, 0)
+    assert embedded["r.fa"].shape == (N, embedded["r.fa"].shape[1])
+    np.testing.assert_array_equal(embedded["r.fa"], embedded["rna_r.fa"])
