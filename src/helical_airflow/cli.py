@@ -97,7 +97,9 @@ SeedOpt = Annotated[
 ModelOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--option", "-o", metavar="NAME=VALUE",
+        "--option",
+        "-o",
+        metavar="NAME=VALUE",
         help="a model option that changes the embedding, repeatable (e.g. --option species=mouse for UCE); "
         "each family's options and defaults: `helical-airflow models list --options`, docs/models.md",
     ),
@@ -142,8 +144,9 @@ def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[json_handler(sys.stderr) if json_lines else RichHandler(console=err, show_path=False,
-                                                                          rich_tracebacks=True)],
+        handlers=[
+            json_handler(sys.stderr) if json_lines else RichHandler(console=err, show_path=False, rich_tracebacks=True)
+        ],
         force=True,
     )
     for noisy in ("h5py", "matplotlib", "numba", "urllib3", "filelock", "fsspec", "datasets"):
@@ -242,8 +245,9 @@ def run_options(*names: str) -> Callable[[F], F]:
     if unknown:
         raise ValueError(f"not run options: {unknown}")
     options = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=RUN_OPTIONS[name][0],
-                          default=RUN_OPTIONS[name][1])
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=RUN_OPTIONS[name][0], default=RUN_OPTIONS[name][1]
+        )
         for name in chosen
     ]
 
@@ -483,13 +487,17 @@ def annotate(
     query: Annotated[Path, typer.Argument(help="the data to annotate (.h5ad, or a sequence file for sequence models)")],
     params: RunParams,
     reference: Annotated[
-        Path, typer.Option(help="labelled reference of the same kind as QUERY; its --label-key column trains the "
-                           "classifier")  # fmt: skip
+        Path,
+        typer.Option(
+            help="labelled reference of the same kind as QUERY; its --label-key column trains the classifier"
+        ),  # fmt: skip
     ],
     label_key: Annotated[
         str,
-        typer.Option(help="the reference's obs column of labels (e.g. cell_type); when QUERY has it too, the "
-                     "predictions are scored against it"),
+        typer.Option(
+            help="the reference's obs column of labels (e.g. cell_type); when QUERY has it too, the "
+            "predictions are scored against it"
+        ),
     ],  # fmt: skip
     classifier: Annotated[
         annotate_job.ClassifierName,
@@ -501,8 +509,13 @@ def annotate(
         float, typer.Option(min=0.0, max=1.0, help="a cell whose best class probability is below this is 'unknown'")
     ] = 0.5,
     cv_folds: Annotated[
-        int, typer.Option(min=2, max=50, help="stratified folds for the reference's held-out accuracy and macro F1; "
-                          "every class needs at least this many cells")  # fmt: skip
+        int,
+        typer.Option(
+            min=2,
+            max=50,
+            help="stratified folds for the reference's held-out accuracy and macro F1; "
+            "every class needs at least this many cells",
+        ),  # fmt: skip
     ] = 5,
     out: OutOpt = DEFAULT_OUT,
     tracking_uri: TrackingOpt = None,
@@ -583,7 +596,7 @@ def finetune(
         int, typer.Option(min=1, help="early stopping: epochs without a better validation macro F1")
     ] = 2,
     class_weighting: Annotated[
-        str, typer.Option(help="balanced (loss weighted n/(k*n_class)) or none")
+        finetune_job.ClassWeighting, typer.Option(help="balanced (loss weighted n/(k*n_class)) or none")
     ] = "balanced",
     batch_size: Annotated[int, typer.Option(min=1, help="cells per training step")] = 16,
     seed: SeedOpt = 0,

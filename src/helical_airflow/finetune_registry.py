@@ -18,15 +18,13 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import settings
 from .errors import ConfigError
+from .finetune_spec import FineTuneResult
 from .store import write_json
 from .tracking import HTTP_SETTINGS, _probe, configured_uri
-
-if TYPE_CHECKING:
-    from .finetune import FineTuneResult
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -82,7 +80,6 @@ def _register(folder: Path, result: FineTuneResult, uri: str) -> dict[str, Any]:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = settings.get().mlflow_experiment + EXPERIMENT_SUFFIX
@@ -173,8 +170,11 @@ def download(uri: str, tracking_uri: str | None = None, dst: Path | None = None)
         client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise ConfigError("E804", f"no registered model {name!r} in MLflow at {server}",
-                              "check the name (helical-<family>-<label key>; the finetune command prints it)") from None
+            raise ConfigError(
+                "E804",
+                f"no registered model {name!r} in MLflow at {server}",
+                "check the name (helical-<family>-<label key>; the finetune command prints it)",
+            ) from None
         raise
     try:
         found = (client.get_model_version_by_alias(name, alias) if alias

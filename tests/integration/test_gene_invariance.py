@@ -28,8 +28,8 @@ from helical_airflow.pipeline import run
 from helical_airflow.spec import RunParams
 
 FAMILIES = tuple(name for name in FIXTURE_FAMILIES if not REGISTRY[name].models[0].is_sequence)
-N_CELLS = 48  # enough cells with tied counts (every family's order-dependence showed on these)
-LAYOUTS = ("permuted", "permuted_again", "ensembl_versioned", "ensembl", "mixed", "split")
+N_CELLS = 32  # enough cells with tied counts (every family's order-dependence showed on 48; 32 keeps CI time down)
+LAYOUTS = ("permuted", "ensembl_versioned", "ensembl", "mixed", "split")
 
 # argv: sample, out dir, n cells, family
 CHILD = r"""
@@ -65,8 +65,7 @@ half = n // 3
 files = {
     "original": [layout(all_cells, identity, symbols, "csr")],
     "permuted": [layout(all_cells, perm(), symbols, "csr")],
-    "permuted_again": [layout(all_cells, perm(), symbols, "csc")],
-    "ensembl_versioned": [layout(all_cells, perm(), ens_v, "csr")],
+    "ensembl_versioned": [layout(all_cells, perm(), ens_v, "csc")],
     "ensembl": [layout(all_cells, perm(), ens, "dense")],
     "mixed": [layout(all_cells, perm(), mixed, "csr")],
     "split": [layout(all_cells[:half], perm(), ens_v, "csc"), layout(all_cells[half:], perm(), symbols, "csr")],

@@ -41,7 +41,6 @@ class GeneformerRunner(HelicalRunner):
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         if self.engine == "fast":  # same tokens and weights, faster tokeniser and forward pass (docs/fast_path.md)
-
             tokens = geneformer_tokens(self.model, data, gene_names="index")
             return geneformer_embeddings(self.model, tokens, precision=self.precision)
         dataset = self.model.process_data(data, gene_names="index")

@@ -88,7 +88,6 @@ class ScGPTRunner(HelicalRunner):
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
         dataset = self.model.process_data(data, gene_names="index")
         if self.engine == "fast":  # same tokens and weights, faster forward pass (docs/fast_path.md)
-
             return scgpt_embeddings(self.model, dataset, precision=self.precision)
         with precision_scope(self.device, self.precision):
             return np.asarray(self.model.get_embeddings(dataset))

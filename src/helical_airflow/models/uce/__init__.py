@@ -26,19 +26,29 @@ FAMILY = ModelFamily(
     fixture="fixture:build",
     engines=("helical",),
     options=(
-        ModelOption(name="species", default="human", choices=tuple(files.SPECIES_FILES),
-                    help="species of the cells: picks the ESM2 protein embeddings (and the chromosome table rows) "
-                         "UCE maps genes through"),
+        ModelOption(
+            name="species",
+            default="human",
+            choices=tuple(files.SPECIES_FILES),
+            help="species of the cells: picks the ESM2 protein embeddings (and the chromosome table rows) "
+            "UCE maps genes through",
+        ),
     ),  # fmt: skip
     models=(
         ModelSpec(
-            name="4layer_model", family="uce", helical_model_name="4layer_model", embedding_dim=1280,
+            name="4layer_model",
+            family="uce",
+            helical_model_name="4layer_model",
+            embedding_dim=1280,
             profile=any_device("fp32", batch_size=24, memory_cap_gb=16),
             description="UCE, 4 layers (650 M parameters with the token table), ESM2 protein embeddings; CLS-token "
-                        "cell embedding",
+            "cell embedding",
         ),
         ModelSpec(
-            name="33l_8ep_1024t_1280", family="uce", helical_model_name="33l_8ep_1024t_1280", embedding_dim=1280,
+            name="33l_8ep_1024t_1280",
+            family="uce",
+            helical_model_name="33l_8ep_1024t_1280",
+            embedding_dim=1280,
             profile=gpu_only("fp32", batch_size=16, memory_cap_gb=24),
             description="UCE, 33 layers, ESM2 protein embeddings; CLS-token cell embedding",
         ),

@@ -119,7 +119,7 @@ def build(ctx: FixtureContext, spec: ModelSpec) -> dict[str, Any]:
         tokens = torch.randn(rows, dims["token_dim"], generator=gen)
     ctx.write(files.TOKENS, torch_bytes(tokens))
     for sp in species:  # the embedding of gene i of a species is its token row (as in UCE's own files)
-        block = tokens[offsets[sp]: offsets[sp] + n_genes]
+        block = tokens[offsets[sp] : offsets[sp] + n_genes]
         block = block if ctx.shape == "real" else block.clone()  # one storage a file
         ctx.write(files.protein_embeddings(sp), torch_bytes({s: block[i] for i, s in enumerate(symbols)}))
     ctx.write(files.OFFSETS, json_bytes(offsets))
