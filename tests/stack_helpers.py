@@ -6,8 +6,10 @@ Test modules import it as `stack_helpers` (pytest puts tests/ on sys.path for te
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from helical_airflow.stack import manager
+from helical_airflow.stack import mlflow as stack_mlflow
 from helical_airflow.stack.client import AirflowClient
 from helical_airflow.stack.config import StackConfig
 
@@ -100,3 +103,25 @@ def local_stack(sample_h5ad: Path, fixture_cache: str, *, prefix: str, monitorin
             yield LocalStack(cfg, client, secrets, created)
         finally:
             manager.down(cfg)
+
+
+@contextmanager
+def real_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow server (scripts/install_mlflow_server.sh's venv) on a free loopback port: its URI."""
+    binary = stack_mlflow.server_binary()
+    if binary is None:
+        pytest.skip(f"the MLflow server is not installed ({stack_mlflow.INSTALL_HINT})")
+    state = tmp_path_factory.mktemp("mlflow")
+    port = free_ports(1)[0]
+    log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(stack_mlflow.server_argv(binary, "127.0.0.1", port, state), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: stack_mlflow.healthy(uri) or proc.poll() is not None, 180, "mlflow server", interval=1)
+        assert proc.poll() is None, (state / "server.log").read_text()[-3000:]
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        log.close()

@@ -55,7 +55,7 @@ def clean(stack: LocalStack, fixture_cache: str, tmp_path_factory: pytest.TempPa
     assert done.returncode == 0, done.stderr[-3000:]
     import anndata as ad
 
-    (embeddings,) = list((out / "sample").glob("*/embeddings.h5ad"))
+    (embeddings,) = [p for p in (out / "sample").glob("*/embeddings.h5ad") if not p.parent.is_symlink()]  # not latest/
     adata = ad.read_h5ad(embeddings)
     return np.asarray(adata.obsm[next(iter(adata.obsm))])
 

@@ -6,8 +6,6 @@ that does not exist is E804."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,33 +16,17 @@ import pytest
 from helical_airflow.errors import ConfigError
 from helical_airflow.finetune import REGISTRY_FILE, FineTuneParams, finetune, load_classifier
 from helical_airflow.finetune_registry import ALIAS, registered_name
-from helical_airflow.stack import mlflow as stack_mlflow
 
 pytest.importorskip("mlflow")
-from stack_helpers import free_ports, wait_for  # noqa: E402  (tests/stack_helpers.py)
+from stack_helpers import free_ports, real_mlflow_server  # noqa: E402  (tests/stack_helpers.py)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = stack_mlflow.server_binary()
-    if binary is None:
-        pytest.skip(f"the MLflow server is not installed ({stack_mlflow.INSTALL_HINT})")
-    state = tmp_path_factory.mktemp("mlflow")
-    port = free_ports(1)[0]
-    log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(stack_mlflow.server_argv(binary, "127.0.0.1", port, state), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: stack_mlflow.healthy(uri) or proc.poll() is not None, 180, "mlflow server", interval=1)
-        assert proc.poll() is None, (state / "server.log").read_text()[-3000:]
+    with real_mlflow_server(tmp_path_factory) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_register_after_a_down_server_then_serve_the_champion(

@@ -17,33 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from helical_airflow.stack import mlflow as stack_mlflow
-
 pytest.importorskip("mlflow")
-from stack_helpers import free_ports, wait_for  # noqa: E402  (tests/stack_helpers.py)
+from stack_helpers import free_ports, real_mlflow_server  # noqa: E402  (tests/stack_helpers.py)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = stack_mlflow.server_binary()
-    if binary is None:
-        pytest.skip(f"the MLflow server is not installed ({stack_mlflow.INSTALL_HINT})")
-    state = tmp_path_factory.mktemp("mlflow")
-    port = free_ports(1)[0]
-    log = open(state / "server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(stack_mlflow.server_argv(binary, "127.0.0.1", port, state), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: stack_mlflow.healthy(uri) or proc.poll() is not None, 180, "mlflow server", interval=1)
-        assert proc.poll() is None, (state / "server.log").read_text()[-3000:]
+    with real_mlflow_server(tmp_path_factory) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _run(sample: Path, cache: str, out: Path, *extra: str, env: dict[str, str] | None = None):
@@ -58,7 +41,7 @@ def _run(sample: Path, cache: str, out: Path, *extra: str, env: dict[str, str] |
 
 
 def _manifest(out: Path) -> dict:
-    (manifest,) = out.glob("sample/*/manifest.json")
+    (manifest,) = [p for p in out.glob("sample/*/manifest.json") if not p.parent.is_symlink()]  # not latest/
     return json.loads(manifest.read_text())
 
 
