@@ -7,7 +7,8 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
@@ -283,6 +284,22 @@ def _scores_line(manifest: Any) -> str:
             f"(PCA baseline {b.knn_accuracy:.3f}, {b.silhouette:.3f})")  # fmt: skip
 
 
+@contextmanager
+def _run_details(what: str, details: RunLogFile | None = None) -> Iterator[RunLogFile]:
+    """The command's details go to its log file (`_run_log`) while the body runs; a coded error's hint names the
+    file ("<what>: <path>"); the handler is taken off and the file closed however the body ends."""
+    details = details if details is not None else _run_log()
+    try:
+        yield details
+    except HelicalAirflowError as exc:
+        if details.path is not None:
+            exc.hint = f"{exc.hint} ({what}: {details.path})"
+        raise
+    finally:
+        logging.getLogger().removeHandler(details)
+        details.close()
+
+
 def _run_log() -> RunLogFile:
     """Where `run` puts its details: every log line goes to <run folder>/run.log. The console (rich format, no
     --verbose) keeps warnings and errors, the progress bar, one fixture warning (said at the plan: the shard's own
@@ -346,16 +363,8 @@ def run(
 
     Re-running the same command reuses finished shards; a killed run resumes where it stopped.
     """
-    details = _run_log()
-    try:
+    with _run_details("this run's log") as details:
         manifest, bar = _run_with_progress(input, params, out, label_key, tracking_uri, details, run_pipeline)
-    except HelicalAirflowError as exc:
-        if details.path is not None:
-            exc.hint = f"{exc.hint} (this run's log: {details.path})"
-        raise
-    finally:
-        logging.getLogger().removeHandler(details)
-        details.close()
     plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
     table = Table(title="helical-airflow run", show_header=False)
     for key, value in [
@@ -544,17 +553,11 @@ def annotate(
             if plan.fixture:
                 err.print("[bold yellow]FIXTURE weights: random tiny models; embeddings carry no biology[/]")
 
-    try:
-        with err.status("embedding the reference and the query (finished runs are reused), then classifying..."):
-            result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri,
-                                           on_plan=on_plan)  # fmt: skip
-    except HelicalAirflowError as exc:
-        if details.path is not None:
-            exc.hint = f"{exc.hint} (the details: {details.path})"
-        raise
-    finally:
-        logging.getLogger().removeHandler(details)
-        details.close()
+    with (
+        _run_details("the details", details),
+        err.status("embedding the reference and the query (finished runs are reused), then classifying..."),
+    ):
+        result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri, on_plan=on_plan)
     for line in result.warnings:
         err.print(f"[bold yellow]warning[/]: {line}", highlight=False)
     folder = Path(result.query.run_dir)
