@@ -81,7 +81,7 @@ def test_a_killed_training_resumes_to_the_weights_of_an_undisturbed_one(
     straight = finetune(sample_h5ad, params, tmp_path / "straight")
 
     class Killed(Exception):
-        pass
+        """The stand-in for a kill right after epoch 1's checkpoint."""
 
     def kill_after_first(metrics: object) -> None:
         raise Killed  # after epoch 1's checkpoint was written: what a SIGKILL between epochs leaves behind

@@ -17,7 +17,7 @@ from helical_airflow.errors import ConfigError
 from helical_airflow.finetune import REGISTRY_FILE, FineTuneParams, finetune, load_classifier
 from helical_airflow.finetune_registry import ALIAS, registered_name
 
-pytest.importorskip("mlflow")
+pytest.importorskip("mlflow", reason="the MLflow client comes with the tracking extra: ./setup_helical_env.sh")
 from stack_helpers import free_ports, real_mlflow_server  # noqa: E402  (tests/stack_helpers.py)
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-pytest.importorskip("airflow")
+pytest.importorskip("airflow", reason="Airflow comes with the airflow extra: ./setup_helical_env.sh")
 
 from airflow.sdk.exceptions import ParamValidationError  # noqa: E402
 
