@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 ENV_NAME="helical-package"
 VENV_DIR="${HELICAL_AIRFLOW_VENV:-$here/.venv}"
-EXTRAS="${HELICAL_AIRFLOW_EXTRAS:-airflow,tracking,dev}"
+EXTRAS="${HELICAL_AIRFLOW_EXTRAS:-airflow,tracking,storage,compare,dev}"
 mode="auto"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
