@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import finetune_registry, modality
+from . import finetune_registry, finetune_report, modality
 from .atomic import current_umask, write_with
 from .embed import resolve_device, use_cache_dir
 from .errors import ConfigError
@@ -63,6 +63,7 @@ from .models import get_model, registry
 from .models import runner as model_runner
 from .models.cache import models_dir
 from .models.runner import cells_with_known_genes, clean_input, known_gene_mask
+from .models.vocab import gene_list_sha256
 from .pipeline import prepare
 from .plan import weights_checksum
 from .spec import Plan, RunParams
@@ -288,6 +289,11 @@ def tokenise_split(fam: FineTuneFamily, model: Any, vocab: Any, plan: Plan, rows
     return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), dropped
 
 
+def vocabulary_sha256(vocab: Any) -> str:
+    """The base model's gene vocabulary as one hash: its native ids (Ensembl or symbols), sorted."""
+    return gene_list_sha256(sorted(vocab.ensembl if vocab.native == "ensembl" else vocab.symbols))
+
+
 # ---- checkpoints --------------------------------------------------------------------------------------------
 
 
@@ -386,6 +392,17 @@ def finetune(
 ) -> Trained:
     """Fine-tune (or resume, or reuse a finished folder) and register it when tracking is configured."""
 
+    folder, result = train_model(input_path, params, out_root, on_epoch)
+    registration = finetune_registry.register_folder(folder, result, tracking_uri)
+    return Trained(folder=folder, result=result, registration=registration)
+
+
+def train_model(
+    input_path: str | Path, params: FineTuneParams, out_root: Path, on_epoch: EpochCallback | None = None
+) -> tuple[Path, FineTuneResult]:
+    """Fine-tune (or resume from the last finished epoch, or reuse a finished folder) without registering: the
+    training half of `finetune`, which the fine-tuning DAG's train task runs (its register task registers)."""
+
     fam = family_for(params.model)
     plan = prepare_plan(input_path, params, out_root)
     table = modality.of(plan.input).metadata(plan.input)
@@ -397,9 +414,7 @@ def finetune(
         _train(fam, plan, params, labels, key, root, on_epoch)
     else:
         log.info("fine-tuned model %s is finished already; reusing it", folder)
-    result = FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
-    registration = finetune_registry.register_folder(folder, result, tracking_uri)
-    return Trained(folder=folder, result=result, registration=registration)
+    return folder, FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
 
 
 def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series, key: str, root: Path,
@@ -490,6 +505,8 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
     assert best is not None
 
     model.load_state_dict(torch.load(work / BEST, weights_only=True))
+    # the kept weights on the validation split once more: report.html's confusion matrix and per-class table
+    validation = finetune_report.validation_scores(y_val, fam.logits(model, val_ds).argmax(axis=1), names)
     split_rows_record = {"train": [int(r) for r in train_ds["row"]], "val": [int(r) for r in val_ds["row"]]}
     rows_text = json.dumps(split_rows_record)
     names_arr = np.array(names)
@@ -511,6 +528,7 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
         early_stopping={"monitor": "val_macro_f1 (ties: lower val_loss)", "patience": params.patience,
                         "best_epoch": best.epoch, "stopped_early": stopped, "epochs_run": len(history)},
         history=history, best=best, tokens_on_disk=fam.tokens_on_disk, device=device,
+        vocabulary_sha256=vocabulary_sha256(vocab), validation=validation,
         seconds=time.perf_counter() - started_all, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
     folder = root / key
@@ -519,6 +537,7 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
         model.save_model(str(tmp / MODEL_FILE))
         (tmp / SPLIT_FILE).write_text(rows_text + "\n")
         write_json(tmp / RESULT_FILE, result)
+        (tmp / finetune_report.REPORT_FILE).write_text(finetune_report.render(result))
         os.chmod(tmp, 0o777 & ~current_umask())
         os.replace(tmp, folder)  # the folder appears complete or not at all
     finally:
