@@ -41,7 +41,7 @@ from .store import embeddings_key, write_json, write_text, write_with
 
 log = logging.getLogger(__name__)
 
-ClassifierName = Literal["knn", "logreg"]
+ClassifierName = Literal["knn", "logreg", "finetuned"]  # finetuned: a fine-tuned model (annotate_finetuned.py)
 UNKNOWN = "unknown"  # the prediction below the confidence threshold (a reference cell labelled so is unlabelled)
 ANNOTATIONS = "annotations.h5ad"
 ANNOTATION_JSON = "annotation.json"
@@ -118,6 +118,22 @@ class RunRef(BaseModel):
     shards_reused: int
 
 
+class FineTunedRef(BaseModel):
+    """The fine-tuned model that predicted (annotate --classifier FOLDER|models:/...): where from, what it is."""
+
+    source: str  # what was asked for: a folder or models:/NAME@ALIAS, models:/NAME/VERSION
+    folder: str  # the model folder read (for models:/, the registry's copy, downloaded)
+    finetune_key: str
+    model: str
+    family: str
+    label_key: str  # the column it was trained on
+    trained_on: str  # the training data's path
+    trained_on_run_key: str
+    val_accuracy: float  # the kept epoch on its own validation split
+    val_macro_f1: float
+    val_cells: int
+
+
 class AnnotationResult(BaseModel):
     """annotation.json: how the annotations were made and how good they are."""
 
@@ -133,16 +149,18 @@ class AnnotationResult(BaseModel):
     classifier: str  # the estimator, as scikit-learn names it
     hyperparameters: dict[str, Any]
     sklearn_version: str
-    reference: RunRef
+    reference: RunRef | None  # None: a fine-tuned model predicted (`finetuned`)
     query: RunRef
     classes: list[str]  # the probability columns' order
     reference_class_counts: dict[str, int]
     reference_unlabelled_cells: int  # missing label or labelled `unknown`: left out of the fit
-    reference_cv: HeldOutScores
+    reference_cv: HeldOutScores | None  # None: a fine-tuned model predicted (its validation scores are in finetuned)
     predicted_counts: dict[str, int]  # including `unknown`
     query_scores: QueryScores | None  # None: the query has no KEY column
     warnings: list[str]
     outputs: dict[str, str]
+    finetuned: FineTunedRef | None = None  # set when a fine-tuned model predicted instead of a reference's classifier
+    cells_without_known_gene: int = 0  # fine-tuned: cells expressing no gene of the vocabulary (predicted unknown)
 
 
 # ---- the reference's labels -------------------------------------------------------------------------------------
@@ -356,7 +374,7 @@ def annotate(
     # the query's run scores its embeddings against KEY too when it can (E402 otherwise: never for annotate)
     query_gate_key = None if scores.usable_label_problem(query_table, params.label_key) else params.label_key
     key = annotation_key(ref_plan, query_plan, params)
-    existing = _current(query_plan, key)
+    existing = current_annotation(query_plan, key)
     runs: dict[str, tuple[Plan, Manifest, Counter[bool]]] = {}
     jobs = (("reference", ref_plan, params.label_key), ("query", query_plan, query_gate_key))
     if on_plan:  # both before anything is embedded (the CLI opens its log in the query's folder)
@@ -376,11 +394,11 @@ def annotate(
         log.info("annotation %s is current in %s", key, query_plan.out_dir)
         return existing
     made = _classify(runs, params, key)
-    _write_outputs(runs["query"][0], made)
+    write_outputs(runs["query"][0], made)
     return made.result
 
 
-def _current(plan: Plan, key: str) -> AnnotationResult | None:
+def current_annotation(plan: Plan, key: str) -> AnnotationResult | None:
     files = [plan.out_path / name for name in (ANNOTATIONS, ANNOTATION_JSON, ANNOTATION_HTML)]
     if not all(f.is_file() for f in files):
         return None
@@ -391,7 +409,7 @@ def _current(plan: Plan, key: str) -> AnnotationResult | None:
     return result if result.annotation_key == key else None
 
 
-def _embedded(plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
+def embedded(plan: Plan) -> tuple[pd.DataFrame, np.ndarray]:
     import anndata as ad
 
     adata = ad.read_h5ad(plan.out_path / "embeddings.h5ad")
@@ -416,8 +434,8 @@ def _classify(runs: dict[str, tuple[Plan, Manifest, Counter[bool]]], params: Ann
 
     ref_plan, ref_manifest, ref_tally = runs["reference"]
     query_plan, query_manifest, query_tally = runs["query"]
-    ref_obs, ref_x = _embedded(ref_plan)
-    query_obs, query_x = _embedded(query_plan)
+    ref_obs, ref_x = embedded(ref_plan)
+    query_obs, query_x = embedded(query_plan)
     labels = label_values(ref_obs, params.label_key)
     keep = np.array([v is not None for v in labels], dtype=bool)
     y = labels[keep].astype(str)
@@ -459,10 +477,7 @@ def _warnings(ref: Plan, query: Plan, scored: QueryScores | None, params: Annota
     out = []
     if ref.input.sha256 == query.input.sha256:
         out.append("the query is the reference itself: its scores measure fitting, not transfer")
-    if scored and scored.labels_not_in_reference:
-        listed = ", ".join(f"{k!r} ({n} cells)" for k, n in scored.labels_not_in_reference.items())
-        out.append(f"query labels in {params.label_key!r} that the reference lacks (never predicted; scored as "
-                   f"wrong): {listed}")  # fmt: skip
+    out += labels_missing_warning(scored, params.label_key, "the reference")
     if query.input.vocab_overlap < VOCAB_WARN_RATIO * ref.input.vocab_overlap:
         out.append(
             f"the query shares {query.input.vocab_overlap:.0%} of its genes with the model's vocabulary, "
@@ -471,6 +486,17 @@ def _warnings(ref: Plan, query: Plan, scored: QueryScores | None, params: Annota
     for line in out:
         log.warning("annotate: %s", line)
     return out
+
+
+def labels_missing_warning(scored: QueryScores | None, key: str, source: str) -> list[str]:
+    """The query's labels that `source` never predicts: a warning, not an error (docs/annotate.md): a query may hold
+    cell types the reference lacks; their cells get the nearest known class or `unknown`, and are scored wrong."""
+    if not scored or not scored.labels_not_in_reference:
+        return []
+    listed = ", ".join(f"{k!r} ({n} cells)" for k, n in scored.labels_not_in_reference.items())
+    return [f"query labels in {key!r} that {source} lacks (never predicted; scored as wrong): {listed}; fix: add "
+            "cells of those classes to the reference (or the fine-tuning data), or read their predictions as "
+            "the nearest known class"]  # fmt: skip
 
 
 def annotations_adata(obs: pd.DataFrame, prediction: Prediction, result: AnnotationResult) -> Any:
@@ -490,7 +516,8 @@ def annotations_adata(obs: pd.DataFrame, prediction: Prediction, result: Annotat
         "classifier": result.classifier,
         "confidence_threshold": result.params.confidence_threshold,
         "unknown_label": UNKNOWN,
-        "reference_run_key": result.reference.run_key,
+        "reference_run_key": result.reference.run_key if result.reference else "",
+        "classifier_source": result.finetuned.source if result.finetuned else "",
         "query_run_key": result.query.run_key,
         "model": result.model,
         "fixture": result.fixture,
@@ -499,7 +526,7 @@ def annotations_adata(obs: pd.DataFrame, prediction: Prediction, result: Annotat
     return adata
 
 
-def _write_outputs(query: Plan, made: Classified) -> None:
+def write_outputs(query: Plan, made: Classified) -> None:
     result, query_obs, query_x, prediction = made
     adata = annotations_adata(query_obs, prediction, result)
     write_with(query.out_path / ANNOTATIONS, lambda tmp: adata.write_h5ad(tmp))
@@ -511,24 +538,8 @@ def _write_outputs(query: Plan, made: Classified) -> None:
 
 
 def confusion_picture(scores: QueryScores) -> str:
-    plt = figures.pyplot()
-    matrix = np.asarray(scores.confusion, dtype=np.float64)
-    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    rows, cols = scores.confusion_labels, scores.confusion_predicted
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(cols), 1.0 + 0.45 * len(rows)), dpi=90)
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            if matrix[i, j]:
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
-    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("query's own label")
-    fig.colorbar(image, ax=ax, fraction=0.03, label="share of the row")
-    fig.tight_layout()
-    return figures.png(fig)
+    return figures.confusion(scores.confusion, scores.confusion_labels, scores.confusion_predicted,
+                             "query's own label")  # fmt: skip
 
 
 def confidence_picture(confidence: np.ndarray, threshold: float) -> str:
@@ -583,8 +594,56 @@ def scatter_section(plan: Plan, x: np.ndarray, prediction: Prediction, key: str)
     return report.scatter_picture(panels, labels, f"predicted_{key}"), note
 
 
-def _img(alt: str, b64: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+_img = figures.img
+
+
+def _made_rows(result: AnnotationResult) -> list[tuple[str, object]]:
+    p, cv, ref, tuned = result.params, result.reference_cv, result.reference, result.finetuned
+    rows: list[tuple[str, object]] = [
+        ("model", f"{result.model} ({result.model_family}){' FIXTURE' if result.fixture else ''}")
+    ]
+    if ref is not None:
+        rows.append(("reference", f"{ref.input} ({ref.cells} cells, run {ref.run_key})"))
+    if tuned is not None:
+        rows.append(
+            (
+                "fine-tuned model",
+                f"{tuned.source} (folder {tuned.folder}, key {tuned.finetune_key}; trained "
+                f"on {tuned.trained_on}'s {tuned.label_key!r})",
+            )
+        )
+    rows += [
+        ("query", f"{result.query.input} ({result.query.cells} cells, run {result.query.run_key})"),
+        ("classifier", f"{result.classifier}: {json.dumps(result.hyperparameters)}"),
+        ("confidence threshold", f"{p.confidence_threshold:g} (below it: {UNKNOWN!r})"),
+        (
+            "reference classes" if ref else "training classes (cells)",
+            ", ".join(f"{k} ({n})" for k, n in result.reference_class_counts.items()),
+        ),
+        (
+            "reference cells without a label (left out)" if ref else "training data's unlabelled cells",
+            result.reference_unlabelled_cells,
+        ),
+    ]
+    if cv is not None:
+        rows.append(
+            (
+                f"reference held out ({cv.folds}-fold stratified CV, seed {p.seed})",
+                f"accuracy {cv.accuracy:.3f}, macro F1 {cv.macro_f1:.3f} (majority class {cv.majority_class_rate:.3f})",
+            )
+        )
+    if tuned is not None:
+        rows.append(
+            (
+                f"fine-tuned model on its validation split ({tuned.val_cells} cells)",
+                f"accuracy {tuned.val_accuracy:.3f}, macro F1 {tuned.val_macro_f1:.3f}",
+            )
+        )
+        rows.append(
+            ("query cells expressing no gene of the vocabulary (predicted unknown)", result.cells_without_known_gene)
+        )
+    rows.append(("annotation key", result.annotation_key))
+    return rows  # fmt: skip
 
 
 def render_report(plan: Plan, result: AnnotationResult, x: np.ndarray, prediction: Prediction) -> str:
@@ -598,20 +657,8 @@ def render_report(plan: Plan, result: AnnotationResult, x: np.ndarray, predictio
                      "the annotation tests the job, not the model.</p>")  # fmt: skip
     for line in result.warnings:
         parts.append(f"<p class='fail'>warning: {e(line)}</p>")
-    cv = result.reference_cv
     parts.append("<h2>How it was made</h2>")
-    parts.append(figures.table([
-        ("model", f"{result.model} ({result.model_family}){' FIXTURE' if result.fixture else ''}"),
-        ("reference", f"{result.reference.input} ({result.reference.cells} cells, run {result.reference.run_key})"),
-        ("query", f"{result.query.input} ({result.query.cells} cells, run {result.query.run_key})"),
-        ("classifier", f"{result.classifier}: {json.dumps(result.hyperparameters)}"),
-        ("confidence threshold", f"{p.confidence_threshold:g} (below it: {UNKNOWN!r})"),
-        ("reference classes", ", ".join(f"{k} ({n})" for k, n in result.reference_class_counts.items())),
-        ("reference cells without a label (left out)", result.reference_unlabelled_cells),
-        (f"reference held out ({cv.folds}-fold stratified CV, seed {p.seed})",
-         f"accuracy {cv.accuracy:.3f}, macro F1 {cv.macro_f1:.3f} (majority class {cv.majority_class_rate:.3f})"),
-        ("annotation key", result.annotation_key),
-    ]))  # fmt: skip
+    parts.append(figures.table(_made_rows(result)))
     q = result.query_scores
     if q is None:
         parts.append(f"<p>The query has no {e(p.label_key)!s} column: the predictions are not scored.</p>")
@@ -627,10 +674,8 @@ def render_report(plan: Plan, result: AnnotationResult, x: np.ndarray, predictio
             ("majority-class rate (always guessing the most frequent label)",
              f"{q.majority_class_rate:.3f} ({q.majority_class})"),
         ]))  # fmt: skip
-        head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>cells</th></tr>"
-        body = "".join(f"<tr><td>{e(k)}</td><td>{v.precision:.3f}</td><td>{v.recall:.3f}</td><td>{v.f1:.3f}</td>"
-                       f"<td>{v.support}</td></tr>" for k, v in q.per_class.items())  # fmt: skip
-        parts.append(f"<h3>Per class</h3><table>{head}{body}</table>")
+        rows = {k: (v.precision, v.recall, v.f1, v.support) for k, v in q.per_class.items()}
+        parts.append("<h3>Per class</h3>" + figures.per_class_table(rows))
         parts.append("<h3>Confusion matrix</h3>" + _img("confusion matrix", confusion_picture(q)))
     parts.append(
         "<h2>Confidence</h2>"

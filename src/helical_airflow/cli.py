@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -26,8 +27,8 @@ from rich.progress import (
 from rich.table import Table
 
 from . import annotate as annotate_job
+from . import annotate_finetuned, settings
 from . import finetune as finetune_job
-from . import settings
 from .embed import FIXTURE_WARNING, Recycle, embed_shards
 from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
 from .logs import RunLogFile, json_handler, wanted_format
@@ -493,24 +494,30 @@ def merge(
 @friendly_errors
 @run_options()
 def annotate(
+    ctx: typer.Context,
     query: Annotated[Path, typer.Argument(help="the data to annotate (.h5ad, or a sequence file for sequence models)")],
     params: RunParams,
     reference: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            help="labelled reference of the same kind as QUERY; its --label-key column trains the classifier"
+            help="labelled reference of the same kind as QUERY; its --label-key column trains the classifier "
+            "(not with a fine-tuned --classifier)"
         ),  # fmt: skip
-    ],
+    ] = None,
     label_key: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="the reference's obs column of labels (e.g. cell_type); when QUERY has it too, the "
-            "predictions are scored against it"
+            "predictions are scored against it (with a fine-tuned --classifier: default the column it learnt)"
         ),
-    ],  # fmt: skip
+    ] = None,  # fmt: skip
     classifier: Annotated[
-        annotate_job.ClassifierName,
-        typer.Option(help="knn (k nearest reference cells, cosine) or logreg (logistic regression)"),
+        str,
+        typer.Option(
+            help="knn (k nearest reference cells, cosine) or logreg (logistic regression) fitted on "
+            "--reference; or a fine-tuned model: its folder, models:/NAME@ALIAS or models:/NAME/VERSION "
+            "(--model then defaults to the model it was fine-tuned from)"
+        ),  # fmt: skip
     ] = "knn",
     n_neighbors: Annotated[int, typer.Option(min=1, help="knn: neighbours that vote")] = 15,
     logreg_c: Annotated[float, typer.Option(min=1e-9, help="logreg: inverse regularisation strength C")] = 1.0,
@@ -537,12 +544,20 @@ def annotate(
     hyper-parameters, the reference's cross-validated accuracy and macro F1, the query's scores when it has KEY)
     and annotation.html. docs/annotate.md has the details.
 
+    With --classifier FOLDER|models:/NAME@ALIAS a fine-tuned model (helical-airflow finetune) predicts instead,
+    shard by shard over the query's plan, into the same files (docs/annotate.md).
+
     Example: helical-airflow annotate query.h5ad --reference atlas.h5ad --label-key cell_type --model geneformer
     """
-    aparams = annotate_job.AnnotateParams(
-        label_key=label_key, classifier=classifier, n_neighbors=n_neighbors, logreg_c=logreg_c,
-        confidence_threshold=confidence_threshold, cv_folds=cv_folds, seed=params.seed,
-    )  # fmt: skip
+    annotate_finetuned.check_sources(reference, classifier)
+    resolved = None
+    if annotate_finetuned.is_model_source(classifier):
+        resolved = annotate_finetuned.resolve(classifier, tracking_uri)
+        if ctx.get_parameter_source("model") in (None, click.core.ParameterSource.DEFAULT):
+            params = params.model_copy(update={"model": resolved.result.model})
+    elif label_key is None:
+        raise ConfigError("E708", "--label-key is missing: the reference's label column trains the classifier",
+                          "pass --label-key with the reference's obs column of labels (e.g. cell_type)")  # fmt: skip
 
     details = _run_log()  # the console keeps warnings and errors; the details go to the query's annotate.log
 
@@ -557,17 +572,32 @@ def annotate(
         _run_details("the details", details),
         err.status("embedding the reference and the query (finished runs are reused), then classifying..."),
     ):
-        result = annotate_job.annotate(query, reference, params, aparams, out.resolve(), tracking_uri, on_plan=on_plan)
+        if resolved is not None:
+            result = annotate_finetuned.annotate_with_classifier(
+                query, resolved, params, out.resolve(), label_key, confidence_threshold, tracking_uri, on_plan=on_plan
+            )
+        else:
+            assert reference is not None and label_key is not None  # check_sources, E708
+            aparams = annotate_job.AnnotateParams(
+                label_key=label_key, classifier=cast(annotate_job.ClassifierName, classifier), n_neighbors=n_neighbors,
+                logreg_c=logreg_c, confidence_threshold=confidence_threshold, cv_folds=cv_folds, seed=params.seed,
+            )  # fmt: skip
+            result = annotate_job.annotate(
+                query, reference, params, aparams, out.resolve(), tracking_uri, on_plan=on_plan
+            )
     for line in result.warnings:
         err.print(f"[bold yellow]warning[/]: {line}", highlight=False)
     folder = Path(result.query.run_dir)
-    cv, q = result.reference_cv, result.query_scores
+    cv, q, tuned = result.reference_cv, result.query_scores, result.finetuned
     table = Table(title="helical-airflow annotate", show_header=False)
     for key, value in [
         ("model", f"{result.model}{' (FIXTURE)' if result.fixture else ''}"),
         ("classifier", f"{result.classifier} {json.dumps(result.hyperparameters)}"),
-        ("shards embedded (reference, query)", f"{result.reference.shards_embedded}, {result.query.shards_embedded}"),
-        (f"reference held out ({cv.folds}-fold CV)", f"accuracy {cv.accuracy:.3f}, macro F1 {cv.macro_f1:.3f}"),
+        ("shards embedded (reference, query)", f"{result.reference.shards_embedded if result.reference else '-'}, "
+         f"{result.query.shards_embedded}"),
+        (f"reference held out ({cv.folds}-fold CV)" if cv else "fine-tuned model on its validation split",
+         f"accuracy {cv.accuracy:.3f}, macro F1 {cv.macro_f1:.3f}" if cv else
+         f"accuracy {tuned.val_accuracy:.3f}, macro F1 {tuned.val_macro_f1:.3f}" if tuned else "-"),
         ("query scored", "no KEY column" if q is None else f"accuracy {q.accuracy:.3f}, macro F1 {q.macro_f1:.3f} "
          f"(majority class {q.majority_class_rate:.3f}; no threshold {q.accuracy_without_threshold:.3f})"),
         ("predicted", ", ".join(f"{k} {n}" for k, n in sorted(result.predicted_counts.items(), key=lambda kv: -kv[1]))),

@@ -65,6 +65,16 @@ class SplitRecord(BaseModel):
     rows_sha256: str  # sha256 of split.json's rows: the exact cells
 
 
+class ValidationScores(BaseModel):
+    """The best epoch's weights on the validation split: what report.html's confusion matrix and table show."""
+
+    labels: list[str]  # rows and columns of the confusion matrix (the label map's order)
+    confusion: list[list[int]]  # rows: the true class; columns: the predicted one; sums to the validation cells
+    per_class: dict[str, tuple[float, float, float, int]]  # label -> (precision, recall, F1, cells)
+    accuracy: float
+    macro_f1: float
+
+
 class FineTuneResult(BaseModel):
     version: int = FINETUNE_VERSION
     finetune_key: str
@@ -92,3 +102,7 @@ class FineTuneResult(BaseModel):
     device: str
     seconds: float
     created_at: str
+    # the base model's gene vocabulary (models.vocab.gene_list_sha256 of its native ids, sorted): a query run whose
+    # vocabulary differs cannot be predicted (E832); None in folders written before it was recorded
+    vocabulary_sha256: str | None = None
+    validation: ValidationScores | None = None  # None in folders written before report.html existed
