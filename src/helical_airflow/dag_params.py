@@ -16,9 +16,10 @@ Nothing here imports airflow, helical or torch at import time (the DAG processor
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .finetune_spec import FineTuneParams
 from .modality import suffixes
 from .models.profiles import ModelOption
 from .models.sequence import SEQUENCE_OPTIONS
@@ -75,9 +76,10 @@ def choice_pattern(choices: Sequence[str]) -> str:
     return f"^({'|'.join(map(re.escape, choices))})$"
 
 
-def schema_param(name: str) -> dict[str, Any]:
-    """The Param keywords of one RunParams field, from its JSON schema (see the module's docstring)."""
-    schema = schema_of(name)
+def schema_param(name: str, field_schema: Callable[[str], dict[str, Any]] = schema_of) -> dict[str, Any]:
+    """The Param keywords of one field, from its JSON schema (RunParams' unless `field_schema` reads another
+    contract's, e.g. FineTuneParams'; see the module's docstring)."""
+    schema = field_schema(name)
     nullable = schema.get("default", "required") is None
     kind = schema["type"]
     out: dict[str, Any] = {"type": ["null", kind] if nullable else kind}
@@ -86,7 +88,7 @@ def schema_param(name: str) -> dict[str, Any]:
         out["pattern"] = choice_pattern(choices)
     elif choices:
         out["enum"] = sorted(choices, key=lambda c: c != schema.get("default"))  # the default first
-    out.update({k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in schema})
+    out.update({k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema})
     return {**out, **FORM_ONLY.get(name, {})}
 
 
@@ -165,4 +167,64 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
             description="local: a subprocess on the worker; docker: a container (DockerOperator); kubernetes: a pod "
             "(KubernetesPodOperator). One per group of shards.",
         ),
+    }
+
+
+# ---- the fine-tuning DAG's form (helical_finetune): FineTuneParams' JSON schema (finetune_spec.py) ------------
+
+#: title and description of each FineTuneParams Param, in the form's order (model: an enum of the fine-tunable models)
+FINETUNE_WORDS: dict[str, tuple[str, str]] = {
+    "label_key": ("Label column", "obs column of the labels to learn (e.g. cell_type)."),
+    "epochs": ("Epochs", "Most epochs ({minimum} to {maximum}); early stopping may end sooner. One checkpoint per "
+               "epoch: a killed training resumes from its last finished epoch on the task's retry."),
+    "learning_rate": ("Learning rate", "AdamW learning rate (above {exclusiveMinimum}, at most {maximum})."),
+    "freeze_layers": ("Frozen layers", "Encoder layers kept frozen, from the input side."),
+    "validation_fraction": ("Validation fraction", "Labelled cells held out per class (stratified, seeded)."),
+    "max_train_cells": ("Max training cells", "Cap on training cells (stratified subsample); empty: all."),
+    "patience": ("Patience", "Early stopping: epochs without a better validation macro F1."),
+    "class_weighting": ("Class weighting", "balanced: loss weighted n/(k*n_class); none: the plain loss."),
+    "batch_size": ("Batch size", "Cells per training step."),
+    "seed": ("Seed", "Split, head initialisation and shuffling ({minimum} to {maximum})."),
+    "device": ("Device", "auto: CUDA when the worker has a GPU, else CPU."),
+    "shard_size": ("Shard size", "Cells tokenised per shard (one mapped task each)."),
+}  # fmt: skip
+#: the Params that are FineTuneParams fields (with `model`), passed through as they are
+FINETUNE_PARAM_NAMES = ("model", *FINETUNE_WORDS)
+
+
+def finetune_schema_of(field: str) -> dict[str, Any]:
+    """FineTuneParams' JSON schema of one field, `null` left out of an optional one (as spec.schema_of)."""
+    schema = dict(FineTuneParams.model_json_schema()["properties"][field])
+    for option in schema.pop("anyOf", []):
+        if option.get("type") != "null":
+            schema.update(option)
+    return schema
+
+
+def finetune_form(data_dir: str, models: Sequence[str], default_model: str) -> dict[str, Any]:
+    """The Params of helical_finetune, in the form's order: the input file (as the workflow's), the fine-tunable
+    models, then every FineTuneParams field with its bounds and choices from the contract."""
+    from airflow.sdk import Param
+
+    workflow = workflow_params(data_dir, list(models), ["local"], "local")
+
+    def field(name: str) -> Any:
+        title, description = FINETUNE_WORDS[name]
+        keywords = schema_param(name, finetune_schema_of)
+        default = finetune_schema_of(name).get("default", "cell_type" if name == "label_key" else None)
+        if name == "label_key":
+            keywords["minLength"] = 1
+        return Param(default, title=title, description=description.format(**keywords), **keywords)
+
+    return {
+        "input_path": workflow["input_path"],
+        "model": Param(
+            default_model,
+            type="string",
+            enum=sorted(models, key=lambda m: m != default_model),
+            title="Model",
+            description="A model whose family has a helical *FineTuningModel here (docs/finetune.md).",
+            errorMessage="error E807: this model cannot be fine-tuned here; fix: pick one of the listed models",
+        ),
+        **{name: field(name) for name in FINETUNE_WORDS},
     }

@@ -22,8 +22,10 @@ helical_embed_shard_duration_seconds, ... with labels model, device, dataset, ru
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
+from typing import Any
 
 from . import modality, settings
 from .errors import ConfigError
@@ -152,3 +154,48 @@ def emit_failure(plan: Plan, code: str) -> None:
 
 def target_is_set() -> bool:
     return settings.statsd_target() is not None
+
+
+# ---- fine-tuning (finetune.py's per-epoch callback; the helical_finetune DAG's train task) --------------------
+#
+#     helical.finetune.<metric>.<model>.<dataset>.<label_key>.<finetune_key>   (g) after every epoch: epoch,
+#         epoch_seconds, train_cells_per_second, train_loss, val_loss, val_accuracy, val_macro_f1,
+#         epochs_since_best (epochs since the best validation macro F1: early stopping's count)
+#     helical.finetune_failure.<code>.<model>.<dataset>.<label_key>                1 (c) per failed training
+#
+# -> helical_finetune_epoch, helical_finetune_epoch_seconds, ... with labels model, dataset, label_key, finetune_key.
+
+
+def epoch_lines(model: str, dataset: str, label_key: str, finetune_key: str, metrics: Any,
+                epochs_since_best: int) -> list[str]:  # fmt: skip
+    """The StatsD gauges of one finished epoch (`metrics`: finetune_spec.EpochMetrics)."""
+    tail = ".".join(label(v) for v in (model, dataset, label_key, finetune_key))
+    values: dict[str, float] = {
+        "epoch": metrics.epoch,
+        "epoch_seconds": metrics.seconds,
+        "train_cells_per_second": metrics.train_cells_per_second,
+        "train_loss": metrics.train_loss,
+        "val_loss": metrics.val_loss,
+        "val_accuracy": metrics.val_accuracy,
+        "val_macro_f1": metrics.val_macro_f1,
+        "epochs_since_best": epochs_since_best,
+    }
+    # losses and scores are never negative; a NaN (an epoch without a batch) is not sent: StatsD cannot carry it
+    return [f"{PREFIX}.finetune.{name}.{tail}:{_number(v)}|g" for name, v in values.items() if math.isfinite(v)]
+
+
+def emit_epoch(model: str, dataset: str, label_key: str, finetune_key: str, metrics: Any,
+               epochs_since_best: int) -> None:  # fmt: skip
+    if target_is_set():
+        send(epoch_lines(model, dataset, label_key, finetune_key, metrics, epochs_since_best))
+
+
+def finetune_failure_lines(code: str, model: str, dataset: str, label_key: str) -> list[str]:
+    tail = ".".join(label(v) for v in (code, model, dataset, label_key))
+    return [f"{PREFIX}.finetune_failure.{tail}:1|c"]
+
+
+def emit_finetune_failure(code: str, model: str, dataset: str, label_key: str) -> None:
+    """One failed training, by error code (helical_finetune_failures_total)."""
+    if target_is_set():
+        send(finetune_failure_lines(code, model, dataset, label_key))
