@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import psutil
 
-from . import modality, settings, shardlock, telemetry
+from . import agreement, modality, objstore, settings, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .logs import log_context
-from .models import ModelRunner, get_model, registry
+from .models import ModelRunner, cache, get_model, registry
 from .spec import Plan, Precision, ShardResult
 from .store import batch_size, finished_result, save_npy, write_json
 
@@ -47,6 +47,25 @@ def use_cache_dir(cache_dir: str | None) -> None:
             "run each cache in its own process (helical-airflow embed-shard does this)",
         )
     settings.export("CACHE_DIR_HELICAL_PREFIX", wanted)
+
+
+def shard_cache_dir(plan: Plan) -> str | None:
+    """Where this process reads the plan's weights: the worker's own cache (HELICAL_AIRFLOW_WORKER_CACHE_DIR: workers
+    that share no disk, each with its weights) when set, else the cache the plan was made with. The worker's cache
+    must hold every weights file the plan lists (E532); their checksum is the plan's (weights_checksum)."""
+    own = settings.get().worker_cache_dir
+    if own is None or os.path.abspath(own) == os.path.abspath(plan.params.cache_dir or os.sep):
+        return plan.params.cache_dir
+    root = cache.models_dir(own)
+    missing = sorted(name for name in plan.weights_files if not (root / name).is_file())
+    if missing:
+        raise ConfigError(
+            "E532",
+            f"this worker's weights cache {own} lacks {len(missing)} file(s) of the plan's model (first: {missing[0]})",
+            f"put the weights there on this worker (helical-airflow models download --cache-dir {own}, or models "
+            "fixture for tests), or unset HELICAL_AIRFLOW_WORKER_CACHE_DIR to read the plan's cache",
+        )
+    return own
 
 
 def resolve_device(requested: str, gpu_policy: str, fixture: bool = False) -> str:
@@ -74,15 +93,16 @@ def resolve_device(requested: str, gpu_policy: str, fixture: bool = False) -> st
     return device
 
 
-def effective_precision(device: str, requested: Precision) -> Precision:
-    """CPUs run fp32: half precision there is slower and less accurate."""
-    return requested if device == "cuda" else "fp32"
+def effective_precision(device: str, requested: Precision, cpu: Precision = "fp32") -> Precision:
+    """A GPU runs the requested precision; a CPU runs `cpu` (ResolvedParams.cpu_precision): fp32, or bf16 when it
+    was asked for by name (torch autocasts bf16 on a CPU; fp16 there is slower and less accurate)."""
+    return requested if device == "cuda" else cpu
 
 
 def runner_for(plan: Plan, device: str) -> ModelRunner[Any]:
     """The plan's model, loaded through helical with the plan's resolved parameters (the batch size halved after a
     memory-cap stop, store.batch_size)."""
-    use_cache_dir(plan.params.cache_dir)
+    use_cache_dir(shard_cache_dir(plan))
     params = plan.params
     batch = batch_size(plan)
     if batch != params.batch_size:
@@ -91,7 +111,7 @@ def runner_for(plan: Plan, device: str) -> ModelRunner[Any]:
     return registry.load_runner(
         get_model(params.model),
         device=device,
-        precision=effective_precision(device, params.precision),
+        precision=effective_precision(device, params.precision, params.cpu_precision),
         batch_size=batch,
         engine=params.engine,
         seed=params.seed,
@@ -142,8 +162,9 @@ def _embed_shard(
         device = device or "cpu"
         _reset_peak_gpu(device)
         started = time.perf_counter()
-        rows = modality.of(plan.input).read_shard(plan.input, shard.start, shard.stop, plan.params.layer)
-        embeddings = np.asarray(runner.embed(rows), dtype=np.float32)
+        source = objstore.ensure_input(plan.input)  # an s3://... input: staged here too when this worker lacks it
+        rows = modality.of(source).read_shard(source, shard.start, shard.stop, plan.params.layer)
+        embeddings = agreement.embed(runner, rows, device)
         seconds = time.perf_counter() - started
         if embeddings.shape[0] != shard.cells:
             raise ShardError(
@@ -152,6 +173,10 @@ def _embed_shard(
                 "report this as a bug with the manifest attached",
             )
         save_npy(plan.shard_file(index), embeddings)
+        precision = effective_precision(device, plan.params.precision, plan.params.cpu_precision)
+        # fp16/bf16: this shard's rows of the agreement sample again in fp32, with the model loaded here (why here:
+        # agreement.py); written before the shard's record, which marks it finished
+        sampled = agreement.reembed_sample(plan, shard, rows, runner, device, precision)
     except HelicalAirflowError as exc:
         telemetry.emit_failure(plan, exc.code)
         raise
@@ -174,11 +199,13 @@ def _embed_shard(
         peak_rss_mb=round(_peak_rss_mb(), 1),
         peak_gpu_mb=_peak_gpu_mb(device),
         device=device,
-        precision=effective_precision(device, plan.params.precision),
+        gpu=_gpu_id(device),
+        precision=precision,
         engine=plan.params.engine,
         batch_size=getattr(runner, "batch_size", None) or batch_size(plan),
         host=socket.gethostname(),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        agreement_cells=sampled,
         **_canonical_genes(runner),
     )
     write_json(plan.shard_result_file(index), result)
@@ -216,7 +243,7 @@ def embed_shards(
     for position, index in enumerate(indices):
         load_seconds = 0.0  # charged to the shard that needed the model first
         if runner is None and finished_result(plan, index) is None:
-            use_cache_dir(plan.params.cache_dir)
+            use_cache_dir(shard_cache_dir(plan))
             device = resolve_device(plan.params.device, get_model(plan.params.model).profile.gpu, plan.fixture)
             started = time.perf_counter()
             runner = runner_for(plan, device)
@@ -244,6 +271,17 @@ def _reset_peak_gpu(device: str) -> None:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_id(device: str) -> str | None:
+    """The physical id of the GPU this process computes on: CUDA_VISIBLE_DEVICES maps torch's index to it."""
+    if device != "cuda":
+        return None
+    import torch
+
+    index = torch.cuda.current_device()
+    visible = [d.strip() for d in settings.get().cuda_visible_devices.split(",") if d.strip()]
+    return visible[index] if index < len(visible) else str(index)
 
 
 def _peak_gpu_mb(device: str) -> float | None:

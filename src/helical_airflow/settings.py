@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +65,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HELICAL_AIRFLOW_REPORT_UMAP", "1", "0/false/no/off: the report leaves the UMAP out (~15-20 s saved)"),
     Variable("HELICAL_AIRFLOW_QUALITY_THRESHOLDS", "the model's own",
              "quality gate thresholds, JSON (e.g. {\"max_knn_drop_vs_pca\": 0.05}; E403 when invalid)"),
+    Variable("HELICAL_AIRFLOW_PRECISION_THRESHOLDS", "the model's own (ResourceProfile.agreement)",
+             "floors on an fp16/bf16 run's agreement with fp32, JSON (e.g. {\"min_cosine\": 0.99, "
+             "\"min_knn_overlap\": 0.8}; E405 when invalid): docs/reliability.md"),
     Variable("HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S", "6 s + the file size at 25 MiB/s",
              "deadline of the bounded input inspection"),
     Variable("HELICAL_AIRFLOW_VALIDATE_MEMORY_MB", "4096", "memory budget of the bounded input inspection"),
     Variable("HELICAL_AIRFLOW_SEQ_INDEX_DIR", "$XDG_CACHE_HOME/helical-airflow/seq-index",
              "where sequence inputs' record offset indexes are cached"),
     Variable("XDG_CACHE_HOME", "~/.cache", "the user's cache folder (the default of the index folder)"),
+    Variable("HELICAL_AIRFLOW_OBJECT_CACHE_DIR", "$XDG_CACHE_HOME/helical-airflow/objects",
+             "object storage: verified local copies of s3://... inputs and the work folders of runs written to a "
+             "URL (objstore.py)", "storage"),
+    Variable("HELICAL_AIRFLOW_STORAGE_ENDPOINT_URL", "unset: the protocol's own (AWS_ENDPOINT_URL for s3)",
+             "endpoint of an S3-compatible server (SeaweedFS, MinIO, Ceph)", "storage"),
+    Variable("HELICAL_AIRFLOW_STORAGE_CONN_ID", "unset: the standard AWS variables and files",
+             "an Airflow connection holding the object store's credentials (login: key, password: secret, extra: "
+             "endpoint_url); resolved in the task, never logged", "storage"),
     Variable("HELICAL_AIRFLOW_STATSD_HOST", "unset: no runner metrics", "where the runner sends its own StatsD"),
     Variable("HELICAL_AIRFLOW_STATSD_PORT", "9125", "its StatsD port (E604 when not a port)"),
     Variable("HELICAL_AIRFLOW_RUNNER_PYTHON", "the worker's own",
@@ -83,6 +95,18 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("AIRFLOW__CELERY__WORKER_CONCURRENCY", str(DEFAULT_WORKER_CONCURRENCY),
              "Celery worker concurrency (Airflow's own setting): the default of the task slots, and how many shard "
              "processes the local launcher shares the worker's cores among", "runner"),
+    Variable("HELICAL_AIRFLOW_GPUS", "auto",
+             "this worker's GPUs, one shard group each (gpus.py): auto (CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`), "
+             "a count, or device ids (`0,2,5`); 0: pin nothing (E531 when invalid)", "runner"),
+    Variable("HELICAL_AIRFLOW_GPU_LOCK_DIR", "<temp dir>/helical-airflow-gpu-leases",
+             "where the per-GPU leases live (machine-local: every worker of the machine must use the same one)",
+             "runner"),
+    Variable("CUDA_VISIBLE_DEVICES", "unset", "the GPUs the worker may use (`HELICAL_AIRFLOW_GPUS=auto` leases "
+             "those); the local launcher sets it for each embed process to its leased GPU", "runner"),
+    Variable("HELICAL_AIRFLOW_WORKER_CACHE_DIR", "unset: the plan's cache",
+             "this worker's own weights cache: its embed processes read the plan's weights from here, not from "
+             "the planning worker's cache (E532 when a file is missing); the local stack sets it per worker",
+             "runner"),
     Variable("HELICAL_AIRFLOW_MAX_SHARDS_PER_TASK", "25",
              "the most shards one embed task takes (a retry holds back a bounded part of a large run)", "runner"),
     Variable("OMP_NUM_THREADS", "cores / concurrent shards",
@@ -137,7 +161,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("HELICAL_STACK_HOST", "127.0.0.1", "the address its services bind", "stack"),
     Variable("HELICAL_STACK_<NAME>_PORT", "28xxx", "a service's port, e.g. HELICAL_STACK_API_PORT", "stack"),
     Variable("HELICAL_STACK_WORKER_CONCURRENCY", "2", "its Celery worker's concurrency", "stack"),
-    Variable("HELICAL_STACK_GPU_POOL_SLOTS", "1", "slots of its `gpu_pool`", "stack"),
+    Variable("HELICAL_STACK_GPU_POOL_SLOTS", "one per GPU (HELICAL_AIRFLOW_GPUS), at least 1",
+             "slots of its `gpu_pool`", "stack"),
+    Variable("HELICAL_STACK_WORKERS", "1", "Celery workers it starts (2: a second one with its own working folder "
+             "and weights cache, sharing only the broker, the database and the outputs)", "stack"),
     Variable("HELICAL_STACK_STATSD_HOST", "127.0.0.1", "where its services send StatsD", "stack"),
     Variable("HELICAL_STACK_MONITORING", "1", "0: no monitoring services", "stack"),
     Variable("HELICAL_STACK_MLFLOW", "1", "0: no MLflow server", "stack"),
@@ -289,6 +316,10 @@ class Settings:
         return self.env("HELICAL_AIRFLOW_QUALITY_THRESHOLDS").strip()
 
     @property
+    def precision_thresholds(self) -> str:
+        return self.env("HELICAL_AIRFLOW_PRECISION_THRESHOLDS").strip()
+
+    @property
     def validate_timeout_s(self) -> float | None:
         configured = self.env("HELICAL_AIRFLOW_VALIDATE_TIMEOUT_S")
         return float(configured) if configured else None
@@ -303,6 +334,21 @@ class Settings:
         if configured:
             return Path(configured)
         return Path(self.env("XDG_CACHE_HOME") or Path.home() / ".cache") / "helical-airflow" / "seq-index"
+
+    @property
+    def object_cache_dir(self) -> Path:
+        configured = self.env("HELICAL_AIRFLOW_OBJECT_CACHE_DIR")
+        if configured:
+            return Path(configured).resolve()
+        return Path(self.env("XDG_CACHE_HOME") or Path.home() / ".cache") / "helical-airflow" / "objects"
+
+    @property
+    def storage_endpoint_url(self) -> str | None:
+        return self.env("HELICAL_AIRFLOW_STORAGE_ENDPOINT_URL").strip() or None
+
+    @property
+    def storage_conn_id(self) -> str | None:
+        return self.env("HELICAL_AIRFLOW_STORAGE_CONN_ID").strip() or None
 
     @property
     def statsd_target(self) -> tuple[str, str] | None:
@@ -326,6 +372,23 @@ class Settings:
     @property
     def max_shards_per_task(self) -> int:
         return max(1, int(self.env("HELICAL_AIRFLOW_MAX_SHARDS_PER_TASK") or 25))
+
+    @property
+    def gpus(self) -> str:
+        return self.env("HELICAL_AIRFLOW_GPUS", "auto") or "auto"
+
+    @property
+    def cuda_visible_devices(self) -> str:
+        return self.env("CUDA_VISIBLE_DEVICES")
+
+    @property
+    def gpu_lock_dir(self) -> Path:
+        configured = self.env("HELICAL_AIRFLOW_GPU_LOCK_DIR")
+        return Path(configured) if configured else Path(tempfile.gettempdir()) / "helical-airflow-gpu-leases"
+
+    @property
+    def worker_cache_dir(self) -> str | None:
+        return self.env("HELICAL_AIRFLOW_WORKER_CACHE_DIR") or None
 
     @property
     def omp_num_threads(self) -> str | None:
@@ -500,6 +563,7 @@ def _exported(name: str) -> None:
 GROUPS = {
     "core": "Folders, tracking, models, reports",
     "runner": "Shards, tasks and the local launcher",
+    "storage": "Object storage (s3://, gs://, az:// inputs and outputs; docs/scale-out.md)",
     "docker": "The `docker` launcher (`docker_settings()`)",
     "kubernetes": "The `kubernetes` launcher (`kubernetes_settings()`); pods see the data PVC read-only at the "
     "worker's data folder, the outputs PVC at its output folder and the weights PVC at its cache folder, so "

@@ -41,6 +41,10 @@ class RunParams(BaseModel):
         default=None, gt=0, description="memory one embed process may use, GB; past it E305 and the retry halves "
         "the batch (default: the model's resource profile)",
     )  # fmt: skip
+    agreement_cells: int = Field(
+        default=256, ge=2, le=100_000, description="cells (records) of an fp16/bf16 run re-embedded in fp32 to "
+        "measure their agreement (all of them when fewer): agreement.py",
+    )  # fmt: skip
 
 
 def schema_of(field: str) -> dict[str, Any]:
@@ -63,6 +67,9 @@ class ResolvedParams(RunParams):
     batch_size: int = Field(ge=1)
     engine: Engine
     memory_cap_gb: float = Field(gt=0)
+    # what a CPU shard runs: bf16 only when asked for by name (--precision bf16; torch autocasts bf16 on a CPU),
+    # else fp32, whatever the profile's GPU precision (fp16 on a CPU is slow and torch's CPU kernels for it are few)
+    cpu_precision: Literal["fp32", "bf16"] = "fp32"
 
 
 class SequenceSummary(BaseModel):
@@ -105,6 +112,8 @@ class InputSummary(BaseModel):
     genes_in_vocab: int
     vocab_overlap: float  # fraction of the file's genes the model knows
     sequence: SequenceSummary | None = None  # sequence inputs only
+    #: the object storage URL `path` is a verified local copy of (objstore.stage); None for a local input
+    source: str | None = None
 
     @property
     def unit(self) -> str:
@@ -168,6 +177,9 @@ class ShardResult(BaseModel):
     peak_rss_mb: float
     peak_gpu_mb: float | None = None
     device: str
+    #: the GPU the shard ran on, its id as `nvidia-smi -L` numbers it (the launcher's lease, gpus.py); None on a CPU
+    #: (and in shards written before this was recorded)
+    gpu: str | None = None
     precision: Precision
     engine: Engine
     batch_size: int | None = None  # cells per forward pass, as run (None: written before this was recorded)
@@ -178,6 +190,9 @@ class ShardResult(BaseModel):
     # the list, one id a line, and how many; None for sequence models (and shards written before this was recorded)
     canonical_genes_sha256: str | None = None
     canonical_genes: int | None = None
+    # rows of the run's agreement sample (agreement.py) in this shard, re-embedded in fp32 by the process that embedded
+    # the shard in fp16/bf16 (shards/<i>.fp32.npy); None: the shard ran in fp32
+    agreement_cells: int | None = None
 
 
 class QualityThresholds(BaseModel):
@@ -191,6 +206,35 @@ class QualityThresholds(BaseModel):
     min_silhouette: float | None = Field(default=None, ge=-1, le=1)
     max_knn_drop_vs_pca: float | None = Field(default=None, ge=0, le=1)
     max_silhouette_drop_vs_pca: float | None = Field(default=None, ge=0, le=2)
+
+
+class PrecisionThresholds(BaseModel):
+    """Floors on the agreement of an fp16/bf16 run with fp32 (agreement.py): per model (ResourceProfile.agreement)
+    or for a run (HELICAL_AIRFLOW_PRECISION_THRESHOLDS, JSON). None: recorded, not checked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_cosine: float | None = Field(default=None, ge=-1, le=1)  # the lowest per-cell cosine of the sample
+    min_knn_overlap: float | None = Field(default=None, ge=0, le=1)  # the mean kNN-neighbourhood overlap
+
+
+class PrecisionAgreement(BaseModel):
+    """How far a run in fp16/bf16 is from fp32 on a seeded sample of its rows, re-embedded in fp32 in the same
+    processes with the same loaded models (agreement.py)."""
+
+    precision: Precision  # what the run's shards ran in (the reduced one)
+    reference: Literal["fp32"] = "fp32"
+    sample_cells: int  # rows compared (the sample, less rows without an embedding, e.g. no known gene)
+    sample_seed: int
+    cosine_min: float  # per-row cosine between the run's embedding and the fp32 one
+    cosine_median: float
+    knn_k: int  # neighbours per row, within the sample
+    knn_overlap: float  # mean over rows of |kNN in the run's embedding & kNN in fp32| / k (cosine distance)
+    knn_overlap_min: float
+    thresholds: PrecisionThresholds | None = None  # as applied; None: recorded only
+    thresholds_source: str
+    passed: bool
+    problems: list[str] = Field(default_factory=list)
 
 
 class LabelScores(BaseModel):
@@ -222,6 +266,8 @@ class QualityReport(BaseModel):
     baseline: str | None = None  # how the baseline was made
     thresholds: QualityThresholds | None = None  # as applied; None: scores recorded only
     thresholds_source: str | None = None
+    # an fp16/bf16 run's agreement with fp32 (agreement.py); None: the run ran in fp32 (not applicable)
+    precision_agreement: PrecisionAgreement | None = None
 
 
 class Manifest(BaseModel):

@@ -5,8 +5,10 @@ It sees the data folder read-only at /opt/data, the output folder writable at th
 own mount) and the weights cache at /opt/helical-cache (a named volume or a host folder, so weights are
 downloaded once). plan.json holds the worker's absolute paths; when the worker's folders are not the
 container's (a worker outside Compose), the same folders are also mounted at the worker's paths so the plan
-resolves unchanged inside the container. GPU shards run the CUDA image with `device_requests`; CPU shards
-the CPU image, asking for no GPU. The container is removed on success and on failure.
+resolves unchanged inside the container. GPU shards run the CUDA image with `device_requests`: the one GPU
+the group leased on this machine (gpus.py, `device_ids`), or every GPU when the worker detects none or
+HELICAL_AIRFLOW_DOCKER_GPUS=all; CPU shards the CPU image, asking for no GPU. The container is removed on
+success and on failure.
 
 Settings: settings.py (HELICAL_AIRFLOW_DOCKER_*, HELICAL_AIRFLOW_HOST_*).
 """
@@ -16,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import settings
+from .. import gpus, settings
 from ..errors import RECYCLE_EXIT
 from ..models import get_model
 from ..plan import load_plan
@@ -75,12 +77,28 @@ def image_for(gpu: bool, cfg: DockerSettings) -> str:
     return (cfg.gpu_image or cfg.image) if gpu else cfg.image
 
 
-def docker_operator(
-    plan_path: str, shards: list[int], cfg: DockerSettings | None = None, task_id: str | None = None
-) -> Any:
-    """The DockerOperator that embeds a group of shards (built at run time: the plan decides cache, GPU, memory)."""
-    from airflow.providers.docker.operators.docker import DockerOperator
+def device_requests(gpu: bool, device: str | None) -> list[Any] | None:
+    """No GPU; the leased one (`device`, gpus.py: one shard group per GPU); or every GPU when none was leased (no GPU
+    detected on the worker, or HELICAL_AIRFLOW_DOCKER_GPUS=all)."""
     from docker.types import DeviceRequest
+
+    if not gpu:
+        return None
+    if device is not None:
+        return [DeviceRequest(device_ids=[device], capabilities=[["gpu"]])]
+    return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+
+
+def docker_operator(
+    plan_path: str,
+    shards: list[int],
+    cfg: DockerSettings | None = None,
+    task_id: str | None = None,
+    gpu_device: str | None = None,
+) -> Any:
+    """The DockerOperator that embeds a group of shards (built at run time: the plan decides cache, GPU, memory);
+    `gpu_device`: the GPU leased for it (None: every GPU, for a GPU shard)."""
+    from airflow.providers.docker.operators.docker import DockerOperator
 
     cfg = cfg or DockerSettings.from_env()
     plan = load_plan(plan_path)
@@ -98,7 +116,7 @@ def docker_operator(
             "PYTHONUNBUFFERED": "1",
             **settings.container_env(),
         },
-        device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
+        device_requests=device_requests(gpu, gpu_device),
         mem_limit=f"{plan.params.memory_cap_gb:g}g",  # a hard cap: the kernel's OOM kill there is E305
         network_mode=cfg.network,
         user=cfg.user,
@@ -116,13 +134,38 @@ def run_docker(
     """Embed the shards in a container (a fresh one after a recycle); returns their ShardResults from the run folder.
     Logs stream into the task log; the exit status comes from the Docker API, never from the error's text."""
     emit = emit or log.info
-    return run_until_done(plan_path, shards, lambda todo: _run_container(plan_path, todo, cfg, emit), emit)
+    with _gpu_lease(plan_path, cfg or DockerSettings.from_env(), emit) as device:
+        return run_until_done(plan_path, shards, lambda todo: _run_container(plan_path, todo, cfg, emit, device), emit)
 
 
-def _run_container(plan_path: str, shards: list[int], cfg: DockerSettings | None, emit: Callable[[str], None]) -> int:
+@contextlib.contextmanager
+def _gpu_lease(plan_path: str, cfg: DockerSettings, emit: Callable[[str], None]) -> Iterator[str | None]:
+    """One GPU of the engine's machine for a GPU group (gpus.py; the worker and the engine share the machine and its
+    lock folder), None for a CPU group or when every GPU is asked for (HELICAL_AIRFLOW_DOCKER_GPUS=all)."""
+    try:
+        plan = load_plan(plan_path)
+        wanted = wants_gpu(get_model(plan.params.model).profile.gpu, plan.params.device, cfg) and not cfg.all_gpus
+    except Exception:  # noqa: BLE001 (a missing or broken plan: the container reports it in its own words)
+        wanted = False
+    if not wanted:
+        yield None
+        return
+    with gpus.lease() as device:
+        if device is not None:
+            emit(f"GPU {device} leased for this group (device_ids=[{device}])")
+        yield device
+
+
+def _run_container(
+    plan_path: str,
+    shards: list[int],
+    cfg: DockerSettings | None,
+    emit: Callable[[str], None],
+    gpu_device: str | None = None,
+) -> int:
     from airflow.providers.docker.exceptions import DockerContainerFailedException
 
-    operator = docker_operator(plan_path, shards, cfg)
+    operator = docker_operator(plan_path, shards, cfg, gpu_device=gpu_device)
     emit(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
     logs: list[str] = []
     what = f"container {operator.container_name}"

@@ -5,8 +5,9 @@ caller's log (the Airflow task log); the process gets its own process group, so 
 kills the shards and nothing is left running (a killed task: its on_kill, launchers/lifecycle.py; a timed-out one:
 the AirflowTaskTimeout passing through here). The process tree's memory is watched against the plan's memory cap
 (MemoryWatch): past it the process is killed and the task fails with E305, leaving half the batch size for the
-retry. A process that stops early to be recycled (exit 75: its memory
-bound or shard count, embed.Recycle) is followed by a fresh one for the shards left. A model crash or an
+retry. On a worker with GPUs each group leases one (gpus.py) and its process sees only that one
+(CUDA_VISIBLE_DEVICES), so N groups run on N GPUs at once. A process that stops early to be recycled (exit 75:
+its memory bound or shard count, embed.Recycle) is followed by a fresh one for the shards left. A model crash or an
 out-of-memory kills that process, never the Celery worker.
 """
 
@@ -20,12 +21,12 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 
-from .. import settings
+from .. import gpus, settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
 from ..plan import load_plan, task_groups
@@ -74,7 +75,29 @@ def run_local(
 ) -> list[dict]:
     """Embed the shards; returns their ShardResults (dicts) from the store. Raises LaunchError on failure."""
     emit = emit or log.info
-    return run_until_done(plan_path, shards, lambda todo: _run_process(plan_path, todo, python, env, emit), emit)
+    with gpu_lease(plan_path, emit) as gpu:
+        pinned = {**(env or {}), "CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else env
+        return run_until_done(plan_path, shards, lambda todo: _run_process(plan_path, todo, python, pinned, emit), emit)
+
+
+@contextlib.contextmanager
+def gpu_lease(plan_path: str, emit: Callable[[str], None]) -> Iterator[str | None]:
+    """One of this worker's GPUs, leased for the group (gpus.py), when the plan may run on a GPU and the worker has
+    one; None otherwise (a CPU plan, a CPU machine: nothing pinned)."""
+    if not may_use_gpu(plan_path):
+        yield None
+        return
+    with gpus.lease() as gpu:
+        if gpu is not None:
+            emit(f"GPU {gpu} leased for this group (CUDA_VISIBLE_DEVICES={gpu})")
+        yield gpu
+
+
+def may_use_gpu(plan_path: str) -> bool:
+    """The plan asks for `auto` or `cuda` (a missing or broken plan: no; the process reports it itself)."""
+    with contextlib.suppress(Exception):
+        return load_plan(plan_path).params.device != "cpu"
+    return False
 
 
 def _run_process(

@@ -46,6 +46,30 @@ def database_url(cfg: StackConfig, secrets: dict[str, str], driver: str = "postg
     return f"{driver}://airflow:{secrets['postgres_password']}@{cfg.host}:{cfg.ports['postgres']}/airflow"
 
 
+def worker_env(cfg: StackConfig, secrets: dict[str, str], n: int) -> dict[str, str]:
+    """Worker n's environment: the first worker's is airflow_env's; a further one (n >= 2) has its own working
+    folder (Airflow home, temp files, sequence indexes), weights cache and log server port, and shares with the
+    first only the broker, the metadata DB and the outputs. Task logs go to the stack's one log folder, so the UI
+    reads them as the first worker's (on a cluster: Airflow's remote logging, or each worker's log server)."""
+    env = airflow_env(cfg, secrets)
+    if n == 1:
+        return env
+    home = cfg.worker_dir(n)
+    cache = cfg.worker_cache(n)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.airflow_home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.port(f"worker_log_{n}", 28793 + 2 * (n - 1))),
+            "TMPDIR": str(home / "tmp"),
+            "HELICAL_AIRFLOW_SEQ_INDEX_DIR": str(home / "seq-index"),
+        }
+    )
+    if cache:
+        env["HELICAL_AIRFLOW_CACHE_DIR"] = env["HELICAL_AIRFLOW_WORKER_CACHE_DIR"] = cache
+    return env
+
+
 def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     ports = cfg.ports
     env = read_env_file(SHARED_ENV_FILE)
@@ -86,8 +110,12 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
             "HELICAL_AIRFLOW_STATSD_PORT": str(ports["statsd"]),
         }
     )
+    # every worker of the stack leases this machine's GPUs from one folder (gpus.py), whatever its temp folder
+    env["HELICAL_AIRFLOW_GPU_LOCK_DIR"] = str(cfg.gpu_lock_dir)
     if cfg.cache_dir:
         env["HELICAL_AIRFLOW_CACHE_DIR"] = str(Path(cfg.cache_dir).resolve())
+        # the worker's embed processes read the weights here, also for a plan the second worker made with its own
+        env["HELICAL_AIRFLOW_WORKER_CACHE_DIR"] = env["HELICAL_AIRFLOW_CACHE_DIR"]
 
     if mlflow.enabled(cfg):  # every run the workers finish is tracked in the stack's MLflow server
         env["MLFLOW_TRACKING_URI"] = mlflow.tracking_uri(cfg)

@@ -47,9 +47,25 @@ def up(
     monitoring: Annotated[
         bool | None, typer.Option(help="also start the monitoring services (env HELICAL_STACK_MONITORING, default on)")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Celery workers; the second has its own working folder and weights cache, sharing "
+            "only the broker, the database and the outputs (env HELICAL_STACK_WORKERS, default 1)",
+        ),
+    ] = None,  # fmt: skip
+    worker_cache: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="weights cache of worker 2 (repeat for 3, ...); default <state>/worker-2/cache, filled with "
+            "`helical-airflow models download --cache-dir DIR`"
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Start the stack (what is already running is left alone); the first successful start prints the admin password."""
-    cfg = _cfg(state_dir, monitoring=monitoring)
+    cfg = _cfg(state_dir, monitoring=monitoring, workers=workers,
+               worker_cache_dirs=tuple(str(p.resolve()) for p in worker_cache) if worker_cache else None)  # fmt: skip
     if api_port:
         cfg.ports["api"] = api_port
     if data_dir:

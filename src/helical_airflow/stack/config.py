@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings
+from .. import gpus, settings
 
 #: service port name -> default (override with HELICAL_STACK_<NAME>_PORT)
 DEFAULT_PORTS: dict[str, int] = {
@@ -20,6 +20,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "api": 28080,
     "scheduler_health": 28974,
     "worker_log": 28793,
+    "worker_log_2": 28795,  # the second worker's log server (HELICAL_STACK_WORKERS=2)
     "trigger_log": 28794,
     "statsd": 28125,  # UDP: where Airflow and the runner send StatsD (the monitoring bridge listens here)
 }
@@ -50,7 +51,14 @@ class StackConfig:
     worker_concurrency: int = 2
     worker_queues: tuple[str, ...] = ("default", "gpu")
     worker_name: str = "helical-stack@%h"  # Celery node name (%h: this host); recorded with every task result
+    #: one slot per GPU of this machine (gpus.py), so N shard groups run at once, each on its own GPU
     gpu_pool_slots: int = 1
+    #: Celery workers: the second (and any further) one has its own working folder, weights cache and log server
+    #: port and shares only the broker, the metadata DB and the outputs with the first (stack/services.py)
+    workers: int = 1
+    #: weights caches of workers 2, 3, ... (default: `<state>/worker-<n>/cache`, filled by `models download` or
+    #: `models fixture` with --cache-dir); worker 1 uses `cache_dir`
+    worker_cache_dirs: tuple[str, ...] = ()
     statsd_host: str = "127.0.0.1"
     monitoring: bool = True  # also start the monitoring services (stack/monitoring.py)
     #: a service gets this long to answer its health check: the api-server took over 120 s on the 2-core machine at
@@ -65,8 +73,9 @@ class StackConfig:
             state_dir=Path(_env("STATE_DIR", str(REPO_ROOT / ".state" / "stack"))).resolve(),
             host=_env("HOST", "127.0.0.1"),
             ports={name: int(_env(f"{name.upper()}_PORT", str(port))) for name, port in DEFAULT_PORTS.items()},
-            worker_concurrency=int(_env("WORKER_CONCURRENCY", "2")),
-            gpu_pool_slots=int(_env("GPU_POOL_SLOTS", "1")),
+            worker_concurrency=int(_env("WORKER_CONCURRENCY", "") or max(2, gpus.count())),
+            gpu_pool_slots=int(_env("GPU_POOL_SLOTS", "") or gpus.default_pool_slots()),
+            workers=int(_env("WORKERS", "1")),
             statsd_host=_env("STATSD_HOST", "127.0.0.1"),
             monitoring=_flag("MONITORING", True),
             python=_env("PYTHON", sys.executable),
@@ -110,6 +119,22 @@ class StackConfig:
     @property
     def redis_dir(self) -> Path:
         return self.state_dir / "redis"
+
+    def worker_dir(self, n: int) -> Path:
+        """Worker n's own working folder (n >= 2): its cwd, temp files, Airflow home, sequence indexes."""
+        return self.state_dir / f"worker-{n}"
+
+    def worker_cache(self, n: int) -> str | None:
+        """Worker n's weights cache: `cache_dir` for the first, its own folder for the others."""
+        if n == 1:
+            return self.cache_dir
+        given = self.worker_cache_dirs[n - 2] if len(self.worker_cache_dirs) >= n - 1 else None
+        return str(Path(given).resolve()) if given else str(self.worker_dir(n) / "cache")
+
+    @property
+    def gpu_lock_dir(self) -> Path:
+        """The per-GPU leases (gpus.py) of every worker of the stack: they share this machine's GPUs."""
+        return self.state_dir / "gpu-leases"
 
     @property
     def api_url(self) -> str:

@@ -76,7 +76,7 @@ def up(cfg: StackConfig, echo: Echo = print) -> tuple[dict[str, str], bool]:
 
 #: StackConfig fields `up` records, so status/env/logs later see the ports and folders it used
 _SAVED = ("host", "ports", "data_dir", "output_dir", "cache_dir", "dags_folder", "python", "worker_concurrency",
-          "worker_name", "gpu_pool_slots", "statsd_host", "monitoring")  # fmt: skip
+          "worker_name", "gpu_pool_slots", "statsd_host", "monitoring", "workers", "worker_cache_dirs")  # fmt: skip
 
 
 def password_shown_marker(cfg: StackConfig) -> Path:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from . import errors, health
-from .airflow_env import airflow_env
+from .airflow_env import airflow_env, worker_env
 from .config import StackConfig
 from .mlflow import mlflow_services
 from .monitoring import monitoring_services
@@ -152,7 +152,8 @@ def redis(cfg: StackConfig, secrets: dict[str, str]) -> Service:
 
 
 def airflow_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]:
-    """api-server, scheduler, dag-processor, triggerer and a Celery worker (queues default and gpu)."""
+    """api-server, scheduler, dag-processor, triggerer and the Celery workers (queues default and gpu): `worker`,
+    and with HELICAL_STACK_WORKERS=2 `worker-2`, which shares only the broker, the database and the outputs."""
     airflow = cfg.bin("airflow") or "airflow"
     env = airflow_env(cfg, secrets)
     ports = cfg.ports
@@ -160,18 +161,38 @@ def airflow_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]
     # the worker and triggerer start a task-log server: through airflow_main it binds cfg.host, not every interface
     log_serving = [cfg.python, "-m", "helical_airflow.stack.airflow_main"]
 
-    def svc(name: str, args: list[str], probe: health.Probe, port: int | None = None) -> Service:
+    def svc(name: str, args: list[str], probe: health.Probe, port: int | None = None,
+            own: dict[str, str] | None = None, cwd: Path | None = None) -> Service:  # fmt: skip
         return Service(
             name=name,
-            argv=[*(log_serving if name in ("worker", "triggerer") else [airflow]), *args],
-            env=env,
+            argv=[*(log_serving if name.startswith("worker") or name == "triggerer" else [airflow]), *args],
+            env=own or env,
             log_file=cfg.log_dir / f"{name}.log",
             port=port,
             health=probe,
             install_hint=AIRFLOW_INSTALL,
-            cwd=cfg.airflow_home,
+            cwd=cwd or cfg.airflow_home,
             umask=cfg.umask,
         )
+
+    def worker(n: int) -> Service:
+        """Celery worker n; the second and further ones with their own folder and cache (airflow_env.worker_env)."""
+        own = worker_env(cfg, secrets, n)
+        port = int(own["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"])
+        name, node = ("worker", cfg.worker_name) if n == 1 else (f"worker-{n}", cfg.worker_name.replace("@", f"-{n}@"))
+        folder = None if n == 1 else cfg.worker_dir(n)
+        queues, slots = ",".join(cfg.worker_queues), str(cfg.worker_concurrency)
+        args = ["celery", "worker", "--queues", queues, "--concurrency", slots, "--celery-hostname", node,
+                "--without-gossip", "--without-mingle"]  # fmt: skip
+        service = svc(name, args, health.tcp(cfg.host, port), port, own, folder)  # its log server answers once up
+        if folder is not None:
+
+            def make_folders(home: Path = folder) -> None:
+                for sub in ("tmp", "airflow", "cache"):
+                    (home / sub).mkdir(parents=True, exist_ok=True)
+
+            service.prepare = make_folders
+        return service
 
     return [
         svc("api-server", ["api-server"], health.http_ok(f"{cfg.api_url}/api/v2/monitor/health"), ports["api"]),
@@ -183,23 +204,7 @@ def airflow_services(cfg: StackConfig, secrets: dict[str, str]) -> list[Service]
         ),
         svc("dag-processor", ["dag-processor"], health.airflow_component(cfg.api_url, "dag_processor")),
         svc("triggerer", ["triggerer"], health.airflow_component(cfg.api_url, "triggerer"), ports["trigger_log"]),
-        svc(
-            "worker",
-            [
-                "celery",
-                "worker",
-                "--queues",
-                ",".join(cfg.worker_queues),
-                "--concurrency",
-                str(cfg.worker_concurrency),
-                "--celery-hostname",
-                cfg.worker_name,
-                "--without-gossip",
-                "--without-mingle",
-            ],  # fmt: skip
-            health.tcp(cfg.host, ports["worker_log"]),  # its log server answers once the worker is up
-            ports["worker_log"],
-        ),
+        *(worker(n) for n in range(1, cfg.workers + 1)),
     ]
 
 
