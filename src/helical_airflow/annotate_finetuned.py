@@ -98,7 +98,7 @@ def check_plan(result: FineTuneResult, plan: Plan, source: str) -> None:
     """The query's plan must load the base weights (E831) and the gene vocabulary (E832) the model was trained on."""
     if plan.weights_checksum != result.weights_checksum:
         raise ConfigError(
-            "E831", f"the query's run loads {plan.params.model!r} weights {plan.weights_checksum[:12] or 'none'} "
+            "E831", f"the query run loads {plan.params.model!r} weights {plan.weights_checksum[:12] or 'none'} "
             f"(cache {plan.params.cache_dir or 'default'}, options {plan.params.options or 'default'}) but {source} "
             f"was fine-tuned from weights {result.weights_checksum[:12]}",
             "pass the --cache-dir and --option values the model was fine-tuned with (fixture or real weights; "
@@ -109,7 +109,7 @@ def check_plan(result: FineTuneResult, plan: Plan, source: str) -> None:
     found = vocabulary_sha256(plan)
     if found != result.vocabulary_sha256:
         raise ConfigError(
-            "E832", f"the query's run maps genes through another vocabulary ({found[:12]}) than {source} was trained "
+            "E832", f"the query run maps genes through another vocabulary ({found[:12]}) than {source} was trained "
             f"on ({result.vocabulary_sha256[:12]}): its tokens would mean other genes",
             "run with the --option values and cache the model was fine-tuned with, or fine-tune again on this "
             "vocabulary",

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import click
@@ -27,7 +27,8 @@ from rich.progress import (
 from rich.table import Table
 
 from . import annotate as annotate_job
-from . import annotate_finetuned, settings
+from . import compare as compare_job
+from . import annotate_finetuned, objstore, settings
 from . import finetune as finetune_job
 from .embed import FIXTURE_WARNING, Recycle, embed_shards
 from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
@@ -66,7 +67,15 @@ ShardSizeOpt = Annotated[int, typer.Option(min=1, help="cells or records per sha
 DeviceOpt = Annotated[Device, typer.Option(help="cpu, cuda, or auto (cuda when torch sees a GPU)")]
 PrecisionOpt = Annotated[
     Precision | None,
-    typer.Option(help="fp32, fp16 or bf16 on GPU (CPU always runs fp32); default: the model's profile"),
+    typer.Option(help="fp32, fp16 or bf16 on GPU; a CPU runs fp32, or bf16 when asked for (torch autocast). "
+                 "Default: the model's profile (GPU), fp32 (CPU). fp16/bf16 runs are checked against fp32 "
+                 "(--agreement-cells)"),
+]
+AgreementCellsOpt = Annotated[
+    int,
+    typer.Option(min=schema_of("agreement_cells")["minimum"], max=schema_of("agreement_cells")["maximum"],
+                 help="fp16/bf16 runs: cells (records) re-embedded in fp32 to measure the agreement (cosine, kNN "
+                 "overlap) the quality gate checks; all of them when fewer"),
 ]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells (records) per forward pass; default: the profile's")]
 LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
@@ -132,12 +141,21 @@ TrackingOpt = Annotated[
     ),
 ]
 InputArg = Annotated[Path, typer.Argument(help="the .h5ad file (raw integer counts in X or --layer)")]
+# `run` also takes object storage URLs (objstore.py): a str, since a Path would fold s3://b/k into s3:/b/k
+RunInputArg = Annotated[
+    str, typer.Argument(help="the input file: a path, or an object storage URL (s3://BUCKET/KEY.h5ad; gs://, az://)")
+]
+RunOutOpt = Annotated[
+    str,
+    typer.Option(help="output root, a folder or a URL (s3://BUCKET/PREFIX); the run goes to OUT/<dataset>/<run_key>/"),
+]
 
 
 #: how _setup_logging set up the console: `run` keeps it quiet only in the rich format without --verbose
 _LOGGING: dict[str, bool] = {"verbose": False, "json": False}
 RUN_LOG = "run.log"  # in the run folder: the details of `helical-airflow run` (logs.RunLogFile)
 ANNOTATE_LOG = "annotate.log"  # in the query's run folder: the details of `helical-airflow annotate`, both runs
+COMPARE_LOG = "compare.log"  # in the comparison folder: the details of `helical-airflow compare`, every run
 
 
 def _setup_logging(verbose: bool, log_format: str | None = None) -> None:
@@ -199,6 +217,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "engine": (EngineOpt, _default("engine")),
     "seed": (SeedOpt, _default("seed")),
     "memory_cap_gb": (MemoryCapOpt, _default("memory_cap_gb")),
+    "agreement_cells": (AgreementCellsOpt, _default("agreement_cells")),
     "options": (ModelOptionOpt, None),
     "cache_dir": (CacheOpt, _default("cache_dir")),
     "id_column": (IdColumnOpt, None),
@@ -354,19 +373,21 @@ def _progress() -> Progress:
 @friendly_errors
 @run_options()
 def run(
-    input: InputArg,
+    input: RunInputArg,
     params: RunParams,
-    out: OutOpt = DEFAULT_OUT,
+    out: RunOutOpt = str(DEFAULT_OUT),
     label_key: LabelKeyOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Validate, plan, embed every shard, merge, check quality and write the report, in one go.
 
-    Re-running the same command reuses finished shards; a killed run resumes where it stopped.
+    Re-running the same command reuses finished shards; a killed run resumes where it stopped. INPUT and --out may
+    be object storage URLs (s3://BUCKET/...; credentials from the standard AWS variables or files, see
+    docs/scale-out.md).
     """
     with _run_details("this run's log") as details:
         manifest, bar = _run_with_progress(input, params, out, label_key, tracking_uri, details, run_pipeline)
-    plan_dir = Path(out.resolve(), manifest.dataset, manifest.run_key)
+    plan_dir = _run_location(out, manifest.dataset, manifest.run_key)
     table = Table(title="helical-airflow run", show_header=False)
     for key, value in [
         (manifest.input.unit, manifest.total_cells),
@@ -386,8 +407,15 @@ def run(
     console.print(table)
 
 
+def _run_location(out: str, dataset: str, run_key: str) -> Any:
+    """The run folder for the summary: a local Path, or the run's URL in the store (its files are named by `/`)."""
+    if objstore.is_url(out):
+        return PurePosixPath(str(objstore.parse(out).child(dataset, run_key)))
+    return Path(Path(out).resolve(), dataset, run_key)
+
+
 def _run_with_progress(
-    input: Path, params: RunParams, out: Path, label_key: str | None, tracking_uri: str | None,
+    input: Path | str, params: RunParams, out: Path | str, label_key: str | None, tracking_uri: str | None,
     details: RunLogFile, run_pipeline: Callable[..., Any],
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
 
@@ -409,7 +437,8 @@ def _run_with_progress(
             rate = "reused" if result.reused else f"{result.cells / max(result.seconds, 1e-9):.0f} {plan.input.unit}/s"
             progress.update(bar["id"], advance=result.cells, info=f"shard {result.index}: {rate}")
 
-        manifest = run_pipeline(input, params, out.resolve(), on_plan=on_plan, on_shard=on_shard,
+        out_root = out if objstore.is_url(out) else Path(out).resolve()
+        manifest = run_pipeline(input, params, out_root, on_plan=on_plan, on_shard=on_shard,
                                 label_key=label_key, tracking_uri=tracking_uri)  # fmt: skip
     return manifest, bar
 
@@ -556,7 +585,7 @@ def annotate(
         if ctx.get_parameter_source("model") in (None, click.core.ParameterSource.DEFAULT):
             params = params.model_copy(update={"model": resolved.result.model})
     elif label_key is None:
-        raise ConfigError("E708", "--label-key is missing: the reference's label column trains the classifier",
+        raise ConfigError("E708", "--label-key is missing: it names the reference column of labels that trains the classifier",
                           "pass --label-key with the reference's obs column of labels (e.g. cell_type)")  # fmt: skip
 
     details = _run_log()  # the console keeps warnings and errors; the details go to the query's annotate.log
@@ -608,6 +637,82 @@ def annotate(
     ]:  # fmt: skip
         table.add_row(key, str(value))
     console.print(table)
+
+
+@app.command()
+@friendly_errors
+@run_options("shard_size", "device", "layer", "seed", "cache_dir")
+def compare(
+    input: Annotated[Path, typer.Argument(help="the data the models are compared on (.h5ad with a label column)")],
+    params: RunParams,
+    models: Annotated[
+        str,
+        typer.Option(help="comma-separated model names, e.g. geneformer,scgpt,uce (`helical-airflow models list`); "
+                     "all must read INPUT's kind of data"),
+    ],  # fmt: skip
+    label_key: Annotated[
+        str | None,
+        typer.Option(help="obs column of cell labels every bio-conservation metric compares with (default: a guess, "
+                     "e.g. cell_type)"),
+    ] = None,  # fmt: skip
+    batch_key: Annotated[
+        str | None, typer.Option(help="obs column of batches: adds the batch-correction metrics and scIB's total")
+    ] = None,
+    max_cells: Annotated[
+        int, typer.Option(min=50, help="cells scored at most: a seeded, label-stratified sample above this")
+    ] = compare_job.MAX_CELLS,
+    out: OutOpt = DEFAULT_OUT,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Compare MODELS on INPUT: embed it with each (finished runs are reused by their run key), score every model
+    and a PCA baseline on the same cells with scib-metrics (bio conservation; batch correction with --batch-key),
+    rank them, and put each model's cost beside its score.
+
+    Writes OUT/<dataset>/compare/<comparison_key>/: comparison.json, comparison.html (the ranked table, a
+    UMAP/PCA per model, cost against score); with a tracking URI an MLflow parent run with a child per model.
+    docs/compare.md has the details.
+
+    Example: helical-airflow compare data/sample.h5ad --models geneformer,scgpt,uce --label-key cell_type
+    """
+    cparams = compare_job.CompareParams(
+        models=[m.strip() for m in models.split(",") if m.strip()], label_key=label_key, batch_key=batch_key,
+        max_cells=max_cells, seed=params.seed,
+    )  # fmt: skip
+
+    def for_model(name: str) -> RunParams:
+        return RunParams(**{**params.model_dump(), "model": name})
+
+    details = _run_log()
+
+    def on_plan(cplan: compare_job.ComparisonPlan) -> None:
+        details.open(cplan.out_path / COMPARE_LOG)
+        for run in cplan.runs:
+            err.print(f"{run.model}: run [bold]{run.run_key}[/] -> {run.run_dir}")
+        if cplan.fixture:
+            err.print(f"[bold yellow]{compare_job.NO_BIOLOGY}[/]")
+
+    with (
+        _run_details("the details", details),
+        err.status("embedding with each model (finished runs are reused), then scoring with scib-metrics..."),
+    ):
+        result, embedded = compare_job.compare(input, cparams, for_model, out.resolve(), tracking_uri, on_plan=on_plan)
+    table = Table(title=f"helical-airflow compare: {result.dataset} ({result.scored_cells} cells scored"
+                  f"{', sampled' if result.sampled else ''}){' FIXTURE: no biology' if result.fixture else ''}")  # fmt: skip
+    for col in ("rank", "model", "bio conservation", "batch correction", "total", "embedding s", "cells/s",
+                "shards embedded now"):  # fmt: skip
+        table.add_column(col)
+    for row in result.rows:
+        c = row.cost
+        table.add_row(
+            str(row.rank), row.name + (" (baseline)" if row.baseline else ""), f"{row.bio_conservation:.3f}",
+            "-" if row.batch_correction is None else f"{row.batch_correction:.3f}", f"{row.total:.3f}",
+            f"{c.embedding_seconds:.1f}" if c else "-", f"{c.cells_per_second:,.1f}" if c else "-",
+            str(embedded.get(row.name, "-")),
+        )  # fmt: skip
+    console.print(table)
+    folder = Path(result.out_dir)
+    err.print(f"report: {folder / compare_job.COMPARISON_HTML}")
+    print(folder / compare_job.COMPARISON_JSON)
 
 
 @app.command()
