@@ -27,8 +27,8 @@ from rich.progress import (
 from rich.table import Table
 
 from . import annotate as annotate_job
-from . import compare as compare_job
 from . import annotate_finetuned, objstore, settings
+from . import compare as compare_job
 from . import finetune as finetune_job
 from .embed import FIXTURE_WARNING, Recycle, embed_shards
 from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
@@ -585,8 +585,10 @@ def annotate(
         if ctx.get_parameter_source("model") in (None, click.core.ParameterSource.DEFAULT):
             params = params.model_copy(update={"model": resolved.result.model})
     elif label_key is None:
-        raise ConfigError("E708", "--label-key is missing: it names the reference column of labels that trains the classifier",
-                          "pass --label-key with the reference's obs column of labels (e.g. cell_type)")  # fmt: skip
+        raise ConfigError(
+            "E708", "--label-key is missing: it names the reference column of labels that trains the classifier",
+            "pass --label-key with the reference's obs column of labels (e.g. cell_type)",
+        )  # fmt: skip
 
     details = _run_log()  # the console keeps warnings and errors; the details go to the query's annotate.log
 

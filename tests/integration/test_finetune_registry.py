@@ -13,9 +13,12 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from helical_airflow.annotate import ANNOTATIONS
+from helical_airflow.annotate_finetuned import annotate_with_classifier
 from helical_airflow.errors import ConfigError
 from helical_airflow.finetune import REGISTRY_FILE, FineTuneParams, finetune, load_classifier
 from helical_airflow.finetune_registry import ALIAS, registered_name
+from helical_airflow.spec import RunParams
 
 pytest.importorskip("mlflow", reason="the MLflow client comes with the tracking extra: ./setup_helical_env.sh")
 from stack_helpers import free_ports, real_mlflow_server  # noqa: E402  (tests/stack_helpers.py)
@@ -56,7 +59,10 @@ def test_register_after_a_down_server_then_serve_the_champion(
     assert run.data.params["weights_checksum"] == first.result.weights_checksum
     assert "val_macro_f1" in run.data.metrics and "train_loss" in run.data.metrics
     assert {a.path for a in client.list_artifacts(reg["mlflow_run_id"], "model")} >= {
-        "model/model.pt", "model/finetune.json", "model/split.json"}
+        "model/model.pt",
+        "model/finetune.json",
+        "model/split.json",
+    }
     third = finetune(sample_h5ad, params, tmp_path / "out", tracking_uri=mlflow_server)  # registered once only
     assert third.registration == reg
 
@@ -78,3 +84,18 @@ def test_register_after_a_down_server_then_serve_the_champion(
         load_classifier("models:/helical-geneformer-no_such_label@champion", cache_dir=fixture_cache,
                         tracking_uri=mlflow_server)  # fmt: skip
     assert missing.value.code == "E804" and "no_such_label" in missing.value.message
+
+    # annotate a query with the champion, through the registry (the folder comes back from MLflow's artifacts)
+    query = tmp_path / "query.h5ad"
+    cells.write_h5ad(query)
+    run = RunParams(model="geneformer", device="cpu", cache_dir=fixture_cache, shard_size=10)
+    annotated = annotate_with_classifier(query, f"models:/{name}@{ALIAS}", run, tmp_path / "annotated",
+                                         tracking_uri=mlflow_server)  # fmt: skip
+    assert annotated.finetuned is not None and annotated.finetuned.source == f"models:/{name}@{ALIAS}"
+    assert annotated.finetuned.finetune_key == expected and annotated.classes == classifier.labels
+    out = ad.read_h5ad(Path(annotated.query.run_dir) / ANNOTATIONS)
+    np.testing.assert_allclose(out.obsm["predicted_cell_type_probabilities"], probs, atol=1e-5)
+    with pytest.raises(ConfigError) as no_alias:  # a clear error, not a stack trace
+        annotate_with_classifier(query, f"models:/{name}@no_such_alias", run, tmp_path / "annotated",
+                                 tracking_uri=mlflow_server)  # fmt: skip
+    assert no_alias.value.code == "E804" and "'no_such_alias'" in no_alias.value.message
