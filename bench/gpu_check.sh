@@ -6,7 +6,8 @@
 #    manylinux x86-64 wheels for Python 3.12, ~9 MB) into .gpu-carry/ (git-ignored locally).
 # 2. On the GPU machine (no internet; python3 with torch and transformers, no helical):
 #       run(command="bash bench/gpu_check.sh", carry=[".gpu-carry"], timeout_s=420)
-#    prints each path's cells/s, the ratio to helical, the achieved TFLOP/s and the card's name,
+#    prints the GPU pinning check (bench/gpu_pin_check.py), each path's cells/s, the ratio to helical,
+#    the achieved TFLOP/s and the card's name,
 #    and writes the JSON results under $OUT. Finishes in under 6 minutes on an H100.
 # Test it on a CPU with a tiny dataset:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_CELLS=8 GPU_CHECK_ARGS="--mean-genes 300" bash bench/gpu_check.sh
@@ -62,6 +63,10 @@ run_bench() {  # name, timeout, args...
     | grep -v -e "Loading weights" -e "Writing model shards" -e "it/s]" | tee "$OUT/$name.log" || echo "$name failed or timed out"
 }
 
+# one shard group per GPU (issue 20): N concurrent leases pin N children to N distinct GPUs (one on a 1-GPU box)
+echo "== GPU pinning ($((SECONDS - start)) s)"
+timeout 120 "$PYTHON" bench/gpu_pin_check.py 2>&1 | tee "$OUT/gpu_pin.log" || echo "GPU pinning check failed or timed out"
+
 # the issue's target shape: helical (fp16 autocast, batch 24) vs the fast path, two kernels, two budgets
 run_bench gf-12L-104M-i4096 240 --model gf-12L-104M-i4096 --kernels padded,packed --token-budget 65536,131072,262144
 # the small shape, where host-side work (tokenisation, batching) shows first
@@ -69,3 +74,4 @@ run_bench gf-6L-10M-i2048 100 --model gf-6L-10M-i2048 --kernels padded,packed
 
 echo "== summary ($((SECONDS - start)) s)"
 grep -h -A8 "^gf-" "$OUT"/*.log | grep -v RESULT || true
+grep -h "RESULT pinning" "$OUT/gpu_pin.log" || true

@@ -110,6 +110,8 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
             "HELICAL_AIRFLOW_STATSD_PORT": str(ports["statsd"]),
         }
     )
+    if cfg.workers > 1:  # a run's shards are grouped for every worker's slots, not one worker's
+        env["HELICAL_AIRFLOW_TASK_SLOTS"] = str(cfg.workers * cfg.worker_concurrency)
     # every worker of the stack leases this machine's GPUs from one folder (gpus.py), whatever its temp folder
     env["HELICAL_AIRFLOW_GPU_LOCK_DIR"] = str(cfg.gpu_lock_dir)
     if cfg.cache_dir:
