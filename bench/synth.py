@@ -1,6 +1,12 @@
 """Synthetic `.h5ad` files of any size, written chunk by chunk (never the whole matrix in memory).
 
     python bench/synth.py OUT.h5ad --cells 200000 [--genes-file src/helical_airflow/models/fixture_genes.txt]
+    python bench/synth.py OUT.h5ad --cells 1000000 --draw sparse --genes-per-cell 50   # a million cells, ~20 s
+
+`--draw dense` (the default, what bench/memory.py measured with) draws every gene of every cell and keeps each
+with probability genes_per_cell / genes; `--draw sparse` draws only the kept genes (CSR only), so its cost
+grows with the non-zeros rather than cells x genes, and gives each `cell_type` a block of genes it expresses
+more often, so the labels are learnable (the quality gate's kNN and silhouette then mean something).
 
 From Python (other benchmarks): `from synth import write_synthetic_h5ad` with bench/ on sys.path.
 Counts are small random integers on a random subset of genes per cell, the layout is anndata's own
@@ -35,16 +41,20 @@ def write_synthetic_h5ad(
     genes_per_cell: int = 200,
     format: str = "csr",
     seed: int = 0,
+    draw: str = "dense",
 ) -> Path:
     """Write `n_cells` x genes integer counts to `path`; `genes` is a count or a list of gene names."""
     if format not in ("csr", "dense"):
         raise ValueError(f"format must be 'csr' or 'dense', not {format!r}")
+    if draw not in ("dense", "sparse") or (draw == "sparse" and format != "csr"):
+        raise ValueError(f"draw must be 'dense' or 'sparse' (sparse: CSR only), not {draw!r} with {format!r}")
     names = [f"GENE{i}" for i in range(genes)] if isinstance(genes, int) else list(genes)
     n_genes = len(names)
     path = Path(path)
     rng = np.random.default_rng(seed)
+    types = rng.integers(0, len(CELL_TYPES), size=n_cells)
     obs = pd.DataFrame(
-        {"cell_type": pd.Categorical(rng.choice(CELL_TYPES, size=n_cells), categories=CELL_TYPES)},
+        {"cell_type": pd.Categorical.from_codes(types, categories=CELL_TYPES)},
         index=[f"cell_{i}" for i in range(n_cells)],
     )
     var = pd.DataFrame(index=pd.Index(names))
@@ -67,6 +77,17 @@ def write_synthetic_h5ad(
         indptr = group.create_dataset("indptr", shape=(n_cells + 1,), dtype="int64")
         indptr[0] = 0
         nnz = 0
+        if draw == "sparse":
+            rows_per_chunk = max(1, CHUNK_ELEMENTS // max(1, genes_per_cell))
+            for lo in range(0, n_cells, rows_per_chunk):
+                cols, counts, per_row = _sparse_counts(rng, types[lo : lo + rows_per_chunk], n_genes, genes_per_cell)
+                data.resize((nnz + cols.size,))
+                indices.resize((nnz + cols.size,))
+                data[nnz:] = counts
+                indices[nnz:] = cols
+                indptr[lo + 1 : lo + 1 + per_row.size] = nnz + np.cumsum(per_row)
+                nnz += cols.size
+            return path
         for lo in range(0, n_cells, rows_per_chunk):
             block = _counts(rng, min(rows_per_chunk, n_cells - lo), n_genes, fill)
             rows, cols = np.nonzero(block)
@@ -88,6 +109,24 @@ def _counts(rng: np.random.Generator, n_rows: int, n_genes: int, fill: float) ->
     return np.where(present, counts, 0).astype(np.int32)
 
 
+def _sparse_counts(
+    rng: np.random.Generator, types: np.ndarray, n_genes: int, genes_per_cell: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row by row (flat, CSR order; and the count per row): sorted distinct gene columns (about `genes_per_cell`:
+    draws with replacement, duplicates dropped) and their counts 1 + Poisson(2). Half the draws fall in the row's
+    cell type's own block of genes."""
+    n_rows, k = len(types), max(1, min(genes_per_cell, n_genes))
+    block = max(1, n_genes // len(CELL_TYPES))
+    draws = rng.integers(0, n_genes, size=(n_rows, k))
+    own = rng.random((n_rows, k)) < 0.5
+    draws = np.where(own, (types[:, None] * block + draws % block) % n_genes, draws)
+    draws.sort(axis=1)
+    keep = np.ones_like(draws, dtype=bool)
+    keep[:, 1:] = draws[:, 1:] != draws[:, :-1]
+    counts = (1 + rng.poisson(2.0, size=draws.shape)).astype(np.int32)
+    return draws[keep].astype(np.int32), counts[keep], keep.sum(axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -96,9 +135,10 @@ def main() -> None:
     parser.add_argument("--genes-per-cell", type=int, default=200)
     parser.add_argument("--format", choices=["csr", "dense"], default="csr")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draw", choices=["dense", "sparse"], default="dense")
     args = parser.parse_args()
     genes = args.genes_file.read_text().split()
-    write_synthetic_h5ad(args.out, args.cells, genes, args.genes_per_cell, args.format, args.seed)
+    write_synthetic_h5ad(args.out, args.cells, genes, args.genes_per_cell, args.format, args.seed, args.draw)
     print(args.out)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from . import modality, scores, settings, telemetry
 from .errors import ConfigError, HelicalAirflowError
 from .models import get_model
 from .spec import LabelScores, Plan, QualityReport, QualityThresholds
-from .store import load_embeddings, load_manifest, manifest_file, save_npy, write_json
+from .store import ShardedEmbeddings, load_manifest, manifest_file, save_npy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +51,27 @@ class QualityGateError(HelicalAirflowError):
     exit_code = 4
 
 
-def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0, unit: str = "cells") -> QualityReport:
-    """The checks every run gets: finite, shape, not collapsed (`unit`: what a row is, in the messages)."""
+def assess(
+    embeddings: np.ndarray | ShardedEmbeddings, expected_cells: int, seed: int = 0, unit: str = "cells"
+) -> QualityReport:
+    """The checks every run gets: finite, shape, not collapsed (`unit`: what a row is, in the messages).
+
+    `embeddings`: a matrix, or the run's shards on disk (store.ShardedEmbeddings), which are streamed in row
+    blocks (two passes: means, then spreads), so the memory is a block and the cosine sample, not the matrix."""
     one = unit.removesuffix("s")
     problems: list[str] = []
-    n, dim = embeddings.shape if embeddings.ndim == 2 else (len(embeddings), 0)
-    shape_ok = embeddings.ndim == 2 and n == expected_cells and dim > 0
+    stats = _array_stats(embeddings, seed) if isinstance(embeddings, np.ndarray) else _streamed_stats(embeddings, seed)
+    n, dim = stats.n, stats.dim
+    shape_ok = stats.ndim == 2 and n == expected_cells and dim > 0
     if not shape_ok:
-        problems.append(f"shape {embeddings.shape}, expected ({expected_cells}, >0)")
-    finite = bool(np.isfinite(embeddings).all())
-    if not finite:
-        bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
-        problems.append(f"{bad} {unit} have NaN or infinite values")
-    # Non-finite rows are reported above; zero them so the spread numbers stay meaningful for the rest.
-    safe = np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64) if n else np.zeros((0, max(dim, 1)))
-    spread = float(safe.std(axis=0).max()) if n > 1 else 0.0
-    sample = _sample(safe, seed)
+        problems.append(f"shape {stats.shape}, expected ({expected_cells}, >0)")
+    if not stats.finite:
+        problems.append(f"{stats.bad_rows} {unit} have NaN or infinite values")
+    sample = stats.sample
     cosine = _mean_pairwise_cosine(sample) if n > 1 else 1.0
     distinct = len(np.unique(sample, axis=0)) / len(sample) if n > 1 else 1.0
-    if n > 1 and spread < MIN_SPREAD:
-        problems.append(f"collapsed: every {one} has the same embedding (largest per-dim std {spread:.2e})")
+    if n > 1 and stats.spread < MIN_SPREAD:
+        problems.append(f"collapsed: every {one} has the same embedding (largest per-dim std {stats.spread:.2e})")
     elif n > 1 and cosine > MAX_MEAN_COSINE:
         problems.append(
             f"collapsed: mean pairwise cosine {cosine:.6f} > {MAX_MEAN_COSINE}: every {one} points (nearly) the same "
@@ -81,14 +83,72 @@ def assess(embeddings: np.ndarray, expected_cells: int, seed: int = 0, unit: str
         passed=not problems,
         n_cells=n,
         embedding_dim=dim,
-        all_finite=finite,
+        all_finite=stats.finite,
         shape_ok=shape_ok,
-        mean_norm=float(np.linalg.norm(safe, axis=1).mean()) if n else 0.0,
-        min_std_over_dims=float(safe.std(axis=0).min()) if n > 1 else 0.0,
+        mean_norm=stats.mean_norm,
+        min_std_over_dims=stats.min_std,
         mean_pairwise_cosine=cosine,
         distinct_fraction=round(distinct, 4),
+        cosine_sample_cells=len(sample) if n > 1 else None,
         problems=problems,
     )
+
+
+class _Stats(NamedTuple):
+    n: int
+    dim: int
+    ndim: int
+    shape: tuple[int, ...]
+    finite: bool
+    bad_rows: int  # rows with a NaN or an infinity
+    spread: float  # largest per-dimension std (non-finite values read as 0)
+    min_std: float
+    mean_norm: float
+    sample: np.ndarray  # the rows the cosine and distinct fraction use (float64, non-finite as 0)
+
+
+def _array_stats(embeddings: np.ndarray, seed: int) -> _Stats:
+    n, dim = embeddings.shape if embeddings.ndim == 2 else (len(embeddings), 0)
+    finite = bool(np.isfinite(embeddings).all())
+    bad = 0 if finite else int((~np.isfinite(embeddings)).any(axis=1).sum())
+    # Non-finite rows are reported; zero them so the spread numbers stay meaningful for the rest.
+    safe = np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64) if n else np.zeros((0, max(dim, 1)))
+    return _Stats(
+        n, dim, embeddings.ndim, embeddings.shape, finite, bad,
+        spread=float(safe.std(axis=0).max()) if n > 1 else 0.0,
+        min_std=float(safe.std(axis=0).min()) if n > 1 else 0.0,
+        mean_norm=float(np.linalg.norm(safe, axis=1).mean()) if n else 0.0,
+        sample=_sample(safe, seed),
+    )  # fmt: skip
+
+
+def _streamed_stats(x: ShardedEmbeddings, seed: int) -> _Stats:
+    """The same numbers as _array_stats, from row blocks: sums in float64, the spread from a second pass around
+    the means (as numpy's std does, not the cancellation-prone sum of squares); equal to the whole-matrix ones up
+    to float rounding (tests/unit/test_merge_blocks.py)."""
+    n, dim = x.shape
+    total, norms, bad = np.zeros(dim), 0.0, 0
+    for _, block in x.blocks():
+        ok = np.isfinite(block)
+        bad += int((~ok).any(axis=1).sum())
+        safe = np.where(ok, block, 0.0).astype(np.float64)
+        total += safe.sum(axis=0)
+        norms += float(np.linalg.norm(safe, axis=1).sum())
+    mean = total / max(n, 1)
+    squares = np.zeros(dim)
+    for _, block in x.blocks():
+        squares += ((np.where(np.isfinite(block), block, 0.0).astype(np.float64) - mean) ** 2).sum(axis=0)
+    std = np.sqrt(squares / max(n, 1))
+    rows = np.random.default_rng(seed).choice(n, SAMPLE_FOR_COSINE, replace=False) if n > SAMPLE_FOR_COSINE else None
+    picked = x[rows] if rows is not None else x[np.arange(n)]
+    sample = np.where(np.isfinite(picked), picked, 0.0).astype(np.float64)
+    return _Stats(
+        n, dim, 2, x.shape, bad == 0, bad,
+        spread=float(std.max()) if n > 1 else 0.0,
+        min_std=float(std.min()) if n > 1 else 0.0,
+        mean_norm=norms / n if n else 0.0,
+        sample=sample,
+    )  # fmt: skip
 
 
 def _sample(x: np.ndarray, seed: int) -> np.ndarray:
@@ -183,7 +243,7 @@ def quality_gate(
     column is found) and the baseline the label scores are compared with (cells: a PCA of the counts; records:
     none, so only the thresholds that need no baseline apply)."""
     kind = modality.of(plan.input)
-    embeddings = load_embeddings(plan)
+    embeddings = ShardedEmbeddings(plan)  # on disk: streamed by assess, sampled rows read by index below
     report = assess(embeddings, plan.input.n_cells, plan.params.seed, kind.unit)
     table = kind.metadata(plan.input)
     if label_key is not None:
@@ -208,7 +268,8 @@ def quality_gate(
                 pca = scores.label_scores(base.features()[keep], labels[keep], plan.params.seed)
             elif applied is not None and _relative(applied):
                 source += f"; the thresholds relative to a PCA baseline are not checked (baseline {base.name})"
-            extra |= {"scored_cells": int(keep.sum()), "embedding_scores": emb, "pca_scores": pca,
+            extra |= {"scored_cells": int(keep.sum()), "score_sample_cells": len(rows),
+                      "embedding_scores": emb, "pca_scores": pca,
                       "baseline": base.name, "thresholds": applied, "thresholds_source": source}  # fmt: skip
             if applied is not None:
                 problems += check_thresholds(emb, pca, applied, choice.key)

@@ -26,7 +26,7 @@ from natsort import natsorted
 from . import figures, modality, scores, settings
 from .quality import load_qc
 from .spec import Manifest, Plan, QualityReport, ShardResult
-from .store import load_embeddings, load_manifest, write_text
+from .store import ShardedEmbeddings, load_manifest, write_text
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,10 @@ def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
         [
             ("all finite", q.all_finite),
             (f"one row per {unit.removesuffix('s')}", q.shape_ok),
-            ("mean pairwise cosine (collapsed above 0.999)", f"{q.mean_pairwise_cosine:.4f}"),
+            (
+                "mean pairwise cosine (collapsed above 0.999)",
+                f"{q.mean_pairwise_cosine:.4f}" + _sampled(q.cosine_sample_cells, q.n_cells, unit),
+            ),
             ("distinct embeddings", f"{q.distinct_fraction:.1%}" if q.distinct_fraction is not None else "n/a"),
             ("mean norm", f"{q.mean_norm:.4g}"),
         ]
@@ -209,7 +212,8 @@ def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
             if x
         )
         scored = (
-            f"<table class='scores'><tr><th>score on obs[{html.escape(repr(q.label_key))}] ({q.scored_cells} {unit})"
+            f"<table class='scores'><tr><th>score on obs[{html.escape(repr(q.label_key))}] ({q.scored_cells} {unit}"
+            f"{_sampled(q.score_sample_cells, q.n_cells, unit)})"
             "</th><th>embeddings</th><th>PCA baseline</th><th>threshold</th></tr>"
             f"<tr><td>kNN label-transfer accuracy (5-fold, k=15)</td><td>{e.knn_accuracy:.3f}</td>"
             f"<td>{b.knn_accuracy:.3f}</td><td>{html.escape(knn_t or 'not checked')}</td></tr>"
@@ -219,6 +223,11 @@ def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
             f"{html.escape(q.thresholds_source or 'none')}.</p>"
         )
     return verdict + (f"<ul class='problems'>{problems}</ul>" if problems else "") + checks + label + scored
+
+
+def _sampled(sample: int | None, total: int, unit: str) -> str:
+    """Where a number comes from a seeded sample of the rows, how big it was."""
+    return f" (seeded sample of {sample:,} of {total:,} {unit})" if sample is not None and sample < total else ""
 
 
 def render(
@@ -307,7 +316,7 @@ def _labels(
 def write_report(plan: Plan, manifest: Manifest | None = None) -> Path:
     kind = modality.of(plan.input)
     manifest = manifest or load_manifest(plan)
-    embeddings = load_embeddings(plan)
+    embeddings = ShardedEmbeddings(plan)  # on disk: only the pictured rows are read
     with_umap = kind.umap and umap_enabled() and len(embeddings) > 3
     limit = MAX_UMAP_POINTS if with_umap else MAX_POINTS  # both panels show the same rows
     rng = np.random.default_rng(plan.params.seed)

@@ -255,6 +255,8 @@ class QualityReport(BaseModel):
     mean_pairwise_cosine: float
     problems: list[str]
     distinct_fraction: float | None = None  # distinct embedding rows / cells (in the cosine sample)
+    cosine_sample_cells: int | None = None  # rows in the seeded sample the cosine and distinct fraction use
+    score_sample_cells: int | None = None  # rows in the seeded sample the label scores and PCA baseline use
     # the label the scores are computed against, and why that column (or why none)
     label_key: str | None = None
     label_source: Literal["given", "guessed"] | None = None

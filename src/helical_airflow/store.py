@@ -10,10 +10,12 @@ import logging
 import os
 import platform
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from . import modality
@@ -85,6 +87,91 @@ def load_embeddings(plan: Plan) -> np.ndarray:
     return np.concatenate([np.load(plan.shard_file(shard.index)) for shard in plan.shards], axis=0)
 
 
+# Rows read at once when the run's embeddings are streamed (merge, the gate's statistics): 4M values, 16 MB of
+# float32, whatever the cell count. Measured with bench/scale.py (docs/benchmarks.md): merge holding the whole
+# matrix grew with the cells; in blocks its peak stays that of the obs table and the process.
+BLOCK_VALUES = 1 << 22
+
+
+class ShardedEmbeddings:
+    """The run's embeddings as one (rows x dim) matrix that stays on disk: the finished shards' .npy files read
+    with plain file reads (not memory maps: mapped pages count in a process's RSS until it unmaps them).
+
+    `x[rows]` (an integer array) gathers those rows; `blocks()` streams every row in order, at most `block_rows`
+    at a time (never across a shard's end); `np.asarray(x)` loads it whole, as load_embeddings does."""
+
+    def __init__(self, plan: Plan) -> None:
+        shard_results(plan)  # E304 when a shard is missing, as load_embeddings
+        self.files = [plan.shard_file(shard.index) for shard in plan.shards]
+        headers = [_npy_header(f) for f in self.files]
+        dims = {shape[1:] for shape, _, _ in headers}
+        dtypes = {dtype for _, dtype, _ in headers}
+        if len(dims) != 1 or len(dtypes) != 1 or any(len(shape) != 2 for shape, _, _ in headers):
+            raise ShardError("E304", f"the shards disagree on shape or dtype ({dims}, {dtypes})",
+                             "delete the run folder's shards/ and embed them again")  # fmt: skip
+        self._offsets = [offset for _, _, offset in headers]
+        self._stops = np.cumsum([shape[0] for shape, _, _ in headers]).astype(np.int64)
+        self.dtype = np.dtype(dtypes.pop())
+        self.shape = (int(self._stops[-1]) if len(self._stops) else 0, int(dims.pop()[0]) if dims else 0)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = np.concatenate([np.load(f) for f in self.files], axis=0)
+        return whole if dtype is None else whole.astype(dtype)
+
+    def _read(self, shard: int, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) of one shard (0-based within the shard)."""
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        with open(self.files[shard], "rb") as fh:
+            fh.seek(self._offsets[shard] + lo * row_bytes)
+            return np.fromfile(fh, dtype=self.dtype, count=(hi - lo) * self.shape[1]).reshape(hi - lo, self.shape[1])
+
+    def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) in order, each block at most `block_rows` rows (default: BLOCK_VALUES values)."""
+        step = max(1, block_rows or BLOCK_VALUES // max(1, self.shape[1]))
+        start = 0
+        for shard, stop in enumerate(self._stops.tolist()):
+            for lo in range(0, stop - start, step):
+                hi = min(lo + step, stop - start)
+                yield start + lo, self._read(shard, lo, hi)
+            start = stop
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        """The rows at the integer positions `rows`, in that order (a copy, not a view)."""
+        given = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if given.size and (given.min() < -len(self) or given.max() >= len(self)):
+            raise IndexError(f"row out of range for {len(self)} rows")
+        wanted = np.where(given < 0, given + len(self), given)
+        out = np.empty((wanted.size, self.shape[1]), dtype=self.dtype)
+        order = np.argsort(wanted, kind="stable")
+        shard_of = np.searchsorted(self._stops, wanted[order], side="right")
+        starts = np.concatenate([[0], self._stops[:-1]])
+        for shard in np.unique(shard_of).tolist():
+            hit = order[shard_of == shard]
+            local = wanted[hit] - starts[shard]
+            lo, hi = int(local.min()), int(local.max()) + 1
+            if (hi - lo) * self.shape[1] <= BLOCK_VALUES:  # close together: one read
+                out[hit] = self._read(shard, lo, hi)[local - lo]
+            else:
+                for position, row in zip(hit.tolist(), local.tolist(), strict=True):
+                    out[position] = self._read(shard, row, row + 1)[0]
+        return out
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a C-ordered .npy file, from its header alone."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        if fortran:
+            raise ShardError("E304", f"{path} is Fortran-ordered", "embed the shard again (np.save writes C order)")
+        return shape, dtype, fh.tell()
+
+
 def manifest_file(plan: Plan) -> Path:
     return plan.out_path / "manifest.json"
 
@@ -100,10 +187,9 @@ def merge(plan: Plan) -> Manifest:
 
     kind = modality.of(plan.input)
     results = shard_results(plan)
-    embeddings = load_embeddings(plan)
+    embeddings = ShardedEmbeddings(plan)
     table = kind.metadata(plan.input)
     adata = ad.AnnData(obs=table)
-    adata.obsm[embeddings_key(plan)] = embeddings
     adata.uns["helical_airflow"] = {
         "run_key": plan.run_key,
         "model": plan.params.model,
@@ -111,8 +197,8 @@ def merge(plan: Plan) -> Manifest:
         "manifest": "manifest.json",
     }
     out = plan.out_path / "embeddings.h5ad"
-    write_with(out, lambda tmp: adata.write_h5ad(tmp))
-    extras = kind.merge_extras(table, embeddings)
+    write_with(out, lambda tmp: write_embeddings_h5ad(tmp, adata, embeddings_key(plan), embeddings))
+    extras = kind.merge_extras(table, lambda: np.asarray(embeddings))
     for name, writer in extras.values():
         write_with(plan.out_path / name, writer)
     manifest = build_manifest(plan, results)
@@ -121,6 +207,23 @@ def merge(plan: Plan) -> Manifest:
         manifest = manifest.model_copy(update={"outputs": outputs})
     write_json(manifest_file(plan), manifest)
     return manifest
+
+
+def write_embeddings_h5ad(
+    path: Path, adata: Any, key: str, embeddings: ShardedEmbeddings, block_rows: int | None = None
+) -> None:
+    """anndata writes obs and uns; obsm[key] is then filled in row blocks from the shards, with the encoding anndata
+    gives a dense array (`encoding-type: array`), so readers see what `adata.obsm[key] = matrix` would have written,
+    while memory holds one block, never the matrix."""
+    if len(adata) != len(embeddings):
+        raise ShardError("E304", f"{len(embeddings)} embedding rows for {len(adata)} rows of metadata",
+                         "delete the run folder's shards/ and embed them again")  # fmt: skip
+    adata.write_h5ad(path)
+    with h5py.File(path, "a") as h5:
+        matrix = h5["obsm"].create_dataset(key, shape=embeddings.shape, dtype=embeddings.dtype)
+        matrix.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        for start, block in embeddings.blocks(block_rows):
+            matrix[start : start + len(block)] = block
 
 
 def build_manifest(plan: Plan, results: list[ShardResult]) -> Manifest:

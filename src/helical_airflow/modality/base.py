@@ -73,6 +73,10 @@ class Modality(Protocol):
         """Rows [start, stop) in the form the model's runner embeds (an AnnData; a list of seqio.Record)."""
         ...
 
+    def take(self, rows: Any, positions: np.ndarray) -> Any:
+        """The rows at `positions` (0-based, ascending) of what read_shard returned, in the same form."""
+        ...
+
     def metadata(self, summary: InputSummary) -> pd.DataFrame:
         """One row of metadata per input row, in order: the merged embeddings.h5ad's obs."""
         ...
@@ -85,8 +89,9 @@ class Modality(Protocol):
         """The metadata columns a label may be chosen from (scores.choose_label)."""
         ...
 
-    def merge_extras(self, table: pd.DataFrame, embeddings: np.ndarray) -> dict[str, Extra]:
-        """Outputs beside embeddings.h5ad, keyed by their manifest `outputs` entry."""
+    def merge_extras(self, table: pd.DataFrame, embeddings: Callable[[], np.ndarray]) -> dict[str, Extra]:
+        """Outputs beside embeddings.h5ad, keyed by their manifest `outputs` entry (`embeddings()` loads the whole
+        matrix: only a modality that writes one calls it; embeddings.h5ad itself is written in row blocks)."""
         ...
 
     def baseline(self, plan: Plan, rows: np.ndarray) -> Baseline:

@@ -7,7 +7,7 @@ same cells' counts (scores.baseline_pca), and the report's input QC is counts an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Cells:
     def read_shard(self, summary: InputSummary, start: int, stop: int, layer: str | None) -> Any:
         return h5io.read_shard(summary.path, start, stop, layer)
 
+    def take(self, rows: Any, positions: np.ndarray) -> Any:
+        return rows[positions].copy()
+
     def metadata(self, summary: InputSummary) -> pd.DataFrame:
         return h5io.read_obs(summary.path)
 
@@ -63,7 +66,7 @@ class Cells:
     def label_columns(self, table: pd.DataFrame) -> pd.DataFrame:
         return table
 
-    def merge_extras(self, table: pd.DataFrame, embeddings: np.ndarray) -> dict[str, Extra]:
+    def merge_extras(self, table: pd.DataFrame, embeddings: Callable[[], np.ndarray]) -> dict[str, Extra]:
         return {}
 
     def baseline(self, plan: Plan, rows: np.ndarray) -> Baseline:

@@ -15,7 +15,7 @@ and report.write_report call this modality where a row's kind matters):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class Records:
     def read_shard(self, summary: InputSummary, start: int, stop: int, layer: str | None) -> Any:
         return seqio.read_records(summary, start, stop)
 
+    def take(self, rows: Any, positions: np.ndarray) -> Any:
+        return [rows[int(i)] for i in positions]
+
     def metadata(self, summary: InputSummary) -> pd.DataFrame:
         return seqio.read_obs(summary)
 
@@ -74,12 +77,13 @@ class Records:
     def label_columns(self, table: pd.DataFrame) -> pd.DataFrame:
         return table.drop(columns=["id", "length"])
 
-    def merge_extras(self, table: pd.DataFrame, embeddings: np.ndarray) -> dict[str, Extra]:
+    def merge_extras(self, table: pd.DataFrame, embeddings: Callable[[], np.ndarray]) -> dict[str, Extra]:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        dim = embeddings.shape[1]
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), type=pa.float32()), dim)
+        matrix = embeddings()  # embeddings.parquet is written from the whole matrix (one Arrow table)
+        dim = matrix.shape[1]
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), dim)
         arrow = pa.table({"id": pa.array(table["id"].astype(str).tolist()), "embedding": vectors})
         return {"parquet": ("embeddings.parquet", lambda tmp: pq.write_table(arrow, tmp))}
 

@@ -1,0 +1,186 @@
+"""How do the pipeline's steps grow from 100,000 to 1,000,000 cells?
+
+Writes synthetic inputs (bench/synth.py, sparse draw: the fixture genes, ~50 genes per cell, a `cell_type`
+label) and runs every step of the pipeline on each, in a fresh process per step, with the smallest fixture
+model: validate, plan, embed (all shards, one model load; relaunched for the shards left when the runner asks
+to be recycled, as every launcher does), merge, quality gate, report. For each step it prints the wall time and
+the peak RSS the kernel reports for that process (ru_maxrss from wait4), beside the same at the small size.
+
+Targets (issue 20): at the large size, every step but embed takes at most 10% of the embed step's time, and
+every step's peak memory at the large size is at most 1.2x its peak at the small size. Exits 1 when a target is
+missed.
+
+    nice -n 10 .venv/bin/python bench/scale.py [--small 100000] [--large 1000000] [--model genept]
+                                               [--shard-size 50000] [--work DIR] [--cache-dir DIR]
+    .venv/bin/python bench/scale.py --phase embed ...    # validate, plan, embed only (results kept in --work)
+    .venv/bin/python bench/scale.py --phase finish ...   # merge, quality gate, report on the embedded shards
+
+Why separate processes rather than `helical-airflow run` or the Airflow stack: each step's peak memory is only
+measurable per process (ru_maxrss is a high-water mark: in one process every step after the biggest would read
+the biggest). The steps are the functions the CLI and the DAG's tasks call (`helical-airflow validate`, `plan`,
+`embed-shard`; store.merge, quality.quality_gate, report.write_report, what `helical-airflow merge` and the DAG's
+merge / quality_gate / publish tasks run), so the figures are the pipeline's own; the stack adds scheduling
+around them (bench/overhead.py measures that). `--phase` lets the embed step (the long one) and the steps after
+it run at different times; results accumulate in WORK/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import cli  # noqa: E402
+from synth import fixture_genes, write_synthetic_h5ad  # noqa: E402
+
+STEPS = ("validate", "plan", "embed", "merge", "quality", "report")
+EMBED_PHASE, FINISH_PHASE = STEPS[:3], STEPS[3:]
+MAX_SHARE_OF_EMBED = 0.10
+MAX_MEMORY_RATIO = 1.2
+RECYCLE_EXIT = 75  # embed-shard: "start a fresh process for the shards left" (cli.RECYCLE_EXIT)
+
+
+def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB from the kernel, stdout) of one child process; exit code 75 is allowed."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        stdout.seek(0)
+        stderr.seek(0)
+        if code not in (0, RECYCLE_EXIT):
+            raise SystemExit(f"{' '.join(command[:4])} ... failed ({code}):\n{stderr.read()[-3000:]}")
+        return seconds, usage.ru_maxrss / 1024, stdout.read()  # Linux reports ru_maxrss in KiB
+
+
+def step_child(step: str, plan_file: str) -> None:
+    """One of the steps after embed, in this (fresh) process: the library functions the CLI and the DAG call."""
+    from helical_airflow.plan import load_plan
+    from helical_airflow.quality import quality_gate
+    from helical_airflow.report import write_report
+    from helical_airflow.store import merge
+
+    plan = load_plan(plan_file)
+    {"merge": merge, "quality": quality_gate, "report": write_report}[step](plan)
+
+
+def run_steps(work: Path, n_cells: int, phase: str, args: argparse.Namespace, figures: dict) -> None:
+    path = work / f"synthetic_{n_cells}.h5ad"
+    row = figures.setdefault(str(n_cells), {"cells": n_cells, "steps": {}})
+    if not path.is_file():
+        started = time.perf_counter()
+        write_synthetic_h5ad(path, n_cells, fixture_genes(), genes_per_cell=args.genes_per_cell, seed=args.seed,
+                             draw="sparse")  # fmt: skip
+        row["write_s"] = round(time.perf_counter() - started, 1)
+    row["file_mb"] = round(path.stat().st_size / 2**20, 1)
+    common = ["--model", args.model, "--cache-dir", args.cache_dir]
+    steps = row["steps"]
+    if phase in ("all", "embed"):
+        s, mb, _ = measured(cli() + ["validate", str(path), *common])
+        steps["validate"] = {"seconds": s, "peak_rss_mb": mb}
+        s, mb, out = measured(cli() + ["plan", str(path), *common, "--shard-size", str(args.shard_size),
+                                       "--out", str(work / "outputs"), "--device", "cpu"])  # fmt: skip
+        steps["plan"] = {"seconds": s, "peak_rss_mb": mb}
+        row["plan_file"] = out.strip().splitlines()[-1]
+        plan = json.loads(Path(row["plan_file"]).read_text())
+        row["shards"] = len(plan["shards"])
+        total, peak, processes = 0.0, 0.0, 0
+        left = [str(shard["index"]) for shard in plan["shards"]]
+        while left:
+            flags = [flag for index in left for flag in ("--shard", index)]
+            s, mb, _ = measured(cli() + ["embed-shard", "--plan", row["plan_file"], *flags])
+            total, peak, processes = total + s, max(peak, mb), processes + 1
+            done = {p.stem for p in Path(plan["out_dir"], "shards").glob("*.npy")}
+            left = [index for index in left if index not in done]
+        steps["embed"] = {"seconds": total, "peak_rss_mb": peak, "processes": processes}
+    if phase in ("all", "finish"):
+        env = {**os.environ, "HELICAL_AIRFLOW_REPORT_UMAP": "1" if args.umap else "0"}
+        for step in FINISH_PHASE:
+            command = [sys.executable, str(Path(__file__).resolve()), "--step", step, "--plan", row["plan_file"]]
+            s, mb, _ = measured(command, env)
+            steps[step] = {"seconds": s, "peak_rss_mb": mb}
+        out_dir = Path(row["plan_file"]).parent
+        quality = json.loads((out_dir / "quality.json").read_text())
+        row["quality"] = {k: quality.get(k) for k in ("passed", "scored_cells", "sampled_cells", "embedding_scores")}
+    row["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def verdict(figures: dict, small: int, large: int) -> bool:
+    lo, hi = figures[str(small)]["steps"], figures[str(large)]["steps"]
+    print(f"\n{'step':<10} {small:>12,} cells s   MB {large:>12,} cells s   MB  share of embed  memory ratio")
+    ok = True
+    embed_s = hi.get("embed", {}).get("seconds")
+    for step in STEPS:
+        if step not in lo or step not in hi:
+            print(f"{step:<10} not measured at both sizes")
+            ok = False
+            continue
+        a, b = lo[step], hi[step]
+        share = b["seconds"] / embed_s if embed_s and step != "embed" else None
+        ratio = b["peak_rss_mb"] / a["peak_rss_mb"]
+        share_ok = share is None or share <= MAX_SHARE_OF_EMBED
+        ratio_ok = ratio <= MAX_MEMORY_RATIO
+        ok = ok and share_ok and ratio_ok
+        share_text = f"{share:7.1%} {'PASS' if share_ok else 'FAIL'}" if share is not None else "      -     "
+        print(f"{step:<10} {a['seconds']:>16.1f} {a['peak_rss_mb']:>6.0f} {b['seconds']:>16.1f} "
+              f"{b['peak_rss_mb']:>6.0f}  {share_text}  {ratio:6.3f} {'PASS' if ratio_ok else 'FAIL'}")  # fmt: skip
+    print(f"targets: every step but embed <= {MAX_SHARE_OF_EMBED:.0%} of embed's time at {large:,} cells; "
+          f"peak memory at {large:,} <= {MAX_MEMORY_RATIO}x at {small:,}: {'PASS' if ok else 'FAIL'}")  # fmt: skip
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--model", default="genept", help="the fastest fixture model on CPU (measured: genept)")
+    parser.add_argument("--shard-size", type=int, default=50_000)
+    parser.add_argument("--genes-per-cell", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--umap", action="store_true", help="the report's UMAP too (sampled: report.MAX_UMAP_POINTS)")
+    parser.add_argument("--phase", choices=("all", "embed", "finish"), default="all")
+    parser.add_argument("--sizes", choices=("both", "small", "large"), default="both")
+    parser.add_argument("--work", type=Path, help="inputs, outputs and scale.json (default: a temporary folder)")
+    parser.add_argument("--cache-dir", help="weights cache; default: build the offline fixture cache in WORK")
+    parser.add_argument("--step", choices=FINISH_PHASE, help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        step_child(args.step, args.plan)
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="helical-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if args.cache_dir is None:
+        from helical_airflow.models import get_model
+
+        args.cache_dir = str(work / "fixture_cache")
+        if not Path(args.cache_dir, "FIXTURE.json").is_file():
+            subprocess.run(cli() + ["models", "fixture", "--out", args.cache_dir, "--model",
+                                    get_model(args.model).helical_model_name], check=True)  # fmt: skip
+    results_file = work / "scale.json"
+    figures = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    sizes = {"both": (args.small, args.large), "small": (args.small,), "large": (args.large,)}[args.sizes]
+    for n_cells in sizes:
+        run_steps(work, n_cells, args.phase, args, figures)
+        results_file.write_text(json.dumps(figures, indent=1))
+        for step, f in figures[str(n_cells)]["steps"].items():
+            print(f"{n_cells:>9,} cells  {step:<9} {f['seconds']:8.1f} s  {f['peak_rss_mb']:7.0f} MB")
+    print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}, Python "
+          f"{platform.python_version()}; model {args.model} (fixture), shard size {args.shard_size}")  # fmt: skip
+    print(f"figures: {results_file}")
+    if str(args.small) in figures and str(args.large) in figures and not verdict(figures, args.small, args.large):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
