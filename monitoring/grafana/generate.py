@@ -326,6 +326,52 @@ def main_dashboard() -> dash.Dashboard:
         )
     )
 
+    d = d.with_row(dash.Row("Fine-tuning (helical_finetune DAG, helical-airflow finetune)"))
+    run = "model, dataset, label_key, finetune_key"
+    d = d.with_panel(
+        ts(
+            "Fine-tuning: loss and validation accuracy",
+            "After every epoch: the mean training loss, the loss and accuracy on the validation split, and the "
+            "validation macro F1 early stopping watches (alert HelicalFineTuneNotImproving: 2+ epochs without a "
+            "better one). One line per training (finetune_key).",
+            [
+                query(
+                    f"max by ({run}) (helical_finetune_train_loss{{{MODEL}}})", "{{model}} {{finetune_key}} train loss"
+                ),
+                query(f"max by ({run}) (helical_finetune_val_loss{{{MODEL}}})", "{{model}} {{finetune_key}} val loss"),
+                query(
+                    f"max by ({run}) (helical_finetune_val_accuracy{{{MODEL}}})",
+                    "{{model}} {{finetune_key}} val accuracy",
+                ),
+                query(
+                    f"max by ({run}) (helical_finetune_val_macro_f1{{{MODEL}}})",
+                    "{{model}} {{finetune_key}} val macro F1",
+                ),
+            ],
+            "short",
+            12,
+        )
+    )
+    d = d.with_panel(
+        ts(
+            "Fine-tuning: epoch time and training cells/s",
+            "Wall time of the last finished epoch (training plus validation) and training cells per second in "
+            "its training pass. Failed trainings: alert HelicalFineTuneFailed.",
+            [
+                query(
+                    f"max by ({run}) (helical_finetune_train_cells_per_second{{{MODEL}}})",
+                    "{{model}} {{finetune_key}} cells/s",
+                ),
+                query(
+                    f"max by ({run}) (helical_finetune_epoch_seconds{{{MODEL}}})",
+                    "{{model}} {{finetune_key}} epoch seconds",
+                ),
+            ],
+            "short",
+            12,
+        )
+    )
+
     d = d.with_row(dash.Row("Containers (cAdvisor, Docker stack)"))
     d = d.with_panel(
         ts(

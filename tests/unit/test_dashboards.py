@@ -229,3 +229,51 @@ def test_sequence_panels_evaluate_to_per_model_rates_on_recorded_series(tmp_path
     tests[0]["exp_samples"][0]["value"] = 5
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     assert subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, timeout=60).returncode == 1
+
+
+def test_finetune_panels_show_each_trainings_epoch_metrics_on_recorded_series(tmp_path: Path) -> None:
+    """The fine-tuning panels' own queries, evaluated by `promtool test rules` over gauges shaped as the StatsD
+    mapping writes them (telemetry.epoch_lines): one line per training, narrowed by $model."""
+    promtool = _promtool()
+    every = {"$__rate_interval": "5m", "$model": ".*"}
+    one = {"$__rate_interval": "5m", "$model": "geneformer"}
+    curves, speed = "Fine-tuning: loss and validation accuracy", "Fine-tuning: epoch time and training cells/s"
+
+    def exprs(title: str, variables: dict[str, str]) -> list[str]:
+        return [cq.substitute(t["expr"], variables) for t in _panel(title)["targets"]]
+
+    def series(metric: str, model: str, key: str, values: str) -> dict[str, str]:
+        labels = f'model="{model}",dataset="sample",label_key="cell_type",finetune_key="{key}"'
+        return {"series": f"helical_finetune_{metric}{{{labels}}}", "values": values}
+
+    inputs = [
+        series("train_loss", "geneformer", "k1", "1.5 1.2 0.9"),
+        series("val_accuracy", "geneformer", "k1", "0.3 0.5 0.6"),
+        series("val_accuracy", "scgpt", "k2", "0.2 0.25"),
+        series("train_cells_per_second", "geneformer", "k1", "40 42 41"),
+        series("epoch_seconds", "geneformer", "k1", "3 3 3"),
+    ]
+    train_loss, _, accuracy, _ = exprs(curves, every)
+    cells, _ = exprs(speed, every)
+    (_, _, accuracy_one, _) = exprs(curves, one)
+    run = 'dataset="sample",label_key="cell_type"'
+    tests = [
+        {"expr": train_loss, "eval_time": "2m",
+         "exp_samples": [{"labels": f'{{model="geneformer",{run},finetune_key="k1"}}', "value": 0.9}]},
+        {"expr": accuracy, "eval_time": "1m",
+         "exp_samples": [{"labels": f'{{model="geneformer",{run},finetune_key="k1"}}', "value": 0.5},
+                         {"labels": f'{{model="scgpt",{run},finetune_key="k2"}}', "value": 0.25}]},
+        {"expr": accuracy_one, "eval_time": "1m",
+         "exp_samples": [{"labels": f'{{model="geneformer",{run},finetune_key="k1"}}', "value": 0.5}]},
+        {"expr": cells, "eval_time": "2m",
+         "exp_samples": [{"labels": f'{{model="geneformer",{run},finetune_key="k1"}}', "value": 41}]},
+    ]  # fmt: skip
+    spec = {"rule_files": [], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": inputs, "promql_expr_test": tests}]}  # fmt: skip
+    path = tmp_path / "finetune_panels.test.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    tests[0]["exp_samples"][0]["value"] = 1.5  # and it can fail: the first epoch's loss is not the last one's
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, timeout=60).returncode == 1
