@@ -38,7 +38,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "shard_size": ("Shard size", "Cells (sequence inputs: records) per shard (each checkpointed on its own; a task "
                    "embeds a group of shards with one model load). Worker memory follows this, not the file size."),
     "device": ("Device", "auto: CUDA when the worker has a GPU, else CPU."),
-    "precision": ("Precision", "On GPU; empty: the model's profile. CPU always runs fp32."),
+    "precision": ("Precision", "Empty: the model's profile on a GPU, fp32 on a CPU (which runs bf16 when asked for). "
+                  "fp16/bf16 runs are checked against fp32 on a sample of their cells."),
     "batch_size": ("Batch size", "Cells per forward pass; empty: the model's profile."),
     "memory_cap_gb": ("Memory cap (GB)", "Memory one embed process may use; past it the shard stops with E305 and "
                       "the retry halves the batch size. Empty: the model's profile."),
@@ -46,6 +47,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "engine": ("Engine", "fast (same embeddings as helical, faster forward pass) or helical (its get_embeddings); "
                "empty: the model's profile (fast for Geneformer and scGPT)."),
     "seed": ("Seed", "Random seed for anything stochastic ({minimum} to {maximum})."),
+    "agreement_cells": ("Precision check cells", "fp16/bf16 runs: cells (records) re-embedded in fp32 to measure the "
+                        "agreement the quality gate checks ({minimum} to {maximum}; all of them when fewer)."),
 }  # fmt: skip
 #: the Params that are RunParams fields, passed through as they are
 RUN_PARAM_NAMES = tuple(WORDS)

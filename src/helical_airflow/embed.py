@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import numpy as np
 import psutil
 
 from . import agreement, modality, objstore, settings, shardlock, telemetry

@@ -22,6 +22,8 @@ def resolve_params(params: RunParams) -> ResolvedParams:
         **{
             **params.model_dump(),
             "precision": params.precision or spec.profile.precision,
+            # a CPU runs bf16 only when asked for by name: a profile's bf16 (Tahoe) is its GPU precision
+            "cpu_precision": "bf16" if params.precision == "bf16" else "fp32",
             "batch_size": params.batch_size or spec.profile.batch_size,
             "engine": params.engine or spec.profile.engine,
             "memory_cap_gb": params.memory_cap_gb or spec.profile.memory_cap_gb,
@@ -64,15 +66,21 @@ def weights_checksum(files: list[Path], root: Path) -> tuple[str, dict[str, str]
     return digest.hexdigest(), each
 
 
+#: parameters added after runs were keyed: in the key only when not at their default, so the run folders made
+#: before them keep their keys (and their finished shards)
+KEYED_WHEN_SET = {"agreement_cells": 256, "cpu_precision": "fp32"}
+
+
 def run_key(summary: InputSummary, params: ResolvedParams, weights: str) -> str:
     """Same input, model, weights, parameters and code -> same key -> finished shards are reused.
 
     The cache location is left out on purpose: the weights checksum already pins what matters.
     """
+    at_default = {name for name, default in KEYED_WHEN_SET.items() if getattr(params, name) == default}
     keyed = {
         "input_sha256": summary.sha256,
         "x_source": summary.x_source,
-        "params": params.model_dump(exclude={"cache_dir"}),
+        "params": params.model_dump(exclude={"cache_dir", *at_default}),
         "weights": weights,
         "code": code_version(),
     }
@@ -85,6 +93,8 @@ def make_plan(summary: InputSummary, params: RunParams, out_root: Path) -> Plan:
     params = resolve_params(params)
     if params.device == "cpu":  # E228 now, not on a worker after the model's files were read
         registry.check_runnable(spec, "cpu", params.engine)
+    if params.cpu_precision == "bf16" or (params.device == "cuda" and params.precision == "bf16"):
+        registry.check_precision(spec, "bf16")  # E408 now, likewise
     files = registry.weights_files(spec, params.options, params.cache_dir)
     if not files:
         raise ConfigError(

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import pandas as pd
 
-from . import modality, scores, settings, telemetry
+from . import agreement, modality, scores, settings, telemetry
 from .errors import ConfigError, HelicalAirflowError
 from .models import get_model
 from .spec import LabelScores, Plan, QualityReport, QualityThresholds
-from .store import ShardedEmbeddings, load_manifest, manifest_file, save_npy, write_json
+from .store import ShardedEmbeddings, load_manifest, manifest_file, save_npy, shard_results, write_json
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,13 @@ def quality_gate(
         else:
             extra["label_note"] = (f"{choice.note}; fewer than 2 labels with {scores.MIN_CLASS_CELLS}+ {kind.unit}: "
                                    "no scores")  # fmt: skip
+    # an fp16/bf16 run against fp32 on its seeded sample (agreement.py); None for an fp32 run
+    # (agreement reads only the sample's rows, x[rows], which the on-disk matrix serves without loading the rest)
+    on_disk = cast(np.ndarray, embeddings)
+    precision = agreement.assess(plan, shard_results(plan), on_disk) if report.shape_ok else None
+    if precision is not None:
+        extra["precision_agreement"] = precision
+        problems += precision.problems
     report = report.model_copy(update={**extra, "problems": problems, "passed": not problems})
     if base.qc is not None:  # for the report: it runs as a DAG task of its own
         save_npy(qc_file(plan), base.qc)
@@ -305,6 +312,16 @@ def load_qc(plan: Plan) -> np.ndarray | None:
 
 
 def require_passed(report: QualityReport) -> None:
+    precision = report.precision_agreement
+    if not report.passed and precision is not None and report.problems == precision.problems:
+        raise QualityGateError(
+            "E404",
+            "quality gate failed: reduced-precision agreement with fp32 below its thresholds: "
+            + "; ".join(report.problems),
+            f"this run's {precision.precision} embeddings are too far from fp32 for the thresholds "
+            f"({precision.thresholds_source}): run in fp32 (--precision fp32), or, if this agreement is enough for "
+            "your use, lower the floors (HELICAL_AIRFLOW_PRECISION_THRESHOLDS); see quality.json",
+        )
     if not report.passed:
         raise QualityGateError(
             "E401",

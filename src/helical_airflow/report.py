@@ -225,6 +225,36 @@ def _quality_html(q: QualityReport | None, unit: str = "cells") -> str:
     return verdict + (f"<ul class='problems'>{problems}</ul>" if problems else "") + checks + label + scored
 
 
+def _agreement_html(q: QualityReport | None, precision_ran: str, unit: str = "cells") -> str:
+    """The fp16/bf16 run against fp32 on its sample (agreement.py), or why there is nothing to show."""
+    a = q.precision_agreement if q else None
+    if a is None:
+        why = "the run ran in fp32" if precision_ran == "fp32" else "not measured (see run.log)"
+        return f"<p id='precision-agreement'>Not applicable: {html.escape(why)}.</p>"
+    t = a.thresholds
+
+    def floor(value: float | None) -> str:
+        return f"at least {value:g}" if value is not None else "not checked"
+
+    verdict = "<span class='pass'>passed</span>" if a.passed else "<span class='fail'>FAILED</span>"
+    rows = _table(
+        [
+            ("precision compared", f"{a.precision} (as run) vs {a.reference}, same process, same loaded model"),
+            (f"{unit} compared", f"{a.sample_cells} (seeded sample, seed {a.sample_seed})"),
+            ("per-row cosine, min", f"{a.cosine_min:.6f}, 1 - cosine {1 - a.cosine_min:.2g} "
+             f"(threshold: {floor(t.min_cosine if t else None)})"),
+            ("per-row cosine, median", f"{a.cosine_median:.6f}, 1 - cosine {1 - a.cosine_median:.2g}"),
+            (f"kNN-neighbourhood overlap, mean (k={a.knn_k})",
+             f"{a.knn_overlap:.4f} (threshold: {floor(t.min_knn_overlap if t else None)})"),
+            ("kNN-neighbourhood overlap, min", f"{a.knn_overlap_min:.4f}"),
+        ]
+    )  # fmt: skip
+    return (
+        f"<div id='precision-agreement'><p>Agreement with fp32: {verdict}. Thresholds: "
+        f"{html.escape(a.thresholds_source)}.</p>{rows}</div>"
+    )
+
+
 def _sampled(sample: int | None, total: int, unit: str) -> str:
     """Where a number comes from a seeded sample of the rows, how big it was."""
     return f" (seeded sample of {sample:,} of {total:,} {unit})" if sample is not None and sample < total else ""
@@ -291,6 +321,7 @@ def render(
 <h1>Embeddings of {html.escape(plan.dataset)} with {html.escape(manifest.model)}</h1>{banner}
 <h2>Run (as executed)</h2>{summary}
 <h2>Quality gate</h2>{_quality_html(q, unit)}
+<h3>Reduced-precision agreement</h3>{_agreement_html(q, ran["precision"], unit)}
 <h2>Embeddings</h2><p class="small">{html.escape(colour_note)}. {html.escape(umap_note)}</p>
 <div id="scatter">{_img("UMAP and PCA of the embeddings", pictures["scatter"])}</div>
 <h2>Input QC</h2>{qc_table}{_img(qc_alt, pictures["qc"])}

@@ -44,6 +44,9 @@ class ModelFamily:
     #: None when helical's code for this family runs on a CPU; otherwise why it cannot (a CUDA-only kernel,
     #: with the evidence): a CPU run then fails with E228 before anything loads
     cpu_unsupported: str | None = None
+    #: None when the family runs in bf16 (torch autocast: on a CPU when asked for by name, on a GPU from the profile
+    #: or the run); otherwise why it cannot (with the evidence): such a run fails with E408 before anything loads
+    bf16_unsupported: str | None = None
     #: how close a cell's embedding is across shardings (CPU fp32): 1e-5 when per-cell by design; a family whose
     #: helical code samples or pads across cells documents its bound and the reason in `quirks`
     shard_atol: float = 1e-5

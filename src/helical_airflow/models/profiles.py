@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from ..spec import Engine, Precision, QualityThresholds
+from ..spec import Engine, Precision, PrecisionThresholds, QualityThresholds
 
 #: "rna": single-cell expression (.h5ad); "dna_sequence" / "rna_sequence": nucleotide sequences (FASTA or tables,
 #: seqio.py) over the alphabet ACGTN / ACGUN
@@ -28,13 +28,15 @@ class ResourceProfile(BaseModel):
 
     modality: Modality = "rna"
     gpu: Literal["optional", "required"]
-    precision: Precision  # default on GPU; CPU always runs fp32
+    precision: Precision  # default on GPU; CPU runs fp32 (bf16 when asked for by name)
     batch_size: int  # cells per forward pass
     memory_cap_gb: float  # host memory a shard process may use (container / pod limit)
     queue: Literal["default", "gpu"]
     pool: str  # Airflow pool the shard tasks draw from
     engine: Engine = "helical"  # "fast" where a fast path exists (docs/fast_path.md): same embeddings, faster
     quality: QualityThresholds | None = None  # label-score floors of the quality gate (quality.py); None: record only
+    # floors on an fp16/bf16 run's agreement with fp32 (agreement.py); None: agreement.DEFAULT_THRESHOLDS (measured)
+    agreement: PrecisionThresholds | None = None
 
 
 def any_device(precision: Precision, batch_size: int, memory_cap_gb: float,

@@ -139,6 +139,17 @@ def gene_vocabulary(spec: ModelSpec, options: Mapping[str, str], cache_dir: str 
     return get_family(spec).vocabulary(spec, options, cache.models_dir(cache_dir))
 
 
+def check_precision(spec: ModelSpec, precision: Precision) -> None:
+    """E408 for a bf16 run of a family whose helical code cannot return bf16 results (ModelFamily.bf16_unsupported)."""
+    family = get_family(spec)
+    if precision == "bf16" and family.bf16_unsupported:
+        raise ConfigError(
+            "E408",
+            f"{spec.name!r} cannot run in bf16: {family.bf16_unsupported}",
+            "run it in fp32 (--precision fp32; the DAG's `precision` Param), or fp16 on a GPU",
+        )
+
+
 def check_runnable(spec: ModelSpec, device: str, engine: Engine) -> None:
     """E221 for an engine the family lacks; E228 for a CPU run of a family whose helical code needs CUDA."""
     family = get_family(spec)
@@ -165,6 +176,7 @@ def load_runner(
     The caller must have pointed CACHE_DIR_HELICAL_PREFIX at the cache before anything imported helical.
     """
     check_runnable(spec, device, engine)
+    check_precision(spec, precision)
     cache_dir = runner.helical_prefix()
     require_files(spec, options, cache_dir)
     runner.trust_cached_files(required_files(spec, options), cache_dir)  # the first helical import
@@ -180,7 +192,7 @@ def load_runner(
         ) from exc
     vocabulary = get_family(spec).vocabulary(spec, options, cache.models_dir(cache_dir))
     settings = runner.RunSettings(
-        device=device, precision="fp32" if device == "cpu" else precision, batch_size=batch_size, engine=engine,
+        device=device, precision=precision, batch_size=batch_size, engine=engine,
         seed=seed, options=dict(options), cache_dir=cache_dir,
     )  # fmt: skip
     loaded: ModelRunner[Any] = runner_class(spec, settings, vocabulary)

@@ -62,7 +62,8 @@ type CellRunner = ModelRunner[anndata.AnnData]
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How a runner runs, resolved once (models.registry.load_runner): CPU runs are always fp32."""
+    """How a runner runs, resolved once (models.registry.load_runner): CPU runs are fp32, or bf16 when asked for by
+    name (embed.effective_precision; reduced_precision autocasts them)."""
 
     device: str
     precision: Precision
@@ -285,6 +286,20 @@ def precision_scope(device: str, precision: Precision) -> Iterator[None]:
         yield
     finally:
         torch.set_autocast_dtype("cuda", previous)
+
+
+@contextlib.contextmanager
+def reduced_precision(device: str, precision: Precision) -> Iterator[None]:
+    """A CPU run asked for bf16 runs under torch's CPU autocast (bfloat16): the weights stay fp32, matmuls and
+    convolutions run in bf16, whatever the family (helical's own autocast is CUDA-only). Everything else runs as
+    is: on a GPU the adapters apply the precision (precision_scope, their own autocast)."""
+    if device != "cpu" or precision != "bf16":
+        yield
+        return
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yield
 
 
 def clean_input(adata: anndata.AnnData) -> anndata.AnnData:

@@ -96,6 +96,9 @@ class Cell2SenRunner(HelicalRunner):
         if model.attn_implementation == "sdpa":
             model.attn_implementation = "eager"  # what get_embeddings restores after output_attentions
         model.tokenizer.padding_side = "right"
+        # weights loaded in bfloat16 cannot give an fp32 reference without a second load of a multi-GB model: the
+        # agreement check (agreement.py) records these shards as not measured
+        self.fixed_weights_dtype = None if config.config["dtype"] == "float32" else "bf16"
         return model
 
     @property

@@ -42,6 +42,10 @@ FAMILY = ModelFamily(
             description="GenePT w/ GPT-3.5 (text-embedding-ada-002) embeddings of NCBI gene summaries",
         ),
     ),
+    bf16_unsupported="helical's GenePT.get_embeddings returns its one matrix product (counts x gene embeddings, "
+    "helical/models/genept/model.py:136) as a torch tensor, bfloat16 under bf16 autocast, which numpy cannot hold "
+    "('TypeError: Got unsupported ScalarType BFloat16', measured on the CPU fixture); with no network to speed up, "
+    "GenePT runs in fp32",
     quirks=(
         "helical's process_data keeps the shard's 2,000 highly variable genes (seurat_v3 across cells); the "
         "default genes=all runs its per-cell steps without that selection, then helical's get_embeddings",

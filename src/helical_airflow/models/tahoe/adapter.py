@@ -15,7 +15,7 @@ What the adapter does about helical's habits (docs/models/tahoe.md):
   global torch RNG, in dataset order: the collate function runs helical's collator on each cell under its own
   seed (the run's seed and the cell's counts), then pads the cells to the batch's longest, as helical's does.
 - Precision: get_embeddings autocasts to the checkpoint's `precision` (amp_bf16) on whatever device it runs,
-  a CPU too; it is set to the run's precision (fp32 on a CPU).
+  a CPU too; it is set to the run's precision at each call (fp32 on a CPU unless bf16 was asked for by name).
 - DataLoader: num_workers=0 (helical's default of 8 workers with prefetch 48 forks the shard process 8 times).
 """
 
@@ -115,7 +115,6 @@ class TahoeRunner(HelicalRunner):
         )  # fmt: skip
         with offline_hub(str(cache.models_dir(self.cache_dir) / files.HUB_CACHE)):
             model = Tahoe(configurer=config)
-        model.model_cfg["precision"] = PRECISION[self.precision]
         log.info("tahoe %s: attn_impl=%s, batch size %d", self.spec.helical_model_name, self.attn_impl,
                  config.config["batch_size"])  # fmt: skip
         return model
@@ -125,6 +124,8 @@ class TahoeRunner(HelicalRunner):
         return int(self.model.model.d_model)
 
     def _embed_helical(self, data: anndata.AnnData) -> np.ndarray:
+        # set at each call, not at load: the agreement check (agreement.py) re-embeds a sample in fp32
+        self.model.model_cfg["precision"] = PRECISION[self.precision]
         loader = self.model.process_data(data, gene_names="index")
         loader.collate_fn = PerCellCollator(loader.collate_fn, self.seed)
         return np.asarray(self.model.get_embeddings(loader))

@@ -54,6 +54,9 @@ FAMILY = ModelFamily(
         ),
     ),  # fmt: skip
     quirks=(
+    bf16_unsupported="helical's UCE.get_embeddings turns the forward pass's output into numpy as it comes "
+    "(embedding.detach().cpu().numpy(), helical/models/uce/model.py:275), and numpy has no bfloat16: under bf16 "
+    "autocast that raises 'TypeError: Got unsupported ScalarType BFloat16' (measured on the CPU fixture)",
         "process_data writes its count matrix to ./<name>_counts.npz and get_embeddings reads it back from the "
         "working directory: each call runs in its own temporary folder (tempfile.TemporaryDirectory + chdir)",
         "helical writes the count file from the unfiltered matrix but reads it with the shape of the genes that "
