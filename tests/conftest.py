@@ -91,3 +91,12 @@ def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     out = tmp_path_factory.mktemp("fixture_cache")
     build_fixture(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def real_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Generator[Any, None, None]:
+    """A real S3 server (SeaweedFS, stack_helpers.real_s3_server) for the whole session, with bucket `helical-test`."""
+    from stack_helpers import real_s3_server as start
+
+    with start(tmp_path_factory) as server:
+        yield server

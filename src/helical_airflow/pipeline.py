@@ -10,9 +10,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from . import objstore
 from .embed import embed_shards
 from .plan import make_plan
-from .quality import check_label_key, quality_gate, require_passed
+from .quality import QualityGateError, check_label_key, quality_gate, require_passed
 from .report import write_report
 from .spec import Manifest, Plan, RunParams, ShardResult
 from .store import load_manifest, manifest_file, merge
@@ -70,17 +71,49 @@ def finish(plan: Plan, label_key: str | None = None, tracking_uri: str | None = 
 def run(
     input_path: str | Path,
     params: RunParams,
-    out_root: Path,
+    out_root: str | Path,
     on_plan: Callable[[Plan], None] | None = None,
     on_shard: ShardCallback | None = None,
     label_key: str | None = None,
     tracking_uri: str | None = None,
 ) -> Manifest:
-    plan = prepare(input_path, params, out_root)
+    """The whole job. `input_path` and `out_root` may be object storage URLs (s3://BUCKET/..., objstore.py): the
+    input is read from a verified local copy, the run is worked on in a local folder whose finished files go to the
+    store as they are made; a rerun takes the store's finished shards and redoes only the missing ones."""
+    store = str(out_root) if objstore.is_url(out_root) else None
+    plan = prepare(input_path, params, objstore.work_root(out_root))
     check_label_key(plan.input.path, label_key)  # before any embedding
+    if store is not None:
+        found = objstore.pull_run(store, plan.out_path)
+        log.info("%d shard(s) of run %s already in %s", found, plan.run_key, objstore.run_url(store, plan.out_path))
     if on_plan:
         on_plan(plan)
-    return run_plan(plan, on_shard, label_key, tracking_uri)
+    if store is None:
+        return run_plan(plan, on_shard, label_key, tracking_uri)
+    return _run_to_store(plan, store, on_shard, label_key, tracking_uri)
+
+
+def _run_to_store(
+    plan: Plan, store: str, on_shard: ShardCallback | None, label_key: str | None, tracking_uri: str | None
+) -> Manifest:
+    """run_plan with every newly finished shard uploaded at once (a killed run keeps it), then the outputs, manifest
+    last, and the `latest.json` pointer when the gate passed; a failed gate's report is uploaded too."""
+
+    def upload(plan: Plan, result: ShardResult) -> None:
+        if not result.reused:
+            objstore.push_shard(
+                store, plan.out_path, plan.shard_file(result.index), plan.shard_result_file(result.index)
+            )
+        if on_shard:
+            on_shard(plan, result)
+
+    try:
+        manifest = run_plan(plan, upload, label_key, tracking_uri)
+    except QualityGateError:
+        objstore.push_outputs(store, plan.out_path, latest=False)
+        raise
+    objstore.push_outputs(store, plan.out_path, latest=manifest.quality is None or manifest.quality.passed)
+    return manifest
 
 
 def run_plan(

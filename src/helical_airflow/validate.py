@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import modality
+from . import modality, objstore
 from .inputcheck import (  # noqa: F401 - re-exported: validate.CODES, validate.fail, ... as before the split
     CODES,
     ENSEMBL_ID,
@@ -60,4 +60,6 @@ def validate_input(
     """
     spec = get_model(model)  # E201 for an unknown name, before touching the file
     resolved = registry.resolve_options(spec, options)  # E227 for a bad model option, too
-    return modality.for_model(spec).validate(path, spec, resolved, layer, cache_dir, data_root)
+    local = objstore.local_input(path)  # an s3://... input: its verified local copy (E9xx when it cannot be had)
+    summary = modality.for_model(spec).validate(local, spec, resolved, layer, cache_dir, data_root)
+    return summary if local == path else summary.model_copy(update={"source": str(objstore.parse(path))})

@@ -1,0 +1,379 @@
+"""Object storage (s3://, gs://, az://, ... through fsspec) as a place for inputs and run folders.
+
+One module owns the URL parsing, the fsspec filesystem and its credentials, and the two moves between the store and
+the local disk; the rest of the package keeps working on local paths:
+- the input: staged as a VERIFIED LOCAL COPY in a cache keyed by the object's URL, ETag and size, hashed while it
+  downloads (the run key uses the CONTENT hash, as for a local file: the same bytes give the same run key wherever
+  they sit). Why a copy, not byte ranges: h5py over an fsspec file reads the sample's shards 2-12x slower than
+  downloading once and reading locally (docs/scale-out.md, bench/objstore.py), and every validation pass and shard
+  task would pay it again;
+- the run folder: worked on locally (a work folder per output URL, `HELICAL_AIRFLOW_OBJECT_CACHE_DIR`) and every
+  finished file uploaded with one PUT, which S3-like stores make visible whole or not at all (a reader never sees
+  half an object). A shard's array goes up before its record (the record is what marks it finished, store.py), and
+  manifest.json goes up last among a run's outputs; `latest` is a small pointer object, not a symlink.
+  Resume: before embedding, the work folder's shard state is replaced by the bucket's (`pull_run`), so a rerun redoes
+  only the shards missing from the store, whatever this machine's disk holds.
+
+Credentials are never taken from a URL, a Param or the command line: the protocol's own chain (AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY / AWS_PROFILE / ~/.aws for s3 through botocore; gcsfs and adlfs read theirs), or in Airflow the
+connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID. They live in the filesystem object only; messages carry
+`redact(url)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from . import settings
+from .errors import ConfigError, InputValidationError
+from .spec import InputSummary
+
+log = logging.getLogger(__name__)
+
+#: protocol -> the package that brings its fsspec filesystem (named in E903's fix)
+PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+            "abfss": "adlfs"}  # fmt: skip
+_URL = re.compile(r"^(?P<protocol>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+CHUNK = 8 << 20  # download block: the hash is updated per block, memory stays flat whatever the file's size
+LATEST_POINTER = "latest.json"
+
+
+@dataclass(frozen=True)
+class ObjectURL:
+    protocol: str
+    bucket: str
+    key: str  # no leading slash; "" for the bucket itself
+
+    @property
+    def path(self) -> str:
+        """The path fsspec takes (bucket/key, no protocol)."""
+        return f"{self.bucket}/{self.key}".rstrip("/")
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.path}"
+
+    def child(self, *parts: str) -> ObjectURL:
+        key = "/".join(p.strip("/") for p in (self.key, *parts) if p.strip("/"))
+        return ObjectURL(self.protocol, self.bucket, key)
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """True for `proto://...` other than file:// (a local path stays a path)."""
+    match = _URL.match(str(location))
+    return match is not None and match.group("protocol").lower() != "file"
+
+
+def parse(url: str) -> ObjectURL:
+    """`s3://bucket/key` -> ObjectURL; E906 for a URL without a bucket, E907 for one that carries credentials."""
+    match = _URL.match(url)
+    if not match:
+        raise ConfigError("E906", f"{redact(url)} is not an object storage URL", "write it as PROTOCOL://BUCKET/KEY, "
+                          "e.g. s3://my-bucket/data/sample.h5ad")  # fmt: skip
+    protocol, rest = match.group("protocol").lower(), match.group("rest")
+    bucket, _, key = rest.partition("/")
+    if "@" in bucket or "?" in rest:
+        raise ConfigError(
+            "E907", f"{redact(url)} carries credentials or query parameters",
+            "give the plain URL; credentials come from the standard variables or files (AWS_ACCESS_KEY_ID, ~/.aws, "
+            "...) or the Airflow connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID (docs/scale-out.md)",
+        )  # fmt: skip
+    if not bucket:
+        raise ConfigError("E906", f"{url} names no bucket", "write it as PROTOCOL://BUCKET/KEY")
+    return ObjectURL(protocol, bucket, key.strip("/"))
+
+
+def redact(text: str) -> str:
+    """`text` with any URL's user-info (`proto://user:secret@host`) and query string (signatures) masked."""
+    text = re.sub(r"(?P<p>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\g<p>***@", text)
+    return re.sub(r"(://[^\s?]*)\?[^\s]*", r"\1?***", text)
+
+
+# ---- the filesystem and its credentials -----------------------------------------------------------------------------
+
+
+def connection_options(conn_id: str) -> dict[str, Any]:
+    """fsspec options from an Airflow connection (login: access key, password: secret, extra: endpoint_url / region
+    / any s3fs client option); only inside an Airflow worker, where airflow is importable."""
+    from airflow.sdk.bases.hook import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    options: dict[str, Any] = {}
+    if conn.login:
+        options["key"] = conn.login
+    if conn.password:
+        options["secret"] = conn.password
+    client: dict[str, Any] = {}
+    for name in ("endpoint_url", "region_name"):
+        if extra.get(name):
+            client[name] = extra[name]
+    if client:
+        options["client_kwargs"] = client
+    return options
+
+
+def storage_options(protocol: str) -> dict[str, Any]:
+    """The filesystem's options: the endpoint setting (S3-compatible servers), then the Airflow connection when one
+    is named. Empty by default: the protocol's own credential chain decides (botocore also honours
+    AWS_ENDPOINT_URL itself)."""
+    options: dict[str, Any] = {}
+    endpoint = settings.get().storage_endpoint_url
+    if endpoint and protocol in ("s3", "s3a"):
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    conn_id = settings.get().storage_conn_id
+    if conn_id:
+        from_conn = connection_options(conn_id)
+        client = {**options.get("client_kwargs", {}), **from_conn.get("client_kwargs", {})}
+        options = {**options, **from_conn, **({"client_kwargs": client} if client else {})}
+    return options
+
+
+@cache
+def _filesystem(protocol: str, options_key: str) -> Any:
+    import fsspec
+
+    try:
+        return fsspec.filesystem(protocol, **json.loads(options_key))
+    except ImportError as exc:
+        package = PACKAGES.get(protocol, f"the fsspec implementation of {protocol}://")
+        raise ConfigError(
+            "E903", f"{protocol}:// needs the package {package}, which is not installed",
+            f"pip install {package} (s3fs comes with the `storage` extra: pip install 'helical-airflow[storage]')",
+        ) from exc  # fmt: skip
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise ConfigError(
+            "E903", f"no storage package knows {protocol}://", f"use s3://, gs:// or az:// ({exc})"
+        ) from exc
+
+
+def filesystem(url: ObjectURL) -> Any:
+    """The fsspec filesystem for the URL's protocol (one per protocol and options, reused)."""
+    return _filesystem(url.protocol, json.dumps(storage_options(url.protocol), sort_keys=True))
+
+
+def coded(exc: BaseException, url: ObjectURL, doing: str) -> Exception:
+    """A storage exception as a coded error that names the URL and the fix (never the credentials)."""
+    if isinstance(exc, FileNotFoundError):
+        return InputValidationError(
+            "E901", f"{url} does not exist ({doing}: the bucket or the object is missing)",
+            f"check the bucket and key (e.g. `aws s3 ls s3://{url.bucket}/`), or upload the file there",
+        )  # fmt: skip
+    if isinstance(exc, PermissionError) or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+        return ConfigError(
+            "E902", f"access to {url} was refused or no credentials were found ({doing}: {type(exc).__name__})",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials; gcsfs and adlfs "
+            "read their own), or name an Airflow connection in HELICAL_AIRFLOW_STORAGE_CONN_ID; the key needs read "
+            "(input) and write (output) access to the bucket",
+        )  # fmt: skip
+    return ConfigError(
+        "E904", f"object storage at {url} could not be reached ({doing}: {type(exc).__name__}: {redact(str(exc))})",
+        "check the endpoint (AWS_ENDPOINT_URL or HELICAL_AIRFLOW_STORAGE_ENDPOINT_URL for an S3-compatible server) "
+        "and the network, then rerun: finished shards are kept in the store",
+    )  # fmt: skip
+
+
+def _call(url: ObjectURL, doing: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return func(*args, **kwargs)
+    except (ConfigError, InputValidationError):
+        raise
+    except Exception as exc:  # every fsspec backend raises its own; coded() sorts them
+        raise coded(exc, url, doing) from exc
+
+
+# ---- the input: a verified local copy ------------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    return settings.get().object_cache_dir
+
+
+def local_input(location: str) -> str:
+    """The local path to read `location` from: itself for a local path, the verified staged copy for a URL."""
+    return str(stage(parse(location))) if is_url(location) else location
+
+
+def stage(url: ObjectURL) -> Path:
+    """Download `url` once into the cache (keyed by URL, ETag and size; its sha256 beside it), hashing as it comes,
+    and return the copy. A cached copy is reused only when the object's ETag and size still match and the copy's
+    size and recorded hash are there; a copy made while the object changed is refused (E905)."""
+    fs = filesystem(url)
+    info = _call(url, "reading its size and ETag", fs.info, url.path)
+    if info.get("type") == "directory":
+        raise coded(FileNotFoundError(url.path), url, "it is a folder, not an object")
+    size, etag = int(info.get("size") or 0), str(info.get("ETag") or info.get("etag") or info.get("md5") or "")
+    ident = hashlib.sha256(f"{url}\0{etag}\0{size}".encode()).hexdigest()[:24]
+    folder = cache_root() / "inputs" / ident
+    copy, digest_file = folder / url.name, folder / f".{url.name}.sha256"
+    if copy.is_file() and copy.stat().st_size == size and digest_file.is_file():
+        log.info("input %s: the staged copy %s is current (ETag %s)", url, copy, etag)
+        return copy
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{url.name}.", suffix=".part", dir=folder)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, _call(url, "opening it", fs.open, url.path, "rb", block_size=CHUNK) as src:
+            while block := _call(url, "downloading it", src.read, CHUNK):
+                digest.update(block)
+                out.write(block)
+        got = os.path.getsize(tmp_name)
+        now = _call(url, "checking it after the download", fs.info, url.path)
+        now_etag = str(now.get("ETag") or now.get("etag") or now.get("md5") or "")
+        if got != size or now_etag != etag:
+            raise InputValidationError(
+                "E905", f"{url} changed while it was downloaded ({size} -> {got} bytes, ETag {etag} -> {now_etag})",
+                "wait until the upload is complete (upload, then copy to the final key), then rerun",
+            )  # fmt: skip
+        os.replace(tmp_name, copy)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    digest_file.write_text(digest.hexdigest() + "\n")
+    log.info("input %s staged at %s (%d bytes, sha256 %s)", url, copy, size, digest.hexdigest())
+    return copy
+
+
+def ensure_input(summary: InputSummary) -> InputSummary:
+    """The summary with a readable local `path`: as it is when the copy is there (or the input is local); else the
+    input staged again from its URL on this machine (a worker that shares only the store with the one that validated
+    it), which must hold the same bytes that were validated (E905 otherwise)."""
+    if summary.source is None or Path(summary.path).is_file():
+        return summary
+    copy = stage(parse(summary.source))
+    digest = (copy.parent / f".{copy.name}.sha256").read_text().strip()
+    if digest != summary.sha256:
+        raise InputValidationError(
+            "E905", f"{summary.source} changed since it was validated (sha256 {summary.sha256[:12]} -> {digest[:12]})",
+            "rerun the whole job on the new object (a new run key), or put the validated object back",
+        )  # fmt: skip
+    return summary.model_copy(update={"path": str(copy)})
+
+
+# ---- the run folder: worked on locally, every finished file uploaded whole -------------------------------------------
+
+
+def work_root(out_root: str | os.PathLike[str]) -> Path:
+    """Where a run under `out_root` is worked on: `out_root` itself for a local folder; for a URL, a work folder of
+    its own in the object cache (the store holds the truth, see pull_run)."""
+    if not is_url(out_root):
+        return Path(out_root).resolve()
+    url = parse(str(out_root))
+    return cache_root() / "work" / hashlib.sha256(str(url).encode()).hexdigest()[:16]
+
+
+def run_url(out_root: str, out_dir: Path) -> ObjectURL:
+    """The run folder's URL: the work folder's path below work_root, under the output URL."""
+    return parse(out_root).child(out_dir.relative_to(work_root(out_root)).as_posix())
+
+
+#: what a rerun needs of a run folder in the store: the shards (arrays and records), the outputs' manifest and report
+#: (a finished run is then found current, pipeline._outputs_current), the batch size a memory stop left, and the log
+#: (appended to, as on disk). embeddings.h5ad is not downloaded: it is written again whenever the shards change.
+PULLED = ("manifest.json", "report.html", "batch_size.json", "run.log")
+_PULL_RECORD = ".pulled.json"
+
+
+def pull_run(out_root: str, out_dir: Path) -> int:
+    """Make the local run folder's state what the store holds: local shard files the store lacks are removed (the
+    store is the truth), the store's shards and `PULLED` files downloaded. Returns how many shard records the store
+    had."""
+    url = run_url(out_root, out_dir)
+    fs = filesystem(url)
+    listing = _call(url, "listing the run folder", fs.find, url.path, detail=True)
+    remote = {name[len(url.path) + 1 :]: int(info.get("size") or 0) for name, info in listing.items()}
+    shards = out_dir / "shards"
+    if shards.is_dir():
+        for path in shards.iterdir():
+            if f"shards/{path.name}" not in remote:
+                path.unlink()
+    pulled: dict[str, list[int]] = {}
+    for rel, size in sorted(remote.items()):
+        if not (rel.startswith("shards/") or rel in PULLED):
+            continue
+        local = out_dir / rel
+        if not (local.is_file() and local.stat().st_size == size):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.part")
+            _call(url, f"downloading {rel}", fs.get_file, f"{url.path}/{rel}", str(tmp))
+            os.replace(tmp, local)
+        stat = local.stat()
+        pulled[rel] = [stat.st_size, stat.st_mtime_ns]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / _PULL_RECORD).write_text(json.dumps(pulled))
+    return sum(1 for rel in remote if rel.startswith("shards/") and rel.endswith(".json"))
+
+
+def _unchanged_since_pull(out_dir: Path) -> set[str]:
+    """The run folder's files that are exactly what pull_run downloaded (no need to upload them again)."""
+    try:
+        pulled = json.loads((out_dir / _PULL_RECORD).read_text())
+    except (OSError, ValueError):
+        return set()
+    same = set()
+    for rel, (size, mtime_ns) in pulled.items():
+        path = out_dir / rel
+        if path.is_file() and [path.stat().st_size, path.stat().st_mtime_ns] == [size, mtime_ns]:
+            same.add(rel)
+    return same
+
+
+def push(out_root: str, out_dir: Path, files: Iterable[Path]) -> None:
+    """Upload each file (one PUT each: a reader sees the whole object or none) in the order given."""
+    url = run_url(out_root, out_dir)
+    fs = filesystem(url)
+    for path in files:
+        rel = path.relative_to(out_dir).as_posix()
+        _call(url, f"uploading {rel}", fs.put_file, str(path), f"{url.path}/{rel}")
+
+
+def push_shard(out_root: str, out_dir: Path, npy: Path, record: Path) -> None:
+    """A finished shard: the array first, then the record that marks it finished (store.finished_result)."""
+    push(out_root, out_dir, [npy, record])
+
+
+#: the merged outputs, uploaded in this order once merge, gate and report are done; manifest.json last (a reader
+#: that sees the manifest sees every output it names)
+FINAL_ORDER = ("plan.json", "batch_size.json", "run.log", "report.html", "embeddings.h5ad")
+
+
+def push_outputs(out_root: str, out_dir: Path, latest: bool) -> ObjectURL:
+    """Upload the run folder's files but the shards (uploaded as they finished): outputs, then manifest.json, then
+    the `<dataset>/latest.json` pointer when the run is the dataset's latest. Returns the run's URL."""
+    same = _unchanged_since_pull(out_dir)
+    names = [p for p in sorted(out_dir.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name not in same]
+    ordered = sorted((p for p in names if p.name != "manifest.json"),
+                     key=lambda p: (FINAL_ORDER.index(p.name) if p.name in FINAL_ORDER else -1, p.name))  # fmt: skip
+    ordered += [p for p in names if p.name == "manifest.json"]
+    push(out_root, out_dir, ordered)
+    url = run_url(out_root, out_dir)
+    if latest:
+        pointer = ObjectURL(url.protocol, url.bucket, f"{url.key.rsplit('/', 1)[0]}/{LATEST_POINTER}")
+        body = json.dumps({"run_key": out_dir.name, "url": str(url)}, indent=2) + "\n"
+        _call(pointer, "writing the latest pointer", filesystem(pointer).pipe_file, pointer.path, body.encode())
+    return url
+
+
+def read_latest(dataset_url: str) -> str:
+    """The run key a dataset's `latest.json` pointer names."""
+    url = parse(dataset_url).child(LATEST_POINTER)
+    raw = _call(url, "reading the latest pointer", filesystem(url).cat_file, url.path)
+    return str(json.loads(raw)["run_key"])
+
+
+def clear_work(out_dir: Path) -> None:
+    """Drop a run's local work copy (the store holds it now)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
