@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import click
@@ -398,20 +398,20 @@ def run(
         ("quality gate", "passed" if manifest.quality and manifest.quality.passed else "FAILED"),
         ("label scores (kNN, silhouette)", _scores_line(manifest)),
         ("MLflow", (manifest.tracking or {}).get("mlflow_run_id") or (manifest.tracking or {}).get("status", "off")),
-        ("embeddings", plan_dir / "embeddings.h5ad"),
-        ("manifest", plan_dir / "manifest.json"),
-        ("report", plan_dir / "report.html"),
-        ("log", plan_dir / RUN_LOG),
+        ("embeddings", f"{plan_dir}/embeddings.h5ad"),
+        ("manifest", f"{plan_dir}/manifest.json"),
+        ("report", f"{plan_dir}/report.html"),
+        ("log", f"{plan_dir}/{RUN_LOG}"),
     ]:
         table.add_row(key, str(value))
     console.print(table)
 
 
-def _run_location(out: str, dataset: str, run_key: str) -> Any:
-    """The run folder for the summary: a local Path, or the run's URL in the store (its files are named by `/`)."""
+def _run_location(out: str, dataset: str, run_key: str) -> str:
+    """The run folder for the summary: a local folder, or the run's URL in the store."""
     if objstore.is_url(out):
-        return PurePosixPath(str(objstore.parse(out).child(dataset, run_key)))
-    return Path(Path(out).resolve(), dataset, run_key)
+        return str(objstore.parse(out).child(dataset, run_key))
+    return str(Path(Path(out).resolve(), dataset, run_key))
 
 
 def _run_with_progress(
