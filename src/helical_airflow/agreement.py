@@ -219,7 +219,10 @@ def assess(plan: Plan, results: list[ShardResult], embeddings: np.ndarray) -> Pr
         thresholds_source=source,
         passed=not problems,
         problems=problems,
-        **values,
+        cosine_min=values["cosine_min"],
+        cosine_median=values["cosine_median"],
+        knn_overlap=values["knn_overlap"],
+        knn_overlap_min=values["knn_overlap_min"],
     )
 
 

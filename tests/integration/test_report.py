@@ -34,6 +34,9 @@ def test_report_of_a_labelled_run(sample_h5ad: Path, fixture_cache: str, tmp_pat
 
     # as executed: a CPU run says fp32 though the profile asks fp16
     assert "<th>precision (as run)</th><td>fp32 (asked: fp16)</td>" in page
+    # an fp32 run has nothing to check against fp32 (agreement.py): no block, and the page says so
+    assert quality["precision_agreement"] is None
+    assert "<p id='precision-agreement'>Not applicable: the run ran in fp32.</p>" in page
     assert "<th>device (as run)</th><td>cpu (asked: cpu)</td>" in page
     assert re.search(r"<th>batch size \(as run\)</th><td>\d+</td>", page)
 
