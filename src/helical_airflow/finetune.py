@@ -62,7 +62,7 @@ from .finetune_spec import (
 from .models import get_model, registry
 from .models import runner as model_runner
 from .models.cache import models_dir
-from .models.runner import cells_with_known_genes, clean_input, known_gene_mask
+from .models.finetuning import FineTuneFamily, autocast, training_precision
 from .models.vocab import gene_list_sha256
 from .pipeline import prepare
 from .plan import weights_checksum
@@ -79,74 +79,18 @@ BEST = "best.pt"
 # ---- the families -------------------------------------------------------------------------------------------
 
 
-class FineTuneFamily:
-    """One family's `*FineTuningModel`: build it, tokenise cells, train one epoch, get logits."""
-
-    family: str
-    tokens_on_disk: bool = True
-
-    def config(self, plan: Plan, device: str, batch_size: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def build(self, config: dict[str, Any], n_classes: int) -> Any:
-        raise NotImplementedError
-
-    def tokenise(self, model: Any, adata: Any) -> Any:
-        raise NotImplementedError
-
-    def train_epoch(self, model: Any, dataset: Any, labels: np.ndarray, optimizer: Any, loss: Any,
-                    freeze_layers: int) -> None:  # fmt: skip
-        raise NotImplementedError
-
-    def logits(self, model: Any, dataset: Any) -> np.ndarray:
-        raise NotImplementedError
-
-
-class GeneformerFineTune(FineTuneFamily):
-    """helical.models.geneformer.GeneformerFineTuningModel; tokens: an Arrow `datasets.Dataset` (on disk)."""
-
-    family = "geneformer"
-
-    def config(self, plan: Plan, device: str, batch_size: int) -> dict[str, Any]:
-        return {"model_name": plan.helical_model_name, "batch_size": batch_size, "device": device, "emb_mode": "cell"}
-
-    def build(self, config: dict[str, Any], n_classes: int) -> Any:
-        from helical.models.geneformer import GeneformerConfig, GeneformerFineTuningModel
-
-        model = GeneformerFineTuningModel(GeneformerConfig(**config), "classification", output_size=n_classes)
-        # helical sizes the head from the named model's configured embsize (512 for gf-12L-38M), not from the
-        # loaded weights: the same with real weights, wrong for the fixture's tiny model (hidden size 32)
-        hidden = int(model.model.config.hidden_size)
-        if hidden != model.config["embsize"]:
-            model.fine_tuning_head.set_dim_size(hidden)
-        return model
-
-    def tokenise(self, model: Any, adata: Any) -> Any:
-        return model.process_data(adata, gene_names="index")
-
-    def train_epoch(self, model: Any, dataset: Any, labels: np.ndarray, optimizer: Any, loss: Any,
-                    freeze_layers: int) -> None:  # fmt: skip
-        model.train(
-            train_dataset=dataset, optimizer=lambda _params, **_kw: optimizer, optimizer_params={},
-            loss_function=loss, label="label", epochs=1, freeze_layers=freeze_layers, validation_dataset=None,
-            silent=True,
-        )  # fmt: skip
-
-    def logits(self, model: Any, dataset: Any) -> np.ndarray:
-        return np.asarray(model.get_outputs(dataset, silent=True), dtype=np.float32)
-
-
-FAMILIES: dict[str, FineTuneFamily] = {"geneformer": GeneformerFineTune()}
-
-
 def family_for(model: str) -> FineTuneFamily:
-
+    """The family's FineTuneFamily (models/<family>/finetune.py, named in the registry); E807 for a family without
+    one (the fix says why where the registry knows: Caduceus needs CUDA)."""
     spec = get_model(model)
-    found = FAMILIES.get(spec.family)
+    family = registry.get_family(spec)
+    found = family.finetune_family()
     if found is None:
+        able = ", ".join(name for name, f in registry.FAMILIES.items() if f.finetune)
+        why = f"{family.finetune_unsupported}; " if family.finetune_unsupported else ""
         raise ConfigError(
-            "E807", f"fine-tuning is not available for {model!r} (family {spec.family}) yet",
-            f"fine-tune one of: {', '.join(sorted(FAMILIES))} (docs/finetune.md)",
+            "E807", f"fine-tuning is not available for {model!r} (family {spec.family})",
+            f"{why}fine-tune one of: {able} (docs/finetune.md)",
         )  # fmt: skip
     return found
 
@@ -232,54 +176,60 @@ def class_weights(y: np.ndarray, n_classes: int, how: ClassWeighting) -> list[fl
 # ---- tokens on disk -----------------------------------------------------------------------------------------
 
 
-def _known_cells(adata: Any, vocab: Any) -> np.ndarray:
+def tokenise_rows(fam: FineTuneFamily, model: Any, vocab: Any, data: Any) -> tuple[Any, np.ndarray]:
+    """helical's tokens (Arrow) of the cells of `data` that express a known gene (or of the records), and which
+    rows those are."""
 
-    return cells_with_known_genes(adata, known_gene_mask(list(adata.var_names), vocab.symbols, vocab.ensembl))
-
-
-def tokenise_rows(fam: FineTuneFamily, model: Any, vocab: Any, adata: Any) -> tuple[Any, np.ndarray]:
-    """helical's tokens of the cells of `adata` that express a known gene, and which cells those are."""
-
-    data = clean_input(adata)
-    keep = _known_cells(data, vocab)
-    if not keep.any():
+    subset, keep = fam.select(data, vocab)
+    if subset is None:
         return None, keep
-    subset = data if keep.all() else data[np.flatnonzero(keep)].copy()
     return fam.tokenise(model, subset), keep
+
+
+def tokenise_split_shard(fam: FineTuneFamily, model: Any, vocab: Any, plan: Plan, shard_index: int, rows: np.ndarray,
+                         label_ids: np.ndarray, folder: Path) -> Path | None:  # fmt: skip
+    """Tokenise the cells `rows` (with their label ids) that lie in plan shard `shard_index` into
+    `folder/<shard>/` (written to a temp folder and renamed: a killed run redoes only the missing shards; a shard
+    already there is kept). None when the shard holds none of `rows`."""
+
+    shard = plan.shards[shard_index]
+    inside = (rows >= shard.start) & (rows < shard.stop)
+    if not inside.any():
+        return None
+    target = folder / f"{shard.index:05d}"
+    if (target / "rows.json").is_file():
+        return target
+    adata = modality.of(plan.input).read_shard(plan.input, shard.start, shard.stop, plan.params.layer)
+    local = rows[inside] - shard.start
+    tokens, keep = tokenise_rows(fam, model, vocab, fam.take(adata, local))
+    kept_rows = rows[inside][keep]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
+    try:
+        if tokens is not None:
+            tokens = tokens.add_column("label", [int(v) for v in label_ids[inside][keep]])
+            tokens = tokens.add_column("row", [int(r) for r in kept_rows])
+            tokens.save_to_disk(str(tmp / "tokens"))
+        (tmp / "rows.json").write_text(json.dumps({"kept": kept_rows.tolist(), "dropped": int((~keep).sum())}))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def tokenise_split(fam: FineTuneFamily, model: Any, vocab: Any, plan: Plan, rows: np.ndarray, label_ids: np.ndarray,
                    folder: Path) -> tuple[Any, int]:  # fmt: skip
-    """Tokenise `rows` (with their label ids) shard by shard into `folder/<shard>/` (each written to a temp folder
-    and renamed: a killed run redoes only the missing shards); returns the concatenated memory-mapped dataset and
-    the cells dropped for expressing no known gene."""
+    """Tokenise `rows` shard by shard into `folder/<shard>/` (tokenise_split_shard); returns the concatenated
+    memory-mapped dataset and the cells dropped for expressing no known gene."""
     from datasets import concatenate_datasets, load_from_disk
 
-    kind = modality.of(plan.input)
     parts, dropped = [], 0
     for shard in plan.shards:
-        inside = (rows >= shard.start) & (rows < shard.stop)
-        if not inside.any():
+        target = tokenise_split_shard(fam, model, vocab, plan, shard.index, rows, label_ids, folder)
+        if target is None:
             continue
-        target = folder / f"{shard.index:05d}"
-        meta = target / "rows.json"
-        if not meta.is_file():
-            adata = kind.read_shard(plan.input, shard.start, shard.stop, plan.params.layer)
-            local = rows[inside] - shard.start
-            tokens, keep = tokenise_rows(fam, model, vocab, adata[local])
-            kept_rows = rows[inside][keep]
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
-            try:
-                if tokens is not None:
-                    tokens = tokens.add_column("label", [int(v) for v in label_ids[inside][keep]])
-                    tokens = tokens.add_column("row", [int(r) for r in kept_rows])
-                    tokens.save_to_disk(str(tmp / "tokens"))
-                (tmp / "rows.json").write_text(json.dumps({"kept": kept_rows.tolist(), "dropped": int((~keep).sum())}))
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        record = json.loads(meta.read_text())
+        record = json.loads((target / "rows.json").read_text())
         dropped += int(record["dropped"])
         if record["kept"]:
             parts.append(load_from_disk(str(target / "tokens")))
@@ -417,13 +367,23 @@ def train_model(
     return folder, FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
 
 
-def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series, key: str, root: Path,
-           on_epoch: EpochCallback | None) -> None:  # fmt: skip
-    import torch
+@dataclass
+class _Ready:
+    spec: Any
+    device: str
+    vocab: Any
+    names: list[str]
+    label_ids: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    capped: bool
+    config: dict[str, Any]
+    model: Any
 
-    started_all = time.perf_counter()
-    work = root / f".work-{key}"
-    work.mkdir(parents=True, exist_ok=True)
+
+def _setup(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series) -> _Ready:
+    """The device, the weights cache, the vocabulary, the label map, the split and the seeded model: what training
+    and each tokenise task start from (the same in every process: the split and the head are seeded)."""
     spec = get_model(params.model)
     device = resolve_device(params.device, spec.profile.gpu, plan.fixture)
     registry.check_runnable(spec, device, "helical")
@@ -442,6 +402,46 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
     model_runner.seed_everything(params.seed)  # the head's initial weights, dropout: seeded
     config = fam.config(plan, device, params.batch_size)
     model = fam.build(config, len(names))
+    fam.check_params(model, params.freeze_layers)
+    return _Ready(spec, device, vocab, names, label_ids, train_rows, val_rows, capped, config, model)
+
+
+def tokenise_shard(plan: Plan, params: FineTuneParams, shard_index: int) -> Path:
+    """The fine-tuning DAG's mapped tokenise task: plan shard `shard_index`'s training and validation cells
+    tokenised into the training's work folder (`<model root>/.work-<key>/tokens/{train,val}/<shard>/`), where
+    `train_model` finds them and tokenises only the shards still missing. Returns the tokens folder."""
+
+    fam = family_for(params.model)
+    if not 0 <= shard_index < len(plan.shards):
+        raise ConfigError("E809", f"shard {shard_index} is not in the plan (it has {len(plan.shards)} shards)",
+                          f"pass a shard index from 0 to {len(plan.shards) - 1}")  # fmt: skip
+    labels = check_labels(modality.of(plan.input).metadata(plan.input), params.label_key)
+    key = finetune_key(plan, params)
+    tokens = model_root(plan.out_path.parent.parent, plan.dataset, params.label_key) / f".work-{key}" / "tokens"
+    ready = _setup(fam, plan, params, labels)
+    for split, rows in (("train", ready.train_rows), ("val", ready.val_rows)):
+        tokenise_split_shard(fam, ready.model, ready.vocab, plan, shard_index, rows, ready.label_ids[rows],
+                             tokens / split)  # fmt: skip
+    return tokens
+
+
+def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series, key: str, root: Path,
+           on_epoch: EpochCallback | None) -> None:  # fmt: skip
+    import torch
+
+    started_all = time.perf_counter()
+    work = root / f".work-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    ready = _setup(fam, plan, params, labels)
+    spec, device, vocab, names, label_ids = ready.spec, ready.device, ready.vocab, ready.names, ready.label_ids
+    train_rows, val_rows, capped, config, model = (
+        ready.train_rows,
+        ready.val_rows,
+        ready.capped,
+        ready.config,
+        ready.model,
+    )
+    precision = training_precision(device, spec.profile.precision)
     if plan.fixture:
         log.warning("FIXTURE model: random base weights from `models fixture`; the fine-tuned model proves the "
                     "pipeline, not the biology")  # fmt: skip
@@ -476,7 +476,9 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
         torch.nn.Module.train(model, True)  # dropout on (helical's own train() leaves the mode as it is)
         shuffled = train_ds.shuffle(seed=params.seed + epoch, keep_in_memory=True)  # an index mapping only
         loss = _RecordingLoss(weight_tensor.to(device))
-        fam.train_epoch(model, shuffled, y_train, optimizer, loss, params.freeze_layers)
+        with autocast(device, spec.profile.precision):  # CUDA only: the profile's 16-bit dtype (bf16 for training)
+            fam.train_epoch(model, shuffled, np.asarray(shuffled["label"], dtype=np.int64), optimizer, loss,
+                            params.freeze_layers)  # fmt: skip
         train_seconds = time.perf_counter() - started
         val_loss, val_acc, val_f1 = _score(fam.logits(model, val_ds), y_val, weight_tensor)
         metrics = EpochMetrics(
@@ -527,7 +529,7 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
         class_weighting=params.class_weighting, class_weights=weights,
         early_stopping={"monitor": "val_macro_f1 (ties: lower val_loss)", "patience": params.patience,
                         "best_epoch": best.epoch, "stopped_early": stopped, "epochs_run": len(history)},
-        history=history, best=best, tokens_on_disk=fam.tokens_on_disk, device=device,
+        history=history, best=best, tokens_on_disk=fam.tokens_on_disk, device=device, training_precision=precision,
         vocabulary_sha256=vocabulary_sha256(vocab), validation=validation,
         seconds=time.perf_counter() - started_all, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )  # fmt: skip
@@ -570,8 +572,9 @@ class Classifier:
         return self.result.labels
 
     def predict_proba(self, adata: Any) -> np.ndarray:
-        """(n_cells, n_classes) softmax probabilities; NaN rows for cells that express no known gene."""
-        out = np.full((adata.n_obs, len(self.labels)), np.nan, dtype=np.float32)
+        """(n_cells, n_classes) softmax probabilities (cells: an AnnData; records: a list of seqio Records); NaN rows
+        for cells that express no known gene."""
+        out = np.full((len(adata), len(self.labels)), np.nan, dtype=np.float32)
         tokens, keep = tokenise_rows(self.family, self.model, self.vocab, adata)
         if tokens is not None:
             logits = self.family.logits(self.model, tokens)
@@ -585,7 +588,7 @@ class Classifier:
         probs = self.predict_proba(adata)
         names = np.array(self.labels, dtype=object)
         known = ~np.isnan(probs).any(axis=1)
-        predicted = np.full(adata.n_obs, None, dtype=object)
+        predicted = np.full(len(adata), None, dtype=object)
         predicted[known] = names[np.nanargmax(probs[known], axis=1)]
         return predicted
 
@@ -604,7 +607,8 @@ def load_classifier(
         raise ConfigError("E806", f"{folder} is not a fine-tuned model folder (no {RESULT_FILE} and {MODEL_FILE})",
                           "pass the folder `helical-airflow finetune` printed, or models:/NAME@ALIAS")  # fmt: skip
     result = FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
-    fam = FAMILIES.get(result.family)
+    family = registry.FAMILIES.get(result.family)
+    fam = family.finetune_family() if family else None
     if fam is None:
         raise ConfigError("E807", f"fine-tuned family {result.family!r} has no loader in this version",
                           "upgrade helical-airflow")  # fmt: skip

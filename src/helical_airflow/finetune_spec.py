@@ -100,6 +100,9 @@ class FineTuneResult(BaseModel):
     best: EpochMetrics
     tokens_on_disk: bool
     device: str
+    # the forward passes' dtype while training: fp32 on a CPU; bf16 on a GPU whose profile asks for fp16 or bf16
+    # (models.finetuning.training_precision: helical's train() owns backward(), so no fp16 loss scaling)
+    training_precision: str = "fp32"
     seconds: float
     created_at: str
     # the base model's gene vocabulary (models.vocab.gene_list_sha256 of its native ids, sorted): a query run whose

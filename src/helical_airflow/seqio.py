@@ -468,6 +468,11 @@ def _file_records(summary: InputSummary, start: int, stop: int) -> list[Record]:
     return out
 
 
+def longest_record(summary: InputSummary) -> int:
+    """The longest record of a validated input, in nucleotides (from the index)."""
+    return int(_index_for(summary).lengths.max(initial=0))
+
+
 def nucleotides(summary: InputSummary, start: int, stop: int) -> int:
     """Nucleotides in records [start, stop), from the index (telemetry's nucleotides per second)."""
     return int(_index_for(summary).lengths[start:stop].sum())

@@ -59,6 +59,10 @@ class ModelFamily:
     hub_repo: str | None = None
     adapter: str = "adapter:Runner"  # "<module>:<class>" in `package`; imports helical when resolved
     fixture: str | None = "fixture:build"  # "<module>:<function>" in `package`, or None: no offline fixture
+    #: "<module>:<class>" in `package`: the family's `models.finetuning.FineTuneFamily` (helical's *FineTuningModel),
+    #: or None: `finetune` stops with E807 (and `finetune_unsupported`, when set, says why)
+    finetune: str | None = None
+    finetune_unsupported: str | None = None
     quirks: tuple[str, ...] = field(default=())  # what the adapter does about helical's habits (docs/models.md)
 
     def option(self, name: str) -> ModelOption | None:
@@ -66,6 +70,9 @@ class ModelFamily:
 
     def runner_class(self) -> Any:
         return _resolve(self.package, self.adapter)
+
+    def finetune_family(self) -> Any:
+        return _resolve(self.package, self.finetune)() if self.finetune else None
 
     def fixture_builder(self) -> Callable[[FixtureContext, ModelSpec], dict[str, Any]] | None:
         return _resolve(self.package, self.fixture) if self.fixture else None

@@ -38,6 +38,10 @@ FAMILY = ModelFamily(
     options=SEQUENCE_OPTIONS,
     adapter="adapter:CaduceusRunner",
     fixture=None,
+    finetune_unsupported=(
+        "Caduceus needs CUDA (its Mamba kernels, see cpu_unsupported), so helical's CaduceusFineTuningModel cannot "
+        "train on a CPU and is not wired into `finetune` yet (no GPU to test it on)"
+    ),
     cpu_unsupported=(
         "helical's Caduceus needs CUDA: Caduceus.__init__ raises 'Caduceus requires a CUDA device' when "
         "torch.cuda.is_available() is False (helical/models/caduceus/model.py:55-58), CaduceusConfig hard-codes "

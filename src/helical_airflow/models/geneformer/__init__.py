@@ -32,6 +32,7 @@ FAMILY = ModelFamily(
     vocabulary=files.vocabulary,
     engines=("helical", "fast"),
     adapter="adapter:GeneformerRunner",
+    finetune="finetune:GeneformerFineTune",
     models=(
         _gf(
             "gf-6L-10M-i2048", 256, any_device("fp16", batch_size=24, memory_cap_gb=4), "v1, 6 layers, 2048 genes/cell"

@@ -22,6 +22,7 @@ FAMILY = ModelFamily(
     vocabulary=no_vocabulary,
     options=SEQUENCE_OPTIONS,
     adapter="adapter:HelixmRNARunner",
+    finetune="finetune:HelixmRNAFineTune",
     hub_repo=files.REPO,
     models=(
         ModelSpec(

@@ -25,6 +25,7 @@ FAMILY = ModelFamily(
     vocabulary=no_vocabulary,
     options=SEQUENCE_OPTIONS,
     adapter="adapter:HyenaDNARunner",
+    finetune="finetune:HyenaDNAFineTune",
     models=(
         _hyena("hyenadna-tiny-1k-seqlen", 128, "tiny, 2 layers, d_model 128, 1k context (default)"),
         _hyena("hyenadna-tiny-1k-seqlen-d256", 256, "tiny, 2 layers, d_model 256, 1k context"),

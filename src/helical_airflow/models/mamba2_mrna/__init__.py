@@ -23,6 +23,7 @@ FAMILY = ModelFamily(
     vocabulary=no_vocabulary,
     options=SEQUENCE_OPTIONS,
     adapter="adapter:Mamba2mRNARunner",
+    finetune="finetune:Mamba2mRNAFineTune",
     hub_repo=files.REPO,
     models=(
         ModelSpec(

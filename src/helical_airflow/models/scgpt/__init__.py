@@ -18,6 +18,7 @@ FAMILY = ModelFamily(
     vocabulary=files.vocabulary,
     engines=("helical", "fast"),
     adapter="adapter:ScGPTRunner",
+    finetune="finetune:ScGPTFineTune",
     models=(
         ModelSpec(
             name="scgpt",

@@ -23,6 +23,7 @@ FAMILY = ModelFamily(
     files=files.files,
     vocabulary=files.vocabulary,
     adapter="adapter:UCERunner",
+    finetune="finetune:UCEFineTune",
     fixture="fixture:build",
     engines=("helical",),
     options=(
@@ -53,10 +54,10 @@ FAMILY = ModelFamily(
             description="UCE, 33 layers, ESM2 protein embeddings; CLS-token cell embedding",
         ),
     ),  # fmt: skip
-    quirks=(
     bf16_unsupported="helical's UCE.get_embeddings turns the forward pass's output into numpy as it comes "
     "(embedding.detach().cpu().numpy(), helical/models/uce/model.py:275), and numpy has no bfloat16: under bf16 "
     "autocast that raises 'TypeError: Got unsupported ScalarType BFloat16' (measured on the CPU fixture)",
+    quirks=(
         "process_data writes its count matrix to ./<name>_counts.npz and get_embeddings reads it back from the "
         "working directory: each call runs in its own temporary folder (tempfile.TemporaryDirectory + chdir)",
         "helical writes the count file from the unfiltered matrix but reads it with the shape of the genes that "
