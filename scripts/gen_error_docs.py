@@ -8,7 +8,7 @@ from pathlib import Path
 from helical_airflow.validate import CODES
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_AT = re.compile(r"""["'](E\d{3})["'],?\s*(f?["'][^"'\n]*["'])?""")
+CODE_AT = re.compile(r"""["'](E\d{3,4})["'],?\s*(f?["'][^"'\n]*["'])?""")
 
 
 def collect() -> dict[str, tuple[str, str]]:
@@ -32,12 +32,12 @@ def render() -> str:
         "| code | meaning | raised in |",
         "| --- | --- | --- |",
     ]
-    for code, (message, where) in sorted(collect().items()):
+    for code, (message, where) in sorted(collect().items(), key=lambda item: int(item[0][1:])):
         meaning = f"{CODES[code][0]} (fix: {CODES[code][1]})" if code in CODES else message
         lines.append(f"| {code} | {meaning.replace('|', '/')} | `{where}` |")
     lines += ["", "E1xx input; E2xx configuration, models, weights cache; E3xx shard runtime; E4xx quality gate;",
               "E5xx local stack, launchers, REST client; E6xx monitoring; E7xx annotation (annotate.py);",
-              "E8xx fine-tuning and the model registry (finetune.py, finetune_registry.py)."]
+              "E8xx fine-tuning and the model registry (finetune.py, finetune_registry.py); E10xx model comparison (compare.py)."]
     return "\n".join(lines) + "\n"
 
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import modality, settings, watcher
+from . import annotate as annotate_job
+from . import annotate_finetuned, compare, modality, settings, watcher
 from .bounded import die_with_parent
-from .dag_params import MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
+from .dag_params import COMPARE_SHARED, MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
 from .launchers import launch
 from .models import get_model, registry
@@ -88,6 +89,7 @@ def run_params(params: dict[str, Any]) -> RunParams:
 def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     path = resolve_input(params["input_path"])
     check_label_key(str(path), params.get("label_key") or None)  # before anything is embedded
+    check_annotation(params)  # the optional annotate_* Params: nothing to check without them
     summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
                        options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip
     log.info("%s", modality.of(summary).describe(summary))
@@ -187,3 +189,155 @@ def claim_incoming(incoming: str = "incoming", min_age_s: float = 5.0, wait_s: f
         if claimed or not pending or time.monotonic() > deadline:
             return claimed
         time.sleep(min_age_s)
+
+
+# ---- the comparison DAG (compare.py: plan -> one workflow run per model -> score) -------------------------------
+
+
+@fail_fast_on_user_errors
+def plan_comparison(params: dict[str, Any]) -> dict[str, Any]:
+    """Check the models (E201, E1001, E1004) and columns (E1002, E1003), plan each model's run the way the workflow
+    will (same RunParams, so the same run keys), write comparison_plan.json; returns its path and one workflow conf
+    per model."""
+    path = resolve_input(params["input_path"])
+    cparams = compare.CompareParams(models=list(params["models"]), label_key=params.get("label_key") or None,
+                                    batch_key=params.get("batch_key") or None,
+                                    max_cells=params.get("max_cells") or compare.MAX_CELLS,
+                                    seed=params.get("seed") or 0)  # fmt: skip
+    shared = {name: params[name] for name in COMPARE_SHARED if params.get(name) not in (None, "")}
+
+    def conf(model: str, label_key: str | None = None) -> dict[str, Any]:
+        return {**shared, "model": model, **({"label_key": label_key} if label_key else {})}
+
+    cplan = compare.plan_comparison(path, cparams, lambda m: run_params(conf(m)), settings.output_dir())
+    log.info("comparison %s of %s: runs %s -> %s", cplan.comparison_key, cplan.dataset,
+             {r.model: r.run_key for r in cplan.runs}, cplan.out_dir)  # fmt: skip
+    return {
+        "plan_path": str(cplan.out_path / compare.COMPARISON_PLAN),
+        "comparison_key": cplan.comparison_key,
+        "out_dir": cplan.out_dir,
+        # helical_model_workflow's conf per model: its run lands in the run folder planned here (same run key)
+        "confs": [conf(run.model, cplan.label_key) for run in cplan.runs],
+    }
+
+
+@fail_fast_on_user_errors
+def score_comparison(plan_path: str) -> dict[str, Any]:
+    """Score every model's finished run and the PCA baseline (compare.score): comparison.json and .html, MLflow when
+    configured, the scores to StatsD."""
+    result = compare.score(compare.load_comparison_plan(plan_path))
+    for line in result.warnings:
+        log.warning("compare: %s", line)
+    log.info("ranked: %s", [(row.rank, row.name, row.total) for row in result.rows])
+    return {"comparison_key": result.comparison_key, "out_dir": result.out_dir, "fixture": result.fixture,
+            "ranked": [row.name for row in result.rows]}  # fmt: skip
+
+
+# ---- annotation in the workflow (optional: the annotate_* Params; without them these steps skip) -----------------
+#
+#   validate_input -> ... -> publish -> plan_annotation -> predict_shards (mapped, fine-tuned model only) -> annotate
+#
+# - a reference (`annotate_reference`, labelled in `label_key`): annotate.annotate embeds the reference in the
+#   task (reused by its run key like any run), reuses the query's published run, fits the classifier (kNN) and
+#   writes annotations.h5ad, annotation.json and annotation.html in the query's run folder;
+# - a fine-tuned model (`annotate_classifier`: models:/NAME@ALIAS, models:/NAME/VERSION or a model folder under the
+#   output folder): predict_shards predicts each group of the query's shards (one model load a group, each shard
+#   saved atomically: a retry redoes only the missing ones), annotate merges them into the same three files.
+
+
+def annotation_mode(params: dict[str, Any]) -> str:
+    """none, reference or classifier; E705: both given."""
+    reference, classifier = params.get("annotate_reference") or None, params.get("annotate_classifier") or None
+    if reference and classifier:
+        annotate_finetuned.check_sources(reference, classifier)  # E705
+    return "reference" if reference else "classifier" if classifier else "none"
+
+
+def classifier_source(params: dict[str, Any]) -> str:
+    """models:/... as it is; a folder relative to (and inside) the output folder (E822)."""
+    text = str(params["annotate_classifier"]).strip()
+    if text.startswith("models:/"):
+        return text
+    root = settings.output_dir().resolve()
+    path = Path(text)
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise ConfigError("E822", f"annotate_classifier {text!r} is outside the output folder {root}",
+                          "pass models:/NAME@ALIAS, or the model folder's path relative to the output folder "
+                          "(<dataset>/finetune/<label>/<finetune_key>)")  # fmt: skip
+    return str(resolved)
+
+
+def check_annotation(params: dict[str, Any]) -> None:
+    """Before anything is embedded: the reference inside the data folder with a label column named, or a
+    fine-tuned model that exists (E804, E806) and was fine-tuned from the run's model (E830)."""
+    mode = annotation_mode(params)
+    if mode == "reference":
+        resolve_input(params["annotate_reference"])
+        if not params.get("label_key"):
+            raise ConfigError("E823", "annotate_reference needs the label column to learn: label_key is empty",
+                              "set label_key to the reference's obs column of labels (e.g. cell_type)")  # fmt: skip
+    elif mode == "classifier":
+        resolved = annotate_finetuned.resolve(classifier_source(params))
+        annotate_finetuned.check_model(resolved.result, params["model"], resolved.source)
+
+
+@fail_fast_on_user_errors
+def plan_annotation(params: dict[str, Any], plan_path: str) -> list[dict[str, Any]]:
+    """The groups of the query's shards predict_shards maps over: none unless a fine-tuned model annotates."""
+    if annotation_mode(params) != "classifier":
+        return []
+    plan = load_plan(plan_path)
+    resolved = annotate_finetuned.resolve(classifier_source(params))
+    annotate_finetuned.check_model(resolved.result, plan.params.model, resolved.source)
+    annotate_finetuned.check_plan(resolved.result, plan, resolved.source)  # E831 weights, E832 vocabulary
+    groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
+    return [{"plan_path": plan_path, "shards": group} for group in groups]
+
+
+@fail_fast_on_user_errors
+def predict_shards(params: dict[str, Any], plan_path: str, shards: list[int]) -> list[dict[str, Any]]:
+    """Predict a group of the query's shards with the fine-tuned model (loaded once for the group)."""
+    plan = load_plan(plan_path)
+    resolved = annotate_finetuned.resolve(classifier_source(params))
+    classifier = annotate_finetuned.load(resolved, plan)
+    done = []
+    for index in shards:
+        path, reused = annotate_finetuned.predict_shard(plan, index, classifier)
+        log.info("shard %d: %s %s", index, "reused" if reused else "predicted", path)
+        done.append({"index": index, "path": str(path), "reused": reused})
+    return done
+
+
+@fail_fast_on_user_errors
+def annotate_query(params: dict[str, Any], plan_path: str) -> dict[str, Any]:
+    """annotations.h5ad, annotation.json and annotation.html in the query's run folder."""
+    mode = annotation_mode(params)
+    if mode == "none":
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("no annotate_reference or annotate_classifier Param: nothing to annotate")
+    plan = load_plan(plan_path)
+    threshold = params.get("annotate_confidence_threshold")
+    threshold = 0.5 if threshold in (None, "") else float(threshold)
+    if mode == "classifier":
+        resolved = annotate_finetuned.resolve(classifier_source(params))
+        chosen = annotate_finetuned.annotate_params(resolved.result, params.get("label_key") or None, threshold,
+                                                    plan.params.seed)  # fmt: skip
+        result = annotate_finetuned.merge_predictions(plan, resolved, chosen)
+    else:
+        reference = resolve_input(params["annotate_reference"])
+        chosen = annotate_job.AnnotateParams(label_key=params["label_key"], confidence_threshold=threshold,
+                                             seed=plan.params.seed)  # fmt: skip
+        result = annotate_job.annotate(plan.input.path, reference, run_params(params), chosen, settings.output_dir())
+    folder = Path(plan.out_dir)
+    outputs = {
+        "mode": mode,
+        "annotation_key": result.annotation_key,
+        "annotations": str(folder / annotate_job.ANNOTATIONS),
+        "annotation": str(folder / annotate_job.ANNOTATION_JSON),
+        "report": str(folder / annotate_job.ANNOTATION_HTML),
+        "predicted_counts": result.predicted_counts,
+    }
+    log.info("annotated: %s", outputs)
+    return outputs

@@ -67,15 +67,20 @@ ShardSizeOpt = Annotated[int, typer.Option(min=1, help="cells or records per sha
 DeviceOpt = Annotated[Device, typer.Option(help="cpu, cuda, or auto (cuda when torch sees a GPU)")]
 PrecisionOpt = Annotated[
     Precision | None,
-    typer.Option(help="fp32, fp16 or bf16 on GPU; a CPU runs fp32, or bf16 when asked for (torch autocast). "
-                 "Default: the model's profile (GPU), fp32 (CPU). fp16/bf16 runs are checked against fp32 "
-                 "(--agreement-cells)"),
+    typer.Option(
+        help="fp32, fp16 or bf16 on GPU; a CPU runs fp32, or bf16 when asked for (torch autocast). "
+        "Default: the model's profile (GPU), fp32 (CPU). fp16/bf16 runs are checked against fp32 "
+        "(--agreement-cells)"
+    ),
 ]
 AgreementCellsOpt = Annotated[
     int,
-    typer.Option(min=schema_of("agreement_cells")["minimum"], max=schema_of("agreement_cells")["maximum"],
-                 help="fp16/bf16 runs: cells (records) re-embedded in fp32 to measure the agreement (cosine, kNN "
-                 "overlap) the quality gate checks; all of them when fewer"),
+    typer.Option(
+        min=schema_of("agreement_cells")["minimum"],
+        max=schema_of("agreement_cells")["maximum"],
+        help="fp16/bf16 runs: cells (records) re-embedded in fp32 to measure the agreement (cosine, kNN "
+        "overlap) the quality gate checks; all of them when fewer",
+    ),
 ]
 BatchOpt = Annotated[int | None, typer.Option(min=1, help="cells (records) per forward pass; default: the profile's")]
 LayerOpt = Annotated[str | None, typer.Option(help="layer holding raw integer counts (default: X)")]
@@ -649,13 +654,17 @@ def compare(
     params: RunParams,
     models: Annotated[
         str,
-        typer.Option(help="comma-separated model names, e.g. geneformer,scgpt,uce (`helical-airflow models list`); "
-                     "all must read INPUT's kind of data"),
+        typer.Option(
+            help="comma-separated model names, e.g. geneformer,scgpt,uce (`helical-airflow models list`); "
+            "all must read INPUT's kind of data"
+        ),
     ],  # fmt: skip
     label_key: Annotated[
         str | None,
-        typer.Option(help="obs column of cell labels every bio-conservation metric compares with (default: a guess, "
-                     "e.g. cell_type)"),
+        typer.Option(
+            help="obs column of cell labels every bio-conservation metric compares with (default: a guess, "
+            "e.g. cell_type)"
+        ),
     ] = None,  # fmt: skip
     batch_key: Annotated[
         str | None, typer.Option(help="obs column of batches: adds the batch-correction metrics and scIB's total")
@@ -698,8 +707,11 @@ def compare(
         err.status("embedding with each model (finished runs are reused), then scoring with scib-metrics..."),
     ):
         result, embedded = compare_job.compare(input, cparams, for_model, out.resolve(), tracking_uri, on_plan=on_plan)
-    table = Table(title=f"helical-airflow compare: {result.dataset} ({result.scored_cells} cells scored"
-                  f"{', sampled' if result.sampled else ''}){' FIXTURE: no biology' if result.fixture else ''}")  # fmt: skip
+    sampled = ", sampled" if result.sampled else ""
+    fixture = " FIXTURE: no biology" if result.fixture else ""
+    table = Table(
+        title=f"helical-airflow compare: {result.dataset} ({result.scored_cells} cells scored{sampled}){fixture}"
+    )
     for col in ("rank", "model", "bio conservation", "batch correction", "total", "embedding s", "cells/s",
                 "shards embedded now"):  # fmt: skip
         table.add_column(col)

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .annotate import AnnotateParams
+from .compare import CompareParams
 from .finetune_spec import FineTuneParams
 from .modality import suffixes
 from .models.profiles import ModelOption
@@ -50,6 +52,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "agreement_cells": ("Precision check cells", "fp16/bf16 runs: cells (records) re-embedded in fp32 to measure the "
                         "agreement the quality gate checks ({minimum} to {maximum}; all of them when fewer)."),
 }  # fmt: skip
+#: the annotation's confidence threshold as AnnotateParams declares it (default and bounds)
+ANNOTATE_THRESHOLD: dict[str, Any] = AnnotateParams.model_json_schema()["properties"]["confidence_threshold"]
 #: the Params that are RunParams fields, passed through as they are
 RUN_PARAM_NAMES = tuple(WORDS)
 SEQUENCE_TITLES = {"sequence_column": "Sequence column", "id_column": "Id column", "too_long": "Too-long sequences"}
@@ -160,7 +164,38 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
             title="Label column",
             description="obs column of cell labels: the quality gate scores the embeddings against it (kNN label "
             "transfer, silhouette, vs a PCA baseline) and the report colours by it. Empty: a guess (e.g. cell_type "
-            "before louvain), named in the report.",
+            "before louvain), named in the report. With annotate_reference: the reference's column of labels to "
+            "learn.",
+        ),
+        # annotation of the run (optional; empty: no annotation, the run as before)
+        "annotate_reference": Param(
+            None,
+            type=["null", "string"],
+            pattern=input_pattern(data_dir),
+            title="Annotation reference",
+            description="A labelled .h5ad in the data folder: after publishing, the run's cells are annotated from "
+            "it (kNN on both inputs' embeddings; its label_key column is learnt). Empty: no annotation from a "
+            "reference.",
+            errorMessage="error E513: annotate_reference must be a file inside the data folder, like input_path",
+        ),
+        "annotate_classifier": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^(models:/[^/@]+(@[A-Za-z0-9_-]+|/[0-9]+)|(?!.*(?:^|/)\.\.(?:/|$))[^:]+)$",
+            title="Fine-tuned classifier",
+            description="Annotate the run's cells with a fine-tuned model: models:/NAME@ALIAS (MLflow's registry, "
+            "e.g. models:/helical-geneformer-cell_type@champion), models:/NAME/VERSION, or a model folder under the "
+            "output folder. Empty: none. Not with annotate_reference.",
+            errorMessage="error E822: annotate_classifier must be models:/NAME@ALIAS, models:/NAME/VERSION or a "
+            "model folder path without `..`",
+        ),
+        "annotate_confidence_threshold": Param(
+            ANNOTATE_THRESHOLD["default"],
+            type="number",
+            minimum=ANNOTATE_THRESHOLD["minimum"],
+            maximum=ANNOTATE_THRESHOLD["maximum"],
+            title="Annotation confidence threshold",
+            description="A cell whose best class probability is below this is predicted 'unknown'.",
         ),
         "launcher": Param(
             launcher,
@@ -230,4 +265,53 @@ def finetune_form(data_dir: str, models: Sequence[str], default_model: str) -> d
             errorMessage="error E807: this model cannot be fine-tuned here; fix: pick one of the listed models",
         ),
         **{name: field(name) for name in FINETUNE_WORDS},
+    }
+
+
+#: the comparison DAG's own Params (besides those it shares with the workflow), from CompareParams' contract
+COMPARE_WORDS: dict[str, tuple[str, str]] = {
+    "models": ("Models", "The models to compare (names from `helical-airflow models list`), each embedded by its own "
+               "run of helical_model_workflow on its profile's queue and pool; all must read the input's kind of "
+               "data (E1001 otherwise)."),
+    "label_key": ("Label column", "obs column of cell labels every bio-conservation metric compares with. Empty: a "
+                  "guess (e.g. cell_type), named in comparison.json."),
+    "batch_key": ("Batch column", "obs column of batches: adds the batch-correction metrics (BRAS, iLISI, kBET, graph "
+                  "connectivity, PCR comparison) and scIB's total (0.6 bio + 0.4 batch). Empty: bio only."),
+    "max_cells": ("Cells scored at most", "Above this, a seeded, label-stratified sample is scored ({minimum} or "
+                  "more)."),
+}  # fmt: skip
+#: the workflow's Params a comparison passes on to each model's run (the others: the model's profile)
+COMPARE_SHARED = ("input_path", "shard_size", "device", "seed", "launcher")
+
+
+def comparison_params(
+    data_dir: str, models: Sequence[str], launchers: Sequence[str], launcher: str, default_models: Sequence[str]
+) -> dict[str, Any]:
+    """The Params of helical_model_comparison: the workflow's input, shard size, device, seed and launcher (the
+    same Param objects, so the same checks), the models as a list of the model table's names, and the scoring's
+    label column, batch column and sample size (bounds from compare.CompareParams)."""
+    from airflow.sdk import Param
+
+    shared = workflow_params(data_dir, models, launchers, launcher)
+    fields = CompareParams.model_fields
+    least = next(m.ge for m in fields["max_cells"].metadata if hasattr(m, "ge"))
+
+    def words(name: str) -> dict[str, Any]:
+        title, description = COMPARE_WORDS[name]
+        return {"title": title, "description": description.format(minimum=least)}
+
+    return {
+        "input_path": shared["input_path"],
+        "models": Param(
+            list(default_models),
+            type="array",
+            items={"type": "string", "enum": list(models)},
+            minItems=1,
+            uniqueItems=True,
+            **words("models"),
+        ),
+        "label_key": Param(None, type=["null", "string"], **words("label_key")),
+        "batch_key": Param(None, type=["null", "string"], **words("batch_key")),
+        "max_cells": Param(fields["max_cells"].default, type="integer", minimum=least, **words("max_cells")),
+        **{name: shared[name] for name in COMPARE_SHARED if name != "input_path"},
     }

@@ -144,3 +144,28 @@ def test_model_param_lists_exactly_the_model_table(dagbag: DagBag) -> None:
     assert schema["enum"] == list(MODELS)
     for name, param in dagbag.dags["helical_model_workflow"].params.items():
         assert param.description, f"param {name} has no description"
+
+
+def test_comparison_dag_plans_then_runs_the_workflow_per_model_then_scores(dagbag: DagBag, data_dir: Path) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from helical_airflow.models import MODELS
+
+    dag = dagbag.dags["helical_model_comparison"]
+    assert dag.schedule is None or str(dag.timetable.summary).lower() in ("none", "never")
+    chain = ["plan_comparison", "embed_each_model", "score_comparison"]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} -> {downstream}"
+    embed = dag.get_task("embed_each_model")
+    assert isinstance(embed, MappedOperator)  # one workflow run per model, on that model's queue and pool
+    assert embed.partial_kwargs["trigger_dag_id"] == "helical_model_workflow"
+    assert dag.params.get_param("models").schema["items"]["enum"] == list(MODELS)
+    for name, param in dag.params.items():
+        assert param.description, f"param {name} has no description"
+    _valid(dag)
+    _valid(dag, input_path=f"{data_dir}/sub/x.h5ad", models=["geneformer", "scgpt", "uce"], label_key="cell_type",
+           batch_key="donor", max_cells=500, device="cpu", seed=3, shard_size=100)  # fmt: skip
+    for conf in ({"models": []}, {"models": ["no-such-model"]}, {"models": ["scgpt", "scgpt"]}, {"models": "scgpt"},
+                 {"max_cells": 10}, {"input_path": "../outside.h5ad"}, {"seed": 2**32}, {"device": "tpu"}):  # fmt: skip
+        with pytest.raises(ParamValidationError):
+            _valid(dag, **conf)

@@ -1,0 +1,113 @@
+"""`compare`: three single-cell families (fixture weights, helical's real code) and the PCA baseline scored on the
+same cells with scib-metrics, ranked, with each model's cost; a second call reuses every run and the comparison;
+a model of another modality than the input is refused before anything is embedded."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+from typer.testing import CliRunner
+
+from helical_airflow import compare
+from helical_airflow.cli import app
+from helical_airflow.spec import RunParams
+from helical_airflow.statsd_bridge.lines import parse_line
+from helical_airflow.statsd_bridge.mapping import Mapper
+
+REPO = Path(__file__).resolve().parents[2]
+#: the three cheapest single-cell fixture families on 200 cells (measured, user CPU seconds of one `compare` with
+#: all three: 80 s including scoring; uce and nicheformer load slower)
+MODELS = ("geneformer", "scgpt", "genept")
+KEY = "cell_type"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, sample_h5ad: Path) -> Path:
+    """200 cells of the sample, stratified by cell type (seeded): every type stays, the embedding runs stay short."""
+    whole = ad.read_h5ad(sample_h5ad)
+    rows, _ = train_test_split(np.arange(whole.n_obs), train_size=200, stratify=whole.obs[KEY], random_state=0)
+    path = tmp_path_factory.mktemp("compare") / "pbmc200.h5ad"
+    whole[np.sort(rows)].copy().write_h5ad(path)
+    return path
+
+
+@pytest.mark.slow
+def test_compare_ranks_three_families_and_pca_then_reuses_every_run(
+    small: Path, fixture_cache: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["compare", str(small), "--models", ",".join(MODELS), "--label-key", KEY, "--device", "cpu",
+            "--cache-dir", fixture_cache, "--out", str(out)]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert "carries no biology" in done.output  # said loudly on the console, once the plan is known
+    result = compare.ComparisonResult.model_validate_json(Path(done.stdout.strip().splitlines()[-1]).read_text())
+
+    assert sorted(row.name for row in result.rows) == sorted([*MODELS, compare.BASELINE])
+    assert [row.rank for row in result.rows] == [1, 2, 3, 4]
+    assert [row.total for row in result.rows] == sorted((row.total for row in result.rows), reverse=True)
+    expected = {"Isolated labels", "Leiden NMI", "Leiden ARI", "Silhouette label", "cLISI"}
+    assert set(result.metrics["Bio conservation"]) == expected
+    for row in result.rows:
+        assert set(row.metrics) == expected
+        assert all(math.isfinite(v) for v in [*row.metrics.values(), row.bio_conservation, row.total])
+        assert row.batch_correction is None  # no batch key: bio conservation alone ranks
+        if row.baseline:
+            assert row.cost is None and row.run_key is None
+        else:
+            assert row.cost and row.cost.embedding_seconds > 0 and row.cost.cells_per_second > 0
+            assert row.cost.device == "cpu" and row.cost.peak_rss_mb > 0 and row.fixture
+    assert result.scored_cells == 200 and not result.sampled and result.fixture
+    assert compare.NO_BIOLOGY in result.warnings
+    folder = Path(result.out_dir)
+    assert folder.parent.name == "compare" and folder.name == result.comparison_key
+    page = (folder / compare.COMPARISON_HTML).read_text()
+    assert "carries no biology" in page and "class='ranked'" in page and page.count("<img") == 2
+    # the scores as Prometheus metrics: every line maps to helical_compare_score with the row's labels
+    mapper = Mapper.from_file(REPO / "monitoring" / "statsd" / "mapping.yml")
+    for line in compare.score_lines(result):
+        (event,), errors = parse_line(line)
+        match = mapper.lookup(event.name, event.type)
+        assert errors == [] and match is not None and match.name == "helical_compare_score", line
+        assert match.labels["comparison_key"] == result.comparison_key and match.labels["dataset"] == "pbmc200"
+
+    # again, through the library: nothing embedded, the same comparison returned (its key holds every run key)
+    stamps = {
+        p: p.stat().st_mtime_ns for row in result.rows if row.run_dir for p in Path(row.run_dir).glob("shards/*.npy")
+    }
+    params = compare.CompareParams(models=list(MODELS), label_key=KEY)
+    again, embedded = compare.compare(
+        small, params, lambda m: RunParams(model=m, device="cpu", cache_dir=fixture_cache), out.resolve()
+    )
+    assert embedded == dict.fromkeys(MODELS, 0)
+    assert again.comparison_key == result.comparison_key and again.created_at == result.created_at
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_single_cell_model_on_a_fasta_is_refused_before_anything_is_embedded(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fasta = REPO / "data" / "sample_dna.fa"
+    done = CliRunner().invoke(app, ["compare", str(fasta), "--models", "hyena_dna,scgpt", "--out", str(out)])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2
+    assert "error E1001" in said and "scgpt (cells)" in said and "(those that fit: hyena_dna)" in said
+    assert not out.exists()  # nothing planned, nothing embedded
+    unknown = CliRunner().invoke(app, ["compare", str(fasta), "--models", "hyena_dna,no-such-model", "--out", str(out)])
+    assert unknown.exit_code == 2 and "error E201" in unknown.output
+    twice = CliRunner().invoke(app, ["compare", str(fasta), "--models", "hyena_dna,hyena_dna", "--out", str(out)])
+    assert twice.exit_code == 2 and "error E1004" in twice.output and not out.exists()
+
+
+def test_stratified_sample_keeps_every_label_and_is_seeded() -> None:
+    labels = np.array(["a"] * 900 + ["b"] * 95 + ["rare"] * 5)
+    picked = compare.stratified_sample(labels, 100, seed=3)
+    assert len(picked) == 100 and np.all(np.diff(picked) > 0)
+    assert {k: int((labels[picked] == k).sum()) for k in ("a", "b", "rare")} == {"a": 90, "b": 9, "rare": 1}
+    assert np.array_equal(picked, compare.stratified_sample(labels, 100, seed=3))
+    assert not np.array_equal(picked, compare.stratified_sample(labels, 100, seed=4))
+    assert np.array_equal(compare.stratified_sample(labels[:50], 100, seed=3), np.arange(50))
