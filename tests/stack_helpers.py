@@ -211,7 +211,7 @@ def real_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Serve
     finally:
         os.killpg(proc.pid, 15)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=3)  # it can take 20 s to drain on SIGTERM; its data is a tmp folder
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()

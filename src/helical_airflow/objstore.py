@@ -148,7 +148,9 @@ def _filesystem(protocol: str, options_key: str) -> Any:
     import fsspec
 
     try:
-        return fsspec.filesystem(protocol, **json.loads(options_key))
+        # one instance per protocol and options, cached here (fsspec's own instance cache would outlive a change of
+        # credentials in the environment)
+        return fsspec.filesystem(protocol, skip_instance_cache=True, **json.loads(options_key))
     except ImportError as exc:
         package = PACKAGES.get(protocol, f"the fsspec implementation of {protocol}://")
         raise ConfigError(
