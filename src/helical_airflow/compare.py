@@ -352,7 +352,15 @@ def benchmark(
                         bio_conservation_metrics=bio, batch_correction_metrics=batch,
                         pre_integrated_embedding_obsm_key=BASELINE, progress_bar=False)  # fmt: skip
     bench.prepare(neighbor_computer=_neighbours)
-    bench.benchmark()
+    # scib-metrics logs an INFO line through a console handler of its own for every label kBET skips (one batch or
+    # too few cells: 4-5 lines per embedding on the 200-cell sample with two batches); warnings still show
+    scib_log = logging.getLogger("scib_metrics")
+    level = scib_log.level
+    scib_log.setLevel(logging.WARNING)
+    try:
+        bench.benchmark()
+    finally:
+        scib_log.setLevel(level)
     results = bench.get_results(min_max_scale=False)
     kinds = results.loc["Metric Type"]
     metrics: dict[str, list[str]] = {}
