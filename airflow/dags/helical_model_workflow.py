@@ -7,6 +7,11 @@ the data folder with a Helical foundation model, shard by shard.
 a process, container or pod of its own through the chosen launcher, loading the model once for the group and
 checkpointing every shard) -> `merge` -> `quality_gate` -> `publish`.
 
+Annotation, when asked for (otherwise these tasks skip): -> `plan_annotation` -> `predict_shards` (one mapped task
+per group of shards, with a fine-tuned model: `annotate_classifier` = models:/NAME@ALIAS or a model folder) ->
+`annotate` (merges the predictions; or, with `annotate_reference` and `label_key`, fits a kNN classifier on the
+reference's embeddings): annotations.h5ad, annotation.json and annotation.html in the run folder.
+
 Shards run on the Celery queue and pool of the model's resource profile: `route_to_queue` follows
 `embed_shard` (queue `default`) or `embed_shard_gpu` (queue `gpu`, pool `gpu_pool`); the other is skipped.
 Outputs: `<output dir>/<dataset>/<run_key>/` (embeddings.h5ad, manifest.json, report.html);
@@ -98,7 +103,6 @@ with DAG(
     routed = route_to_queue(planned["queue"])
     embedded = []
     for queue, pool in ROUTES:
-
         # @task with an on_kill: a killed or timed-out task stops its embed process, container or pod
         @embed_task(
             task_id=_embed_task_id(queue),
@@ -131,6 +135,28 @@ with DAG(
         context["outlet_events"][EMBEDDINGS].extra = outputs
         return outputs
 
+    # annotation (optional: annotate_reference or annotate_classifier; without them these three tasks skip)
+    @task(execution_timeout=timedelta(minutes=10))
+    def plan_annotation(plan_path: str, **context: Any) -> list[dict[str, Any]]:
+        """The query's shard groups to predict with a fine-tuned model; none for a reference or no annotation."""
+        return steps.plan_annotation(dict(context["params"]), plan_path)
+
+    @task(execution_timeout=timedelta(hours=4), map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=32)
+    def predict_shards(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
+        label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
+        get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+        return steps.predict_shards(dict(context["params"]), plan_path, shards)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=2))
+    def annotate(plan_path: str, **context: Any) -> dict[str, Any]:
+        """annotations.h5ad, annotation.json, annotation.html in the run folder (skips without annotate_* Params)."""
+        return steps.annotate_query(dict(context["params"]), plan_path)
+
     merged = merge(planned["plan_path"])
     embedded >> merged
-    merged >> quality_gate(planned["plan_path"]) >> publish(planned["plan_path"])
+    published = publish(planned["plan_path"])
+    merged >> quality_gate(planned["plan_path"]) >> published
+    groups = plan_annotation(planned["plan_path"])
+    published >> groups
+    predicted = predict_shards.expand_kwargs(groups)
+    predicted >> annotate(planned["plan_path"])

@@ -2,7 +2,8 @@
 model (real helical code, tiny random weights): the mapped tokenise tasks write the token folders the training
 then reads instead of tokenising again, every epoch's metrics reach a StatsD listener under names the mapping file
 turns into helical_finetune_*, evaluate scores against the majority class, register without a server says so, and
-bad input fails the task at once with its code."""
+bad input fails the task at once with its code. Then the workflow DAG's annotation steps predict a query's shards
+with the trained folder and merge them into annotations.h5ad; without the annotate_* Params they do nothing."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import shutil
 import socket
 from pathlib import Path
 
+import anndata as ad
 import pytest
 
 pytest.importorskip("airflow", reason="Airflow comes with the airflow extra: ./setup_helical_env.sh")
 
-from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException  # noqa: E402
 
-from helical_airflow import finetune_tasks  # noqa: E402
+from helical_airflow import airflow_tasks, finetune_tasks  # noqa: E402
+from helical_airflow.pipeline import run_plan  # noqa: E402
+from helical_airflow.plan import load_plan  # noqa: E402
 from helical_airflow.statsd_bridge.mapping import Mapper  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,6 +79,33 @@ def test_the_dag_steps_train_from_the_mapped_tokens_and_send_epoch_metrics(
     # a second trigger of the same Params: the folder is done, nothing is tokenised or trained again
     again = finetune_tasks.plan(params, validated)
     assert again["done"] and finetune_tasks.tokenise_shard(params, again, 0)["skipped"]
+
+    # the workflow DAG's annotation steps with this model folder (annotate_classifier) on a 60-cell query
+    query = ad.read_h5ad(sample_h5ad)[:60].copy()
+    query.write_h5ad(data / "query.h5ad")
+    folder = Path(trained["folder"]).relative_to(tmp_path / "out")
+    wparams = {"input_path": "query.h5ad", "model": "geneformer", "shard_size": 30, "device": "cpu", "seed": 0,
+               "launcher": "local", "label_key": "cell_type", "annotate_classifier": str(folder),
+               "annotate_confidence_threshold": 0.0}  # fmt: skip
+    planned_w = airflow_tasks.plan_shards(wparams, airflow_tasks.validate_input(wparams))
+    run_plan(load_plan(planned_w["plan_path"]))  # what embed_shard -> merge -> quality_gate -> publish leave behind
+    groups = airflow_tasks.plan_annotation(wparams, planned_w["plan_path"])
+    assert sorted(i for g in groups for i in g["shards"]) == [0, 1]
+    for group in groups:
+        assert all(not p["reused"] for p in airflow_tasks.predict_shards(wparams, group["plan_path"], group["shards"]))
+    annotated = airflow_tasks.annotate_query(wparams, planned_w["plan_path"])
+    assert annotated["mode"] == "classifier" and sum(annotated["predicted_counts"].values()) == 60
+    table = ad.read_h5ad(annotated["annotations"])
+    assert table.n_obs == 60 and set(table.obs["predicted_cell_type"]) <= set(validated["classes"])
+    # without the annotate_* Params: nothing to plan, and the annotate task skips (the run as before)
+    plain = {k: v for k, v in wparams.items() if not k.startswith("annotate_")}
+    assert airflow_tasks.plan_annotation(plain, planned_w["plan_path"]) == []
+    with pytest.raises(AirflowSkipException):
+        airflow_tasks.annotate_query(plain, planned_w["plan_path"])
+    with pytest.raises(AirflowFailException, match="E804|E806"):  # checked before anything is embedded
+        airflow_tasks.validate_input({**wparams, "annotate_classifier": "sample/finetune/cell_type/no_such_key"})
+    with pytest.raises(AirflowFailException, match="E822"):
+        airflow_tasks.validate_input({**wparams, "annotate_classifier": "/etc"})
 
     with pytest.raises(AirflowFailException, match="E801"):  # a user error: no retry
         finetune_tasks.validate({**params, "label_key": "no_such_column"})
