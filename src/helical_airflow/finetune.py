@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import finetune_registry, finetune_report, modality
+from . import finetune_registry, finetune_report, modality, telemetry
 from .atomic import current_umask, write_with
 from .embed import resolve_device, use_cache_dir
 from .errors import ConfigError
@@ -502,6 +502,8 @@ def _train(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.S
             "history": json.dumps([h.model_dump() for h in history]), "best": best.model_dump_json() if best else "",
             "bad_epochs": bad_epochs, "stopped": stopped,
         })  # fmt: skip
+        # StatsD (off unless HELICAL_AIRFLOW_STATSD_HOST is set): helical_finetune_*, the CLI's and the DAG's alike
+        telemetry.emit_epoch(params.model, plan.dataset, params.label_key, key, metrics, bad_epochs)
         if on_epoch:
             on_epoch(metrics)
     assert best is not None

@@ -14,7 +14,7 @@ out, the same steps `helical-airflow finetune` runs (finetune.py), split into Ai
 - train: `finetune.train_model` in the task's process (the Celery worker forks one per task, so a crash or an
   out-of-memory never takes the worker down): a checkpoint after every epoch, so a retry of a killed task resumes
   after the last finished epoch and ends with the weights an undisturbed run ends with. Every epoch's metrics go to
-  StatsD (telemetry.emit_epoch); a failed training counts in helical_finetune_failures_total.
+  StatsD (finetune._train calls telemetry.emit_epoch); a failed training counts in helical_finetune_failures_total.
 - evaluate: the best epoch's validation scores against the majority-class rate of the validation split.
 - register: `finetune_registry.register_folder`; a server that is down fails the task with E820, which Airflow
   retries (the folder is complete: nothing is trained again).
@@ -24,7 +24,6 @@ Nothing here imports helical or torch at import time (the DAG processor imports 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from . import finetune, finetune_registry, modality, settings, telemetry
 from .airflow_tasks import fail_fast_on_user_errors, resolve_input
 from .dag_params import FINETUNE_PARAM_NAMES
 from .errors import ConfigError, HelicalAirflowError
-from .finetune_spec import EpochMetrics, FineTuneParams, FineTuneResult
+from .finetune_spec import FineTuneParams, FineTuneResult
 from .models import get_model
 from .plan import load_plan
 from .validate import validate_input as validate_file
@@ -107,47 +106,14 @@ def tokenise_shard(params: dict[str, Any], planned: dict[str, Any], shard: int) 
     return {"shard": shard, "tokens": str(tokens), **done}
 
 
-def _since_best(history: list[EpochMetrics]) -> tuple[tuple[float, float] | None, int]:
-    """The best (macro F1, -loss) so far and the epochs since it: early stopping's rule (finetune._train)."""
-    best: tuple[float, float] | None = None
-    since = 0
-    for metrics in history:
-        score = (metrics.val_macro_f1, -metrics.val_loss)
-        if best is None or score > best:
-            best, since = score, 0
-        else:
-            since += 1
-    return best, since
-
-
-def _epoch_reporter(chosen: FineTuneParams, planned: dict[str, Any], dataset: str) -> finetune.EpochCallback:
-    """Send each finished epoch's metrics to StatsD, with the epochs since the best one (a resumed training starts
-    from its checkpoint's history)."""
-    history: list[EpochMetrics] = []
-    checkpoint = Path(planned["folder"]).parent / f".work-{planned['finetune_key']}" / finetune.CHECKPOINT
-    if telemetry.target_is_set() and checkpoint.is_file():
-        import torch
-
-        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
-        history = [EpochMetrics.model_validate(h) for h in json.loads(state["history"])]
-
-    def report(metrics: EpochMetrics) -> None:
-        history.append(metrics)
-        telemetry.emit_epoch(chosen.model, dataset, chosen.label_key, planned["finetune_key"], metrics,
-                             _since_best(history)[1])  # fmt: skip
-
-    return report
-
-
 @fail_fast_on_user_errors
 def train(params: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
     """Train (resuming after the last finished epoch), writing the model folder; not registered yet."""
     chosen = finetune_params(params)
     dataset = load_plan(planned["plan_path"]).dataset
     try:
-        folder, result = finetune.train_model(
-            planned["input_path"], chosen, settings.output_dir(), _epoch_reporter(chosen, planned, dataset)
-        )
+        # every epoch's metrics go to StatsD from the training itself (finetune._train -> telemetry.emit_epoch)
+        folder, result = finetune.train_model(planned["input_path"], chosen, settings.output_dir())
     except HelicalAirflowError as exc:
         telemetry.emit_finetune_failure(exc.code, chosen.model, dataset, chosen.label_key)
         raise
@@ -197,7 +163,8 @@ def register(folder: str) -> dict[str, Any]:
         log.warning("no MLflow tracking URI configured (MLFLOW_TRACKING_URI): %s is not registered", path)
         return {"folder": folder, "status": "untracked"}
     if record.get("status") != "registered":
-        error = ConfigError("E820", f"MLflow at {record.get('uri')} did not register {path}: {record.get('error')}",
+        uri, reason = record.get("uri"), record.get("error")
+        error = ConfigError("E820", f"MLflow at {uri} did not register {path}: {reason}",
                             "the model folder is complete; start the tracking server (helical-airflow stack up) and "
                             "let the task retry, or clear it")  # fmt: skip
         error.retryable = True  # type: ignore[attr-defined]

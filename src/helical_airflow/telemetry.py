@@ -17,6 +17,7 @@ the order monitoring/statsd/mapping.yml reads them back:
 
 They become helical_embed_cells_total, helical_embed_cells_per_second,
 helical_embed_shard_duration_seconds, ... with labels model, device, dataset, run_key (and code).
+Fine-tuning sends its own after every epoch (helical.finetune.*, below): helical_finetune_*.
 """
 
 from __future__ import annotations
