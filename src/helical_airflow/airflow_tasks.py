@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import annotate as annotate_job
-from . import annotate_finetuned, compare, modality, settings, watcher
+from . import annotate_finetuned, compare, modality, objstore, settings, watcher
 from .bounded import die_with_parent
 from .dag_params import COMPARE_SHARED, MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
@@ -87,8 +87,12 @@ def run_params(params: dict[str, Any]) -> RunParams:
 
 @fail_fast_on_user_errors
 def validate_input(params: dict[str, Any]) -> dict[str, Any]:
-    path = resolve_input(params["input_path"])
-    check_label_key(str(path), params.get("label_key") or None)  # before anything is embedded
+    # an object storage URL (s3://BUCKET/KEY) is taken as it is: validation stages a verified copy on this worker
+    # and records the URL (summary.source); an embed task on a worker without the copy stages it again (objstore.py)
+    url = params["input_path"] if objstore.is_url(params["input_path"]) else None
+    path = url or resolve_input(params["input_path"])
+    local = objstore.local_input(str(path))
+    check_label_key(local, params.get("label_key") or None)  # before anything is embedded
     check_annotation(params)  # the optional annotate_* Params: nothing to check without them
     summary = validate(str(path), params["model"], params.get("layer"), settings.cache_dir(),
                        options=run_params(params).options, data_root=settings.data_dir())  # fmt: skip

@@ -4,6 +4,7 @@ no credential in any output or log, and coded errors for a missing object or ref
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -125,3 +126,15 @@ def test_refused_credentials_are_a_coded_error_without_the_secret(
         objstore.local_input(url)
     assert caught.value.code == "E902", caught.value.render()
     assert wrong not in caught.value.render() and s3.secret_key not in caught.value.render()
+
+
+def test_the_dag_validate_task_takes_a_url(
+    s3: Any, cells_h5ad: Path, fixture_cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helical_airflow import airflow_tasks
+
+    url = upload(s3, cells_h5ad, "dag/pbmc60.h5ad")
+    monkeypatch.setenv("HELICAL_AIRFLOW_CACHE_DIR", fixture_cache)
+    summary = airflow_tasks.validate_input({"input_path": url, "model": "geneformer", "label_key": "cell_type"})
+    assert summary["source"] == url and summary["n_cells"] == CELLS and Path(summary["path"]).is_file()
+    assert summary["sha256"] == hashlib.sha256(cells_h5ad.read_bytes()).hexdigest()  # the content's hash
