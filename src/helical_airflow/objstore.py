@@ -174,7 +174,8 @@ def coded(exc: BaseException, url: ObjectURL, doing: str) -> Exception:
     if isinstance(exc, FileNotFoundError):
         return InputValidationError(
             "E901", f"{url} does not exist ({doing}: the bucket or the object is missing)",
-            f"check the bucket and key (e.g. `aws s3 ls s3://{url.bucket}/`), or upload the file there",
+            f"check the bucket and key (e.g. `aws s3 ls s3://{url.bucket}/`); upload the input there, or create the "
+            "bucket of an --out URL first",
         )  # fmt: skip
     if isinstance(exc, PermissionError) or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
         return ConfigError(
