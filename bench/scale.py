@@ -14,6 +14,10 @@ missed.
                                                [--shard-size 50000] [--work DIR] [--cache-dir DIR]
     .venv/bin/python bench/scale.py --phase embed ...    # validate, plan, embed only (results kept in --work)
     .venv/bin/python bench/scale.py --phase finish ...   # merge, quality gate, report on the embedded shards
+    .venv/bin/python bench/scale.py --phase prepare ...  # validate and plan again (the shards stay valid)
+
+validate is `helical-airflow validate --json`; plan is the DAG's plan task, plan.make_plan from validate's summary
+(`helical-airflow plan INPUT` validates the input again first, so its time would count validation twice).
 
 Why separate processes rather than `helical-airflow run` or the Airflow stack: each step's peak memory is only
 measurable per process (ru_maxrss is a high-water mark: in one process every step after the biggest would read
@@ -63,13 +67,19 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[flo
         return seconds, usage.ru_maxrss / 1024, stdout.read()  # Linux reports ru_maxrss in KiB
 
 
-def step_child(step: str, plan_file: str) -> None:
-    """One of the steps after embed, in this (fresh) process: the library functions the CLI and the DAG call."""
-    from helical_airflow.plan import load_plan
+def step_child(step: str, plan_file: str, args: argparse.Namespace) -> None:
+    """plan or a step after embed, in this (fresh) process: the library functions the CLI and the DAG call."""
+    from helical_airflow.plan import load_plan, make_plan
     from helical_airflow.quality import quality_gate
     from helical_airflow.report import write_report
+    from helical_airflow.spec import InputSummary, RunParams
     from helical_airflow.store import merge
 
+    if step == "plan":  # as the DAG's plan task: from validate's summary (`helical-airflow plan` validates again)
+        summary = InputSummary.model_validate_json(Path(plan_file).read_text())
+        params = RunParams(model=args.model, shard_size=args.shard_size, cache_dir=args.cache_dir, device="cpu")
+        print(make_plan(summary, params, args.work / "outputs").plan_file)
+        return
     plan = load_plan(plan_file)
     {"merge": merge, "quality": quality_gate, "report": write_report}[step](plan)
 
@@ -85,15 +95,22 @@ def run_steps(work: Path, n_cells: int, phase: str, args: argparse.Namespace, fi
     row["file_mb"] = round(path.stat().st_size / 2**20, 1)
     common = ["--model", args.model, "--cache-dir", args.cache_dir]
     steps = row["steps"]
-    if phase in ("all", "embed"):
-        s, mb, _ = measured(cli() + ["validate", str(path), *common])
+    if phase in ("all", "embed", "prepare"):
+        s, mb, out = measured(cli() + ["validate", str(path), *common, "--json"])
         steps["validate"] = {"seconds": s, "peak_rss_mb": mb}
-        s, mb, out = measured(cli() + ["plan", str(path), *common, "--shard-size", str(args.shard_size),
-                                       "--out", str(work / "outputs"), "--device", "cpu"])  # fmt: skip
+        summary = work / f"summary_{n_cells}.json"
+        summary.write_text(out)
+        if row.get("plan_file"):
+            Path(row["plan_file"]).unlink(missing_ok=True)  # planned again (same key: the shards stay valid)
+        command = [sys.executable, str(Path(__file__).resolve()), "--step", "plan", "--plan", str(summary),
+                   "--model", args.model, "--cache-dir", args.cache_dir, "--shard-size", str(args.shard_size),
+                   "--work", str(work)]  # fmt: skip
+        s, mb, out = measured(command)
         steps["plan"] = {"seconds": s, "peak_rss_mb": mb}
         row["plan_file"] = out.strip().splitlines()[-1]
         plan = json.loads(Path(row["plan_file"]).read_text())
         row["shards"] = len(plan["shards"])
+    if phase in ("all", "embed"):
         total, peak, processes = 0.0, 0.0, 0
         left = [str(shard["index"]) for shard in plan["shards"]]
         while left:
@@ -148,15 +165,20 @@ def main() -> None:
     parser.add_argument("--genes-per-cell", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--umap", action="store_true", help="the report's UMAP too (sampled: report.MAX_UMAP_POINTS)")
-    parser.add_argument("--phase", choices=("all", "embed", "finish"), default="all")
+    parser.add_argument(
+        "--phase",
+        choices=("all", "embed", "finish", "prepare"),
+        default="all",
+        help="embed: validate, plan, embed; finish: merge, quality, report; prepare: validate, plan",
+    )
     parser.add_argument("--sizes", choices=("both", "small", "large"), default="both")
     parser.add_argument("--work", type=Path, help="inputs, outputs and scale.json (default: a temporary folder)")
     parser.add_argument("--cache-dir", help="weights cache; default: build the offline fixture cache in WORK")
-    parser.add_argument("--step", choices=FINISH_PHASE, help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("plan", *FINISH_PHASE), help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        step_child(args.step, args.plan)
+        step_child(args.step, args.plan, args)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="helical-scale-"))
     work.mkdir(parents=True, exist_ok=True)
