@@ -128,7 +128,10 @@ def run_steps(work: Path, n_cells: int, phase: str, args: argparse.Namespace, fi
             steps[step] = {"seconds": s, "peak_rss_mb": mb}
         out_dir = Path(row["plan_file"]).parent
         quality = json.loads((out_dir / "quality.json").read_text())
-        row["quality"] = {k: quality.get(k) for k in ("passed", "scored_cells", "sampled_cells", "embedding_scores")}
+        row["quality"] = {
+            k: quality.get(k)
+            for k in ("passed", "scored_cells", "score_sample_cells", "cosine_sample_cells", "embedding_scores")
+        }
     row["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
 
 
