@@ -88,3 +88,31 @@ def test_a_sequence_shard_reaches_the_udp_port_with_records_and_nucleotides(
     for line in (f"helical.shard.sequences.{tail}:2|c", f"helical.shard.nucleotides.{tail}:290|c",
                  f"helical.shard.nucleotides_per_second.{tail}:145|g"):  # fmt: skip
         assert line in received, received
+
+
+def test_fine_tuning_epoch_gauges_are_mapped_and_a_nan_loss_is_left_out() -> None:
+    """Every epoch gauge becomes a helical_finetune_* series with the training's labels; a NaN (an epoch without a
+    training batch) is not sent: StatsD has no way to write it, and `nan|g` would be dropped by the exporter."""
+    from helical_airflow.finetune_spec import EpochMetrics
+    from helical_airflow.statsd_bridge.mapping import Mapper
+
+    mapper = Mapper.from_file(Path(__file__).resolve().parents[2] / "monitoring" / "statsd" / "mapping.yml")
+    metrics = EpochMetrics(epoch=3, train_loss=float("nan"), val_loss=0.7, val_accuracy=0.5, val_macro_f1=0.25,
+                           seconds=2.5, train_cells_per_second=48.0)  # fmt: skip
+    lines = telemetry.epoch_lines("gf-6L-10M-i2048", "pbmc.v2", "cell type", "k1", metrics, 1)
+    found = {}
+    for line in lines:
+        name, value = line.split("|")[0].split(":")
+        match = mapper.lookup(name, "gauge")
+        assert match is not None, line
+        assert match.labels == {"model": "gf-6L-10M-i2048", "dataset": "pbmc_v2", "label_key": "cell_type",
+                                "finetune_key": "k1"}  # fmt: skip
+        found[match.name] = float(value)
+    assert "helical_finetune_train_loss" not in found
+    assert found == {"helical_finetune_epoch": 3, "helical_finetune_epoch_seconds": 2.5,
+                     "helical_finetune_train_cells_per_second": 48, "helical_finetune_val_loss": 0.7,
+                     "helical_finetune_val_accuracy": 0.5, "helical_finetune_val_macro_f1": 0.25,
+                     "helical_finetune_epochs_since_best": 1}  # fmt: skip
+    (failure,) = telemetry.finetune_failure_lines("E803", "gf", "pbmc", "cell_type")
+    match = mapper.lookup(failure.split(":")[0], "counter")
+    assert match is not None and match.name == "helical_finetune_failures_total" and match.labels["code"] == "E803"
