@@ -5,6 +5,7 @@ no credential in any output or log, and coded errors for a missing object or ref
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,25 @@ def test_the_dag_validate_task_takes_a_url(
     summary = airflow_tasks.validate_input({"input_path": url, "model": "geneformer", "label_key": "cell_type"})
     assert summary["source"] == url and summary["n_cells"] == CELLS and Path(summary["path"]).is_file()
     assert summary["sha256"] == hashlib.sha256(cells_h5ad.read_bytes()).hexdigest()  # the content's hash
+
+
+def test_an_airflow_connection_gives_the_endpoint_and_credentials(
+    s3: Any, cells_h5ad: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HELICAL_AIRFLOW_STORAGE_CONN_ID: Airflow's BaseHook.get_connection (here from an AIRFLOW_CONN_ variable, as a
+    secrets backend would give it) replaces the standard AWS variables, which are removed."""
+    pytest.importorskip("airflow", reason="the airflow extra brings Airflow's connections")
+    url = upload(s3, cells_h5ad, "conn/pbmc60.h5ad")
+    for name in s3.env():
+        monkeypatch.delenv(name)
+    conn = {
+        "conn_type": "aws",
+        "login": s3.access_key,
+        "password": s3.secret_key,
+        "extra": {"endpoint_url": s3.endpoint},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_HELICAL_TEST_S3", json.dumps(conn))
+    monkeypatch.setenv("HELICAL_AIRFLOW_STORAGE_CONN_ID", "helical_test_s3")
+    objstore._filesystem.cache_clear()
+    copy = Path(objstore.local_input(url))
+    assert copy.read_bytes() == cells_h5ad.read_bytes()
