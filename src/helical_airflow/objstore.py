@@ -358,12 +358,18 @@ def push_outputs(out_root: str, out_dir: Path, latest: bool) -> ObjectURL:
     """Upload the run folder's files but the shards (uploaded as they finished): outputs, then manifest.json, then
     the `<dataset>/latest.json` pointer when the run is the dataset's latest. Returns the run's URL."""
     same = _unchanged_since_pull(out_dir)
+    url = run_url(out_root, out_dir)
+    # other files a shard's process left beside its array (e.g. the fp32 agreement rows, shards/<i>.fp32.npy), which
+    # the store lacks: before the outputs, so a manifest in the store always comes with them
+    stored = {name[len(url.path) + 1 :] for name in _call(url, "listing the shards", filesystem(url).find, url.path)}
+    extra = [p for p in sorted((out_dir / "shards").glob("*")) if p.is_file() and not p.name.startswith(".")
+             and f"shards/{p.name}" not in stored]  # fmt: skip
+    push(out_root, out_dir, extra)
     names = [p for p in sorted(out_dir.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name not in same]
     ordered = sorted((p for p in names if p.name != "manifest.json"),
                      key=lambda p: (FINAL_ORDER.index(p.name) if p.name in FINAL_ORDER else -1, p.name))  # fmt: skip
     ordered += [p for p in names if p.name == "manifest.json"]
     push(out_root, out_dir, ordered)
-    url = run_url(out_root, out_dir)
     if latest:
         pointer = ObjectURL(url.protocol, url.bucket, f"{url.key.rsplit('/', 1)[0]}/{LATEST_POINTER}")
         body = json.dumps({"run_key": out_dir.name, "url": str(url)}, indent=2) + "\n"
