@@ -17,8 +17,9 @@
   without a better one training stops. The model folder holds the best epoch's weights.
 - Tokens live on disk: each shard's cells are tokenised by helical's `process_data` and written with
   `Dataset.save_to_disk`; training reads them back with `load_from_disk` (memory-mapped Arrow), shuffled per
-  epoch by an index mapping (8 bytes a cell). Families whose `process_data` returns no Arrow dataset keep their
-  tokens in memory (docs/finetune.md says which).
+  epoch by an index mapping (8 bytes a cell). Every family's tokens are Arrow: where helical's `process_data`
+  returns an in-memory torch Dataset (scGPT, UCE) its items are written as Arrow rows (models/finetuning.py).
+  The per-family part (build, tokenise, one epoch, logits) lives in `models/<family>/finetune.py`.
 
 The model folder, `<out>/<dataset>/finetune/<label_key>/<finetune_key>/`, is built in a temp folder and
 renamed into place: model.pt (helical's `save_model`), finetune.json (`FineTuneResult`: label map, base model
