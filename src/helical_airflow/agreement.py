@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from . import modality, settings
 from .errors import ConfigError
@@ -152,13 +153,16 @@ def thresholds_for(plan: Plan) -> tuple[PrecisionThresholds | None, str]:
     if configured:
         try:
             return PrecisionThresholds.model_validate(json.loads(configured)), THRESHOLDS_ENV
-        except ValueError as exc:
-            raise ConfigError(
-                "E405",
-                f"{THRESHOLDS_ENV} is not valid precision thresholds JSON: {str(exc).splitlines()[0]}",
-                f'e.g. {THRESHOLDS_ENV}=\'{{"min_cosine": 0.99, "min_knn_overlap": 0.8}}\' (fields: '
-                f"{', '.join(PrecisionThresholds.model_fields)}; each between its bounds)",
-            ) from None
+        except ValidationError as exc:  # names the field: "min_cosine: Input should be less than or equal to 1"
+            problem = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        except ValueError as exc:  # not JSON at all
+            problem = str(exc).splitlines()[0]
+        raise ConfigError(
+            "E405",
+            f"{THRESHOLDS_ENV} is not valid precision thresholds JSON: {problem}",
+            f'e.g. {THRESHOLDS_ENV}=\'{{"min_cosine": 0.99, "min_knn_overlap": 0.8}}\' (fields: '
+            f"{', '.join(PrecisionThresholds.model_fields)}; each between its bounds)",
+        )
     profile = get_model(plan.params.model).profile.agreement
     if profile is None:
         return DEFAULT_THRESHOLDS, f"default (the resource profile of {plan.params.model} sets none)"
