@@ -4,12 +4,18 @@ run folder, no shard process left behind, and the recovery inside its bound.
 
 Bounds: RECOVERY_S (2 minutes, issue 11) plus the work redone, measured as the run's whole duration after the
 fault; each run is only a few shards of the 700-cell sample, so the work itself is seconds to a minute.
+
+The stack runs two Celery workers (issue 20): `worker` and `worker-2`, one task at a time each, the second with its
+own working folder and its own copy of the weights cache, sharing only Redis, Postgres and the outputs folder. A
+run's shard groups spread over both; killing one worker mid-run leaves the other to finish it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +45,9 @@ WORK_S = 180.0
 @pytest.fixture(scope="module")
 def stack(sample_h5ad: Path, fixture_cache: str) -> Iterator[LocalStack]:
     require_binaries("redis-server")
-    with local_stack(sample_h5ad, fixture_cache, prefix="helical-faults-", monitoring=False, wait_for_dag=DAG) as s:
+    # one task at a time per worker: a run's two shard groups go one to each worker (Celery prefetches 1 per slot)
+    with local_stack(sample_h5ad, fixture_cache, prefix="helical-faults-", monitoring=False, wait_for_dag=DAG,
+                     workers=2, worker_concurrency=1) as s:  # fmt: skip
         yield s
 
 
@@ -142,15 +150,69 @@ def test_supervisord_restarts_a_killed_service(stack: LocalStack) -> None:
     print(f"\n[fault recovery] dag-processor restarted in {time.monotonic() - started:.1f}s")
 
 
-def test_worker_process_group_sigkilled_mid_shard(stack: LocalStack, clean: np.ndarray) -> None:
-    run_id = _trigger(stack, 175)
-    _wait_for_a_running_shard(stack, run_id)
-    shards = _shard_processes()
-    os.killpg(_pid(stack, "worker"), signal.SIGKILL)  # the worker and everything in its process group
-    fault_at = time.monotonic()
-    gone, alive = psutil.wait_procs(shards, timeout=15)
-    assert alive == [], f"shard processes outlived their worker: {alive}"
-    _finish(stack, run_id, clean, fault_at)
+def _worker_of(proc: psutil.Process, workers: dict[int, str]) -> str | None:
+    """Which Celery worker (service name) a shard process runs under: the worker among its ancestors."""
+    with contextlib.suppress(psutil.Error):
+        return next((workers[p.pid] for p in proc.parents() if p.pid in workers), None)
+    return None
+
+
+def _keep_down(stack: LocalStack, name: str) -> None:
+    """Stop a killed service in supervisord before it restarts it (its autorestart), and see it stay stopped."""
+
+    def stopped() -> bool:
+        supervisor.stop(stack.cfg, name)
+        time.sleep(1)
+        return supervisor.rpc(stack.cfg).supervisor.getProcessInfo(name)["statename"] == "STOPPED"
+
+    wait_for(stopped, 60, f"{name} stopped in supervisord")
+
+
+def _celery_workers(stack: LocalStack, run_id: str) -> dict[tuple[str, int], tuple[str, str]]:
+    """Each embed task instance's (task_id, map_index) -> (Celery status, worker node) of its last try."""
+    import psycopg
+
+    from helical_airflow.stack.airflow_env import database_url
+
+    with psycopg.connect(database_url(stack.cfg, stack.secrets, "postgresql")) as conn:
+        rows = conn.execute(
+            "SELECT ti.task_id, ti.map_index, m.status, m.worker FROM task_instance ti "
+            "JOIN celery_taskmeta m ON m.task_id = ti.external_executor_id "
+            "WHERE ti.dag_id = %s AND ti.run_id = %s AND ti.task_id LIKE 'embed_shard%%'",
+            (DAG, run_id),
+        ).fetchall()
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+def test_a_run_spreads_over_two_workers_and_one_finishes_it_when_the_other_is_killed(
+    stack: LocalStack, clean: np.ndarray
+) -> None:
+    """Issue 20 item 2: the run's two shard groups embed at the same time, one under each worker; worker 1 and its
+    whole process group are SIGKILLed (and kept down); worker 2 alone finishes the run (the killed group's retry),
+    with embeddings equal to a one-process `helical-airflow run`'s."""
+    run_id = _trigger(stack, 175)  # 4 shards, 2 groups (task slots: 2 workers x 1)
+    workers = {_pid(stack, "worker"): "worker", _pid(stack, "worker-2"): "worker-2"}
+
+    def both_embedding() -> bool:
+        return {_worker_of(p, workers) for p in _shard_processes()} >= {"worker", "worker-2"}
+
+    wait_for(both_embedding, 300, "a shard process under each of the two workers", interval=0.5)
+    on_first = [p for p in _shard_processes() if _worker_of(p, workers) == "worker"]
+    worker = next(s for s in _services(stack) if s.name == "worker")
+    try:
+        os.killpg(_pid(stack, "worker"), signal.SIGKILL)  # the worker and everything in its process group
+        fault_at = time.monotonic()
+        _keep_down(stack, "worker")
+        gone, alive = psutil.wait_procs(on_first, timeout=15)
+        assert alive == [], f"shard processes outlived their worker: {alive}"
+        _finish(stack, run_id, clean, fault_at)
+        tis = stack.client.task_instances(DAG, run_id)
+        assert any(t["task_id"] == "embed_shard" and t["try_number"] > 1 for t in tis), "nothing was retried"
+        second = stack.cfg.worker_name.replace("@", "-2@").replace("%h", socket.gethostname())
+        celery = _celery_workers(stack, run_id)
+        assert len(celery) == 2 and all(v == ("SUCCESS", second) for v in celery.values()), celery
+    finally:  # the other tests of the module run on both workers again
+        process.wait_ready(worker, supervisor.start(stack.cfg, worker), stack.cfg.ready_timeout_s)
 
 
 def test_scheduler_sigkilled_mid_run(stack: LocalStack, clean: np.ndarray) -> None:
