@@ -5,6 +5,7 @@ a model of another modality than the input is refused before anything is embedde
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import anndata as ad
@@ -36,17 +37,28 @@ def small(tmp_path_factory: pytest.TempPathFactory, sample_h5ad: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_compare_ranks_three_families_and_pca_then_reuses_every_run(
-    small: Path, fixture_cache: str, tmp_path: Path
-) -> None:
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def compared(small: Path, fixture_cache: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One `helical-airflow compare` of the three families (CLI, in process): its output root and console."""
+    out = tmp_path_factory.mktemp("compared") / "out"
     args = ["compare", str(small), "--models", ",".join(MODELS), "--label-key", KEY, "--device", "cpu",
             "--cache-dir", fixture_cache, "--out", str(out)]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    assert "carries no biology" in done.output  # said loudly on the console, once the plan is known
-    result = compare.ComparisonResult.model_validate_json(Path(done.stdout.strip().splitlines()[-1]).read_text())
+    return out, done.output
+
+
+def _result(output: str) -> compare.ComparisonResult:
+    return compare.ComparisonResult.model_validate_json(Path(output.strip().splitlines()[-1]).read_text())
+
+
+@pytest.mark.slow
+def test_compare_ranks_three_families_and_pca_then_reuses_every_run(
+    compared: tuple[Path, str], small: Path, fixture_cache: str
+) -> None:
+    out, output = compared
+    assert "carries no biology" in " ".join(output.split())  # said loudly on the console, once the plan is known
+    result = _result(output)
 
     assert sorted(row.name for row in result.rows) == sorted([*MODELS, compare.BASELINE])
     assert [row.rank for row in result.rows] == [1, 2, 3, 4]
@@ -77,9 +89,9 @@ def test_compare_ranks_three_families_and_pca_then_reuses_every_run(
         assert match.labels["comparison_key"] == result.comparison_key and match.labels["dataset"] == "pbmc200"
 
     # again, through the library: nothing embedded, the same comparison returned (its key holds every run key)
-    stamps = {
-        p: p.stat().st_mtime_ns for row in result.rows if row.run_dir for p in Path(row.run_dir).glob("shards/*.npy")
-    }
+    shards = [p for row in result.rows if row.run_dir for p in Path(row.run_dir).glob("shards/*.npy")]
+    stamps = {p: p.stat().st_mtime_ns for p in shards}
+    assert len(stamps) == len(MODELS)
     params = compare.CompareParams(models=list(MODELS), label_key=KEY)
     again, embedded = compare.compare(
         small, params, lambda m: RunParams(model=m, device="cpu", cache_dir=fixture_cache), out.resolve()
@@ -87,6 +99,35 @@ def test_compare_ranks_three_families_and_pca_then_reuses_every_run(
     assert embedded == dict.fromkeys(MODELS, 0)
     assert again.comparison_key == result.comparison_key and again.created_at == result.created_at
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow
+def test_comparison_is_an_mlflow_parent_run_with_a_child_per_model(
+    compared: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pytest.importorskip("mlflow", reason="the tracking extra brings mlflow")
+    from mlflow.tracking import MlflowClient
+    from stack_helpers import real_mlflow_server  # tests/stack_helpers.py
+
+    result = _result(compared[1])
+    cplan = compare.load_comparison_plan(Path(result.out_dir) / compare.COMPARISON_PLAN)
+    down = compare.score(cplan, tracking_uri="http://127.0.0.1:9")  # nothing listens: a warning, not an error
+    assert down.tracking and down.tracking["status"] == "untracked"
+    with real_mlflow_server(tmp_path_factory) as uri:
+        tracked = compare.score(cplan, tracking_uri=uri)  # the comparison is current: only tracked now
+        assert tracked.tracking and tracked.tracking["status"] == "tracked"
+        client = MlflowClient(tracking_uri=uri)
+        parent = client.get_run(tracked.tracking["mlflow_run_id"])
+        assert parent.data.tags["comparison_key"] == result.comparison_key
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        assert sorted(c.data.tags["model"] for c in children) == sorted([*MODELS, compare.BASELINE])
+        for child in children:
+            row = next(r for r in result.rows if r.name == child.data.tags["model"])
+            assert child.data.metrics["total"] == pytest.approx(row.total)
+            assert child.data.metrics["rank"] == row.rank
+        assert compare.score(cplan, tracking_uri=uri).tracking == tracked.tracking  # tracked once
 
 
 def test_a_single_cell_model_on_a_fasta_is_refused_before_anything_is_embedded(tmp_path: Path) -> None:
@@ -111,3 +152,32 @@ def test_stratified_sample_keeps_every_label_and_is_seeded() -> None:
     assert np.array_equal(picked, compare.stratified_sample(labels, 100, seed=3))
     assert not np.array_equal(picked, compare.stratified_sample(labels, 100, seed=4))
     assert np.array_equal(compare.stratified_sample(labels[:50], 100, seed=3), np.arange(50))
+
+
+def test_the_dags_plan_step_refuses_too_and_plans_the_workflows_own_run_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_cache: str, sample_h5ad: Path
+) -> None:
+    pytest.importorskip("airflow", reason="the airflow extra brings the DAG's steps' exceptions")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from helical_airflow import airflow_tasks
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    shutil.copy(REPO / "data" / "sample_dna.fa", data)
+    shutil.copy(sample_h5ad, data / "pbmc.h5ad")
+    monkeypatch.setenv("HELICAL_AIRFLOW_DATA_DIR", str(data))
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", str(out))
+    monkeypatch.setenv("HELICAL_AIRFLOW_CACHE_DIR", fixture_cache)
+    with pytest.raises(AirflowFailException, match="E1001"):
+        airflow_tasks.plan_comparison({"input_path": "sample_dna.fa", "models": ["hyena_dna", "geneformer"]})
+    assert not out.exists()  # refused before anything was planned
+
+    planned = airflow_tasks.plan_comparison(
+        {"input_path": "pbmc.h5ad", "models": ["geneformer"], "device": "cpu", "shard_size": 350, "label_key": None}
+    )
+    (conf,) = planned["confs"]  # what the trigger hands helical_model_workflow
+    summary = airflow_tasks.validate_input(conf)
+    workflow = airflow_tasks.plan_shards(conf, summary)
+    cplan = compare.load_comparison_plan(planned["plan_path"])
+    assert workflow["run_key"] == cplan.runs[0].run_key and conf["label_key"] == KEY  # guessed, passed on
