@@ -76,7 +76,7 @@ def run_key(summary: InputSummary, params: ResolvedParams, weights: str) -> str:
 
     The cache location is left out on purpose: the weights checksum already pins what matters.
     """
-    at_default = {name for name, default in KEYED_WHEN_SET.items() if getattr(params, name) == default}
+    at_default = {name for name, default in KEYED_WHEN_SET.items() if getattr(params, name, default) == default}
     keyed = {
         "input_sha256": summary.sha256,
         "x_source": summary.x_source,
