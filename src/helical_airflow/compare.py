@@ -521,7 +521,7 @@ def _track(cplan: ComparisonPlan, result: ComparisonResult, tracking_uri: str | 
     if not uri or (record.get("status") == "tracked" and record.get("uri") == uri):
         return result
     try:
-        tracking._probe(uri)
+        tracking.probe(uri)
         for key, value in tracking.HTTP_SETTINGS.items():
             settings.export_default(key, value)
         run_id = _log_mlflow(cplan, result, uri)

@@ -24,7 +24,7 @@ from . import settings
 from .errors import ConfigError
 from .finetune_spec import FineTuneResult
 from .store import write_json
-from .tracking import HTTP_SETTINGS, _probe, configured_uri
+from .tracking import HTTP_SETTINGS, configured_uri, probe
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -62,7 +62,7 @@ def register_folder(folder: Path, result: FineTuneResult, tracking_uri: str | No
         return done
     started = time.monotonic()
     try:
-        _probe(uri)
+        probe(uri)
         for key, value in HTTP_SETTINGS.items():
             settings.export_default(key, value)
         record = _register(folder, result, uri)

@@ -77,7 +77,7 @@ def metrics_of(manifest: Manifest) -> dict[str, float]:
     return metrics
 
 
-def _probe(uri: str) -> None:
+def probe(uri: str) -> None:
     """An HTTP tracking server must answer /health within PROBE_TIMEOUT_S (else: untracked, at once)."""
     if not uri.startswith(("http://", "https://")):
         return  # file:, sqlite: and databricks URIs are left to MLflow
@@ -96,7 +96,7 @@ def track(plan: Plan, manifest: Manifest, uri: str) -> dict[str, str]:
     started = time.monotonic()
     experiment = settings.get().mlflow_experiment
     try:
-        _probe(uri)
+        probe(uri)
         for key, value in HTTP_SETTINGS.items():
             settings.export_default(key, value)
         run_id = _log(plan, manifest, uri, experiment)

@@ -21,8 +21,9 @@ import numpy as np
 from .. import seqio
 from ..errors import ConfigError
 from ..spec import Plan, Precision
-from . import runner
+from . import cache, runner
 from .runner import canonical_input, cells_with_known_genes, clean_input, known_gene_mask
+from .sequence import local_hub_folder
 
 if TYPE_CHECKING:
     from .vocab import GeneVocabulary
@@ -162,6 +163,59 @@ class SequenceFineTune(FineTuneFamily):
 
     def columns(self) -> list[str]:
         return ["input_ids", "special_tokens_mask"] if self.special_tokens_mask else ["input_ids"]
+
+
+class HubSequenceFineTune(SequenceFineTune):
+    """The Hugging Face-style mRNA families (Helix-mRNA, Mamba2-mRNA): helical's `<Family>Config` pointed at the
+    fixture's (or cache's) local hub folder, `<Family>FineTuningModel(config, "classification", output_size)`, and
+    --freeze-layers N as helical's `trainable_layers` = layers - N. helical's `train` reads the data in order; the
+    job hands it a dataset shuffled per epoch (seeded). A subclass names its classes and its weights folder."""
+
+    #: extra keyword arguments of helical's `train` for this family
+    train_options: dict[str, Any] = {}
+
+    def helical_classes(self) -> tuple[Any, Any]:
+        """(the family's helical Config class, its FineTuningModel class), imported when called."""
+        raise NotImplementedError
+
+    def weights_folder(self) -> str:
+        raise NotImplementedError
+
+    def adjust(self, model: Any) -> None:
+        """Family-specific settings on the built model (none by default)."""
+
+    def config(self, plan: Plan, device: str, batch_size: int) -> dict[str, Any]:
+        tokens = self.tokens(plan)
+        return {"batch_size": batch_size, "device": device, "max_length": tokens, "tokens": tokens}
+
+    def build(self, config: dict[str, Any], n_classes: int) -> Any:
+        config_class, model_class = self.helical_classes()
+        given = dict(config)
+        tokens = given.pop("tokens")
+        helical_config = config_class(**given)
+        helical_config.config["model_name"] = local_hub_folder(
+            cache.models_dir(runner.helical_prefix()) / self.weights_folder()
+        )
+        model = model_class(helical_config, "classification", output_size=n_classes)
+        self.adjust(model)
+        model.ha_tokens = int(tokens)
+        return model
+
+    def check_params(self, model: Any, freeze_layers: int) -> None:
+        trainable_layers(model, model.model.layers, freeze_layers, self.family)
+
+    def train_epoch(self, model: Any, dataset: Any, labels: np.ndarray, optimizer: Any, loss: Any,
+                    freeze_layers: int) -> None:  # fmt: skip
+        model.train(
+            train_dataset=dataset.select_columns(self.columns()),
+            train_labels=labels,
+            optimizer=optimizer_factory(optimizer),
+            optimizer_params={},
+            loss_function=loss,
+            epochs=1,
+            trainable_layers=trainable_layers(model, model.model.layers, freeze_layers, self.family),
+            **self.train_options,
+        )
 
 
 def trainable_layers(model: Any, layers: Any, freeze_layers: int, family: str) -> int:
