@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import annotate as annotate_job
-from . import annotate_finetuned, compare, modality, objstore, settings, watcher
+from . import annotate_finetuned, compare, finetune_registry, modality, objstore, settings, watcher
 from .bounded import die_with_parent
 from .dag_params import COMPARE_SHARED, MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
@@ -90,6 +90,13 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     # an object storage URL (s3://BUCKET/KEY) is taken as it is: validation stages a verified copy on this worker
     # and records the URL (summary.source); an embed task on a worker without the copy stages it again (objstore.py)
     url = params["input_path"] if objstore.is_url(params["input_path"]) else None
+    if url and params.get("launcher", "local") != "local":
+        # the copy lives in the worker's object cache, which containers and pods do not mount, and they get no
+        # storage credentials: refused here rather than failing in every container (docs/scale-out.md)
+        raise ConfigError(
+            "E908", f"the {params['launcher']} launcher cannot read an object storage input ({objstore.redact(url)})",
+            "use launcher local for s3:// inputs, or copy the object into the data folder and pass its path",
+        )  # fmt: skip
     path = url or resolve_input(params["input_path"])
     local = objstore.local_input(str(path))
     check_label_key(local, params.get("label_key") or None)  # before anything is embedded
@@ -292,30 +299,40 @@ def plan_annotation(params: dict[str, Any], plan_path: str) -> list[dict[str, An
     if annotation_mode(params) != "classifier":
         return []
     plan = load_plan(plan_path)
-    resolved = annotate_finetuned.resolve(classifier_source(params))
+    source = classifier_source(params)
+    # models:/NAME@ALIAS -> models:/NAME/VERSION once, here: every predict task and the merge use that version even
+    # if another training moves the alias during this run
+    source = finetune_registry.pin(source) if source.startswith("models:/") else source
+    resolved = annotate_finetuned.resolve(source)
     annotate_finetuned.check_model(resolved.result, plan.params.model, resolved.source)
     annotate_finetuned.check_plan(resolved.result, plan, resolved.source)  # E831 weights, E832 vocabulary
     groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
-    return [{"plan_path": plan_path, "shards": group} for group in groups]
+    return [{"plan_path": plan_path, "shards": group, "classifier": source} for group in groups]
 
 
 @fail_fast_on_user_errors
-def predict_shards(params: dict[str, Any], plan_path: str, shards: list[int]) -> list[dict[str, Any]]:
-    """Predict a group of the query's shards with the fine-tuned model (loaded once for the group)."""
+def predict_shards(
+    params: dict[str, Any], plan_path: str, shards: list[int], classifier: str | None = None
+) -> list[dict[str, Any]]:
+    """Predict a group of the query's shards with the fine-tuned model (loaded once for the group); `classifier` is
+    the source plan_annotation pinned (the Param's, when not given)."""
     plan = load_plan(plan_path)
-    resolved = annotate_finetuned.resolve(classifier_source(params))
-    classifier = annotate_finetuned.load(resolved, plan)
+    resolved = annotate_finetuned.resolve(classifier or classifier_source(params))
+    model = annotate_finetuned.load(resolved, plan)
     done = []
     for index in shards:
-        path, reused = annotate_finetuned.predict_shard(plan, index, classifier)
+        path, reused = annotate_finetuned.predict_shard(plan, index, model)
         log.info("shard %d: %s %s", index, "reused" if reused else "predicted", path)
         done.append({"index": index, "path": str(path), "reused": reused})
     return done
 
 
 @fail_fast_on_user_errors
-def annotate_query(params: dict[str, Any], plan_path: str) -> dict[str, Any]:
-    """annotations.h5ad, annotation.json and annotation.html in the query's run folder."""
+def annotate_query(
+    params: dict[str, Any], plan_path: str, groups: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """annotations.h5ad, annotation.json and annotation.html in the query's run folder; `groups` are
+    plan_annotation's (their pinned classifier is the one the predictions were made with)."""
     mode = annotation_mode(params)
     if mode == "none":
         from airflow.sdk.exceptions import AirflowSkipException
@@ -325,7 +342,8 @@ def annotate_query(params: dict[str, Any], plan_path: str) -> dict[str, Any]:
     threshold = params.get("annotate_confidence_threshold")
     threshold = 0.5 if threshold in (None, "") else float(threshold)
     if mode == "classifier":
-        resolved = annotate_finetuned.resolve(classifier_source(params))
+        pinned = next((g["classifier"] for g in groups or [] if g.get("classifier")), None)
+        resolved = annotate_finetuned.resolve(pinned or classifier_source(params))
         chosen = annotate_finetuned.annotate_params(resolved.result, params.get("label_key") or None, threshold,
                                                     plan.params.seed)  # fmt: skip
         result = annotate_finetuned.merge_predictions(plan, resolved, chosen)

@@ -87,7 +87,8 @@ def parse(url: str) -> ObjectURL:
                           "e.g. s3://my-bucket/data/sample.h5ad")  # fmt: skip
     protocol, rest = match.group("protocol").lower(), match.group("rest")
     bucket, _, key = rest.partition("/")
-    if "@" in bucket or "?" in rest:
+    # a secret key may hold "/": s3://AKID:abc/def@bucket/k parses as bucket "AKID:abc"; bucket names never hold ":"
+    if "@" in bucket or ":" in bucket or "?" in rest:
         raise ConfigError(
             "E907", f"{redact(url)} carries credentials or query parameters",
             "give the plain URL; credentials come from the standard variables or files (AWS_ACCESS_KEY_ID, ~/.aws, "
@@ -100,7 +101,8 @@ def parse(url: str) -> ObjectURL:
 
 def redact(text: str) -> str:
     """`text` with any URL's user-info (`proto://user:secret@host`) and query string (signatures) masked."""
-    text = re.sub(r"(?P<p>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@", r"\g<p>***@", text)
+    # up to the last "@" of the URL: a secret may hold "/" (s3://AKID:abc/def@bucket/k)
+    text = re.sub(r"(?P<p>[A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@", r"\g<p>***@", text)
     return re.sub(r"(://[^\s?]*)\?[^\s]*", r"\1?***", text)
 
 
@@ -302,11 +304,11 @@ def pull_run(out_root: str, out_dir: Path) -> int:
     shards = out_dir / "shards"
     if shards.is_dir():
         for path in shards.iterdir():
-            if f"shards/{path.name}" not in remote:
+            if _shard_state(path.name) and f"shards/{path.name}" not in remote:
                 path.unlink()
     pulled: dict[str, list[int]] = {}
     for rel, size in sorted(remote.items()):
-        if not (rel.startswith("shards/") or rel in PULLED):
+        if not ((rel.startswith("shards/") and _shard_state(rel.removeprefix("shards/"))) or rel in PULLED):
             continue
         local = out_dir / rel
         if not (local.is_file() and local.stat().st_size == size):
@@ -344,9 +346,19 @@ def push(out_root: str, out_dir: Path, files: Iterable[Path]) -> None:
         _call(url, f"uploading {rel}", fs.put_file, str(path), f"{url.path}/{rel}")
 
 
+def _shard_state(name: str) -> bool:
+    """A shard's state in the store: its arrays (`<i>.npy`, and files beside it such as the fp32 agreement rows
+    `<i>.fp32.npy`) and its record (`<i>.json`); never a lock file (`<i>.lock`, held by a local process) or a
+    dot-file being written."""
+    return not name.startswith(".") and name.endswith((".npy", ".json"))
+
+
 def push_shard(out_root: str, out_dir: Path, npy: Path, record: Path) -> None:
-    """A finished shard: the array first, then the record that marks it finished (store.finished_result)."""
-    push(out_root, out_dir, [npy, record])
+    """A finished shard: the array first, then the files its process wrote beside it (e.g. `<i>.fp32.npy`, which the
+    gate of a reduced-precision run reads: a resumed run must find them), then the record that marks it finished
+    (store.finished_result)."""
+    beside = sorted(p for p in npy.parent.glob(f"{npy.stem}.*.npy") if p.is_file())
+    push(out_root, out_dir, [npy, *beside, record])
 
 
 #: the merged outputs, uploaded in this order once merge, gate and report are done; manifest.json last (a reader
@@ -362,7 +374,7 @@ def push_outputs(out_root: str, out_dir: Path, latest: bool) -> ObjectURL:
     # other files a shard's process left beside its array (e.g. the fp32 agreement rows, shards/<i>.fp32.npy), which
     # the store lacks: before the outputs, so a manifest in the store always comes with them
     stored = {name[len(url.path) + 1 :] for name in _call(url, "listing the shards", filesystem(url).find, url.path)}
-    extra = [p for p in sorted((out_dir / "shards").glob("*")) if p.is_file() and not p.name.startswith(".")
+    extra = [p for p in sorted((out_dir / "shards").glob("*")) if p.is_file() and _shard_state(p.name)
              and f"shards/{p.name}" not in stored]  # fmt: skip
     push(out_root, out_dir, extra)
     names = [p for p in sorted(out_dir.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name not in same]

@@ -139,6 +139,11 @@ def test_the_dag_validate_task_takes_a_url(
     summary = airflow_tasks.validate_input({"input_path": url, "model": "geneformer", "label_key": "cell_type"})
     assert summary["source"] == url and summary["n_cells"] == CELLS and Path(summary["path"]).is_file()
     assert summary["sha256"] == hashlib.sha256(cells_h5ad.read_bytes()).hexdigest()  # the content's hash
+    # containers and pods do not see the worker's copy: refused up front, not in every container
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="E908"):
+        airflow_tasks.validate_input({"input_path": url, "model": "geneformer", "launcher": "docker"})
 
 
 def test_an_airflow_connection_gives_the_endpoint_and_credentials(
