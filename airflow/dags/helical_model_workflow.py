@@ -142,15 +142,15 @@ with DAG(
         return steps.plan_annotation(dict(context["params"]), plan_path)
 
     @task(execution_timeout=timedelta(hours=4), map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=32)
-    def predict_shards(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
+    def predict_shards(plan_path: str, shards: list[int], classifier: str, **context: Any) -> list[dict[str, Any]]:
         label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
         get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
-        return steps.predict_shards(dict(context["params"]), plan_path, shards)
+        return steps.predict_shards(dict(context["params"]), plan_path, shards, classifier)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=2))
-    def annotate(plan_path: str, **context: Any) -> dict[str, Any]:
+    def annotate(plan_path: str, groups: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
         """annotations.h5ad, annotation.json, annotation.html in the run folder (skips without annotate_* Params)."""
-        return steps.annotate_query(dict(context["params"]), plan_path)
+        return steps.annotate_query(dict(context["params"]), plan_path, groups)
 
     merged = merge(planned["plan_path"])
     embedded >> merged
@@ -159,4 +159,4 @@ with DAG(
     groups = plan_annotation(planned["plan_path"])
     published >> groups
     predicted = predict_shards.expand_kwargs(groups)
-    predicted >> annotate(planned["plan_path"])
+    predicted >> annotate(planned["plan_path"], groups)

@@ -382,11 +382,14 @@ class _Ready:
     model: Any
 
 
-def _setup(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series) -> _Ready:
+def _setup(fam: FineTuneFamily, plan: Plan, params: FineTuneParams, labels: pd.Series, device: str | None = None
+           ) -> _Ready:  # fmt: skip
     """The device, the weights cache, the vocabulary, the label map, the split and the seeded model: what training
-    and each tokenise task start from (the same in every process: the split and the head are seeded)."""
+    and each tokenise task start from (the same in every process: the split and the head are seeded). `device`
+    overrides the resolved one: the tokenise tasks build the model on the CPU (tokens do not depend on the device,
+    and those tasks run on the default queue, where a GPU-only profile would stop with E206)."""
     spec = get_model(params.model)
-    device = resolve_device(params.device, spec.profile.gpu, plan.fixture)
+    device = device or resolve_device(params.device, spec.profile.gpu, plan.fixture)
     registry.check_runnable(spec, device, "helical")
     use_cache_dir(plan.params.cache_dir)
     cache_dir = model_runner.helical_prefix()
@@ -419,7 +422,7 @@ def tokenise_shard(plan: Plan, params: FineTuneParams, shard_index: int) -> Path
     labels = check_labels(modality.of(plan.input).metadata(plan.input), params.label_key)
     key = finetune_key(plan, params)
     tokens = model_root(plan.out_path.parent.parent, plan.dataset, params.label_key) / f".work-{key}" / "tokens"
-    ready = _setup(fam, plan, params, labels)
+    ready = _setup(fam, plan, params, labels, device="cpu")
     for split, rows in (("train", ready.train_rows), ("val", ready.val_rows)):
         tokenise_split_shard(fam, ready.model, ready.vocab, plan, shard_index, rows, ready.label_ids[rows],
                              tokens / split)  # fmt: skip

@@ -13,8 +13,11 @@ again with the server up registers the finished folder then (no training).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -144,17 +147,47 @@ def _champion_f1(client: Any, name: str) -> float | None:
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None, VERSION)."""
+    """`models:/NAME@ALIAS` -> (NAME, ALIAS, None); `models:/NAME/VERSION` -> (NAME, None, VERSION); a bare
+    `models:/NAME` means the version to serve, `models:/NAME@champion`."""
     body = uri.removeprefix("models:/").strip("/")
     if "@" in body:
         name, alias = body.split("@", 1)
         return name, alias, None
     name, _, version = body.partition("/")
-    return name, None, version or None
+    return (name, None, version) if version else (name, ALIAS, None)
+
+
+def pin(uri: str, tracking_uri: str | None = None) -> str:
+    """`models:/NAME@ALIAS` -> `models:/NAME/VERSION`, the version the alias names now: a DAG run resolves it once
+    and hands the version to its tasks, so an alias moved by another training during the run cannot mix versions."""
+    _, found, _ = _version(uri, tracking_uri)
+    return f"models:/{found.name}/{found.version}"
 
 
 def download(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
-    """The model folder behind a registry URI, downloaded (E804: no such registered model, alias or version)."""
+    """The model folder behind a registry URI (E804: no such registered model, alias or version), downloaded once
+    per server, name and version into the temp folder's `helical-airflow-registry/` (a version's files never
+    change: every task of a run, and every later run, reuses the copy) or into `dst`."""
+    client, found, server = _version(uri, tracking_uri)
+    if dst is not None:
+        return Path(client.download_artifacts(str(found.run_id), "model", str(dst)))
+    server_id = hashlib.sha256(server.encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / "helical-airflow-registry" / server_id / safe_name(found.name)
+    copy = target / str(found.version)
+    if (copy / "model" / RESULT_FILE).is_file():
+        return copy / "model"
+    target.mkdir(parents=True, exist_ok=True)
+    part = Path(tempfile.mkdtemp(prefix=f".{found.version}-", dir=target))
+    client.download_artifacts(str(found.run_id), "model", str(part))
+    try:
+        os.replace(part, copy)  # whole or not at all; another process may have put the same version there first
+    except OSError:
+        shutil.rmtree(part, ignore_errors=True)
+    return copy / "model"
+
+
+def _version(uri: str, tracking_uri: str | None) -> tuple[Any, Any, str]:
+    """(client, the model version the URI names, the server), E804 when there is none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -183,6 +216,4 @@ def download(uri: str, tracking_uri: str | None = None, dst: Path | None = None)
         what = f"alias {alias!r}" if alias else f"version {version!r}"
         raise ConfigError("E804", f"registered model {name!r} has no {what} ({exc.error_code})",
                           f"use models:/{name}@{ALIAS} or an existing version number") from None  # fmt: skip
-    target = dst or Path(tempfile.mkdtemp(prefix="helical-airflow-classifier-"))
-    local = client.download_artifacts(str(found.run_id), "model", str(target))
-    return Path(local)
+    return client, found, server

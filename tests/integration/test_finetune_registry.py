@@ -13,6 +13,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
+from helical_airflow import finetune_registry
 from helical_airflow.annotate import ANNOTATIONS
 from helical_airflow.annotate_finetuned import annotate_with_classifier
 from helical_airflow.errors import ConfigError
@@ -74,6 +75,13 @@ def test_register_after_a_down_server_then_serve_the_champion(
 
     classifier = load_classifier(f"models:/{name}@{ALIAS}", cache_dir=fixture_cache, tracking_uri=mlflow_server)
     expected = (other if better else first).result.finetune_key
+    # an alias pinned to the version it names now (what a DAG run hands its tasks); a bare name is the champion;
+    # a version is downloaded once per server and reused
+    assert finetune_registry.pin(f"models:/{name}@{ALIAS}", mlflow_server) == f"models:/{name}/{champion.version}"
+    assert finetune_registry.pin(f"models:/{name}", mlflow_server) == f"models:/{name}/{champion.version}"
+    copy = finetune_registry.download(f"models:/{name}/{champion.version}", mlflow_server)
+    assert copy == finetune_registry.download(f"models:/{name}@{ALIAS}", mlflow_server)
+    assert json.loads((copy / "finetune.json").read_text())["finetune_key"] == expected
     assert classifier.result.finetune_key == expected
     cells = ad.read_h5ad(sample_h5ad)[:20].copy()
     probs = classifier.predict_proba(cells)

@@ -92,8 +92,10 @@ def test_the_dag_steps_train_from_the_mapped_tokens_and_send_epoch_metrics(
     groups = airflow_tasks.plan_annotation(wparams, planned_w["plan_path"])
     assert sorted(i for g in groups for i in g["shards"]) == [0, 1]
     for group in groups:
-        assert all(not p["reused"] for p in airflow_tasks.predict_shards(wparams, group["plan_path"], group["shards"]))
-    annotated = airflow_tasks.annotate_query(wparams, planned_w["plan_path"])
+        assert group["classifier"] == str((tmp_path / "out" / folder).resolve())  # a folder is its own pinned source
+        assert all(not p["reused"] for p in airflow_tasks.predict_shards(wparams, group["plan_path"], group["shards"],
+                                                                          group["classifier"]))  # fmt: skip
+    annotated = airflow_tasks.annotate_query(wparams, planned_w["plan_path"], groups)
     assert annotated["mode"] == "classifier" and sum(annotated["predicted_counts"].values()) == 60
     table = ad.read_h5ad(annotated["annotations"])
     assert table.n_obs == 60 and set(table.obs["predicted_cell_type"]) <= set(validated["classes"])
