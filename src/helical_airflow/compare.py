@@ -36,7 +36,7 @@ from .errors import ConfigError
 from .models import get_model
 from .plan import load_plan
 from .spec import Manifest, Plan, RunParams, ShardResult
-from .store import load_embeddings, load_manifest, manifest_file, write_json, write_text
+from .store import ShardedEmbeddings, load_manifest, manifest_file, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +292,14 @@ def embed(
 # ---- score ------------------------------------------------------------------------------------------------------
 
 
+def _finite_rows(x: ShardedEmbeddings) -> np.ndarray:
+    """Per row: every value finite (streamed in blocks)."""
+    finite = np.zeros(len(x), dtype=bool)
+    for start, block in x.blocks():
+        finite[start : start + len(block)] = np.isfinite(block).all(axis=1)
+    return finite
+
+
 def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted row positions: all rows up to `limit`, else each label's share of `limit` (at least one cell of every
     label, so a rare type stays in), drawn with a seeded generator."""
@@ -404,8 +412,10 @@ def score(cplan: ComparisonPlan, tracking_uri: str | None = None) -> ComparisonR
     label_values = table[cplan.label_key]
     labelled = (label_values.notna() & (label_values.astype(str).str.strip() != "")).to_numpy()
     left_out: dict[str, int] = {"no label": int((~labelled).sum())}
-    full = {run.model: load_embeddings(plan) for run, plan in zip(cplan.runs, plans, strict=True)}
-    finite = np.logical_and.reduce([np.isfinite(x).all(axis=1) for x in full.values()])
+    # each model's embeddings stay on disk: the finite check streams them in blocks, then only the scored rows are
+    # read (a million cells x several models never sit in memory at once)
+    full = {run.model: ShardedEmbeddings(plan) for run, plan in zip(cplan.runs, plans, strict=True)}
+    finite = np.logical_and.reduce([_finite_rows(x) for x in full.values()])
     left_out["an embedding with NaN (no known gene)"] = int((labelled & ~finite).sum())
     candidates = np.flatnonzero(labelled & finite)
     labels_all = label_values.astype(str).to_numpy()

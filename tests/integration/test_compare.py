@@ -181,3 +181,23 @@ def test_the_dags_plan_step_refuses_too_and_plans_the_workflows_own_run_keys(
     workflow = airflow_tasks.plan_shards(conf, summary)
     cplan = compare.load_comparison_plan(planned["plan_path"])
     assert workflow["run_key"] == cplan.runs[0].run_key and conf["label_key"] == KEY  # guessed, passed on
+
+
+@pytest.mark.slow
+def test_a_batch_key_adds_scibs_batch_correction_and_weights_it_0_4() -> None:
+    """compare.benchmark with batches (the path a --batch-key takes), on 120 synthetic cells: every batch-correction
+    metric (BRAS, iLISI, kBET, graph connectivity, PCR comparison) finite, and Total = 0.6 bio + 0.4 batch. An
+    embedding that keeps the batch effect scores lower on batch correction than one without it."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 40)
+    batches = np.tile(["x", "y"], 60)
+    signal = np.eye(3)[np.searchsorted(["a", "b", "c"], labels)] * 4
+    clean = np.hstack([signal, rng.normal(size=(120, 5))]).astype(np.float32)
+    shifted = clean + (batches == "y")[:, None] * 6.0
+    results, metrics = compare.benchmark({compare.BASELINE: shifted, "clean": clean}, labels, batches, seed=0)
+    assert set(metrics["Batch correction"]) >= {"iLISI", "KBET", "Graph connectivity", "PCR comparison"}
+    for name in (compare.BASELINE, "clean"):
+        row = results.loc[name]
+        assert all(math.isfinite(row[m]) for names in metrics.values() for m in names), row
+        assert row["Total"] == pytest.approx(0.6 * row["Bio conservation"] + 0.4 * row["Batch correction"])
+    assert results.loc["clean", "Batch correction"] > results.loc[compare.BASELINE, "Batch correction"]
