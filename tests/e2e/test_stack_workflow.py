@@ -327,3 +327,110 @@ def test_a_fasta_runs_through_the_celery_worker_and_equals_a_direct_run(
     table_out = ad.read_h5ad(_published(client, table_run) / "embeddings.h5ad")
     assert list(table_out.obs["id"]) == [i for i, _ in rows]
     np.testing.assert_allclose(table_out.obsm[key], ours.obsm[key][: len(rows)], atol=1e-5, rtol=0)
+
+
+FINETUNE_DAG = "helical_finetune"
+#: a tiny training: 3 epochs over 96 of the sample's cells, batches of 8 (12 steps per epoch)
+FINETUNE = {"input_path": "sample.h5ad", "model": "geneformer", "label_key": "cell_type", "epochs": 3,
+            "learning_rate": 1e-3, "max_train_cells": 96, "validation_fraction": 0.3, "patience": 5,
+            "device": "cpu", "shard_size": 350, "batch_size": 8, "seed": 0}  # fmt: skip
+
+
+def _kill_the_train_task_after_epoch_1(cfg: StackConfig, client: AirflowClient, run_id: str) -> None:
+    """SIGKILL the train task's process (the task runner's child, titled `airflow worker -- <ti id>`) as soon as
+    epoch 1's checkpoint is on disk, i.e. during epoch 2."""
+    import signal
+
+    finetuned = cfg.output_dir / "sample" / "finetune" / "cell_type"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not list(finetuned.glob(".work-*/checkpoint.pt")):
+        time.sleep(0.1)
+    assert list(finetuned.glob(".work-*/checkpoint.pt")), _failed_logs(cfg, client, run_id)
+    (train,) = [t for t in client.task_instances(FINETUNE_DAG, run_id) if t["task_id"] == "train"]
+    assert train["state"] == "running", train
+    title = f"-- {train['id']}"
+    victims = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
+    assert victims, f"no process titled {title!r}"
+    for proc in victims:
+        proc.send_signal(signal.SIGKILL)
+
+
+def test_finetune_killed_mid_epoch_resumes_registers_and_annotates_through_the_dags(
+    stack: Stack, fixture_cache: str, tmp_path: Path
+) -> None:
+    """Train -> register -> annotate through the two DAGs on the stack's real MLflow server; the train task is
+    SIGKILLed during epoch 2, its retry resumes from the checkpoint and ends with the weights of an undisturbed
+    `helical-airflow finetune` of the same Params."""
+    import anndata as ad
+    import torch
+
+    cfg, client, _ = stack
+    run_id = client.trigger(FINETUNE_DAG, FINETUNE)
+    _kill_the_train_task_after_epoch_1(cfg, client, run_id)
+    run = client.wait_for_run(FINETUNE_DAG, run_id, timeout_s=900)
+    tis = {t["task_id"]: t for t in client.task_instances(FINETUNE_DAG, run_id) if t["map_index"] in (-1, None)}
+    assert run["state"] == "success", [(t["task_id"], t["state"]) for t in tis.values()]
+    assert tis["train"]["try_number"] >= 2, tis["train"]  # the kill cost one try; the retry finished
+    record = client.get(f"/dags/{FINETUNE_DAG}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value"
+                        "?deserialize=true")["value"]  # fmt: skip
+    assert record["status"] == "registered" and record["name"] == "helical-geneformer-cell_type", record
+    folder = Path(record["folder"])
+    history = json.loads((folder / "finetune.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+    # the same Params through the CLI, undisturbed, untracked: identical weights
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    options = ["--label-key", "cell_type", "--model", "geneformer", "--epochs", "3", "--learning-rate", "1e-3",
+               "--max-train-cells", "96", "--validation-fraction", "0.3", "--patience", "5", "--device", "cpu",
+               "--shard-size", "350", "--batch-size", "8", "--seed", "0"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "helical_airflow.cli", "finetune", str(cfg.data_dir / "sample.h5ad"),
+                           *options, "--cache-dir", fixture_cache, "--out", str(tmp_path / "direct")],
+                          capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (straight,) = (tmp_path / "direct" / "sample" / "finetune" / "cell_type").glob(f"{folder.name}")
+    a = torch.load(folder / "model.pt", weights_only=True)
+    b = torch.load(straight / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # annotate the sample through the workflow DAG with the registered model
+    conf = {**CONF, "annotate_classifier": f"models:/{record['name']}@champion", "label_key": "cell_type"}
+    query = client.trigger(DAG, conf)
+    assert client.wait_for_run(DAG, query, timeout_s=900)["state"] == "success", _failed_logs(cfg, client, query)
+    annotated = client.get(f"/dags/{DAG}/dagRuns/{query}/taskInstances/annotate/xcomEntries/return_value"
+                           "?deserialize=true")["value"]  # fmt: skip
+    assert annotated["mode"] == "classifier", annotated
+    table = ad.read_h5ad(annotated["annotations"])
+    assert table.n_obs == 700 and "predicted_cell_type" in table.obs
+    assert sum(annotated["predicted_counts"].values()) == 700
+
+
+COMPARE_DAG = "helical_model_comparison"
+
+
+def test_the_comparison_dag_runs_the_workflow_per_model_and_ranks_them(stack: Stack) -> None:
+    """helical_model_comparison: one helical_model_workflow run per model (deferrable trigger, waited on in the
+    triggerer), then scib-metrics on the same cells: one row per model plus PCA, finite, ranked; a tracked parent
+    run in the stack's MLflow."""
+    cfg, client, _ = stack
+    conf = {"input_path": "sample.h5ad", "models": ["geneformer", "genept"], "label_key": "cell_type",
+            "shard_size": SHARD_SIZE, "device": "cpu"}  # fmt: skip
+    run_id = client.trigger(COMPARE_DAG, conf)
+    run = client.wait_for_run(COMPARE_DAG, run_id, timeout_s=900)
+    tis = client.task_instances(COMPARE_DAG, run_id)
+    assert run["state"] == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+    triggered = [t for t in tis if t["task_id"] == "embed_each_model"]
+    assert sorted(t["map_index"] for t in triggered) == [0, 1] and all(t["state"] == "success" for t in triggered)
+    scored = client.get(f"/dags/{COMPARE_DAG}/dagRuns/{run_id}/taskInstances/score_comparison/xcomEntries/"
+                        "return_value?deserialize=true")["value"]  # fmt: skip
+    result = json.loads((Path(scored["out_dir"]) / "comparison.json").read_text())
+    names = [row["name"] for row in result["rows"]]
+    assert sorted(names) == sorted(["geneformer", "genept", "PCA"]) and names == scored["ranked"]
+    assert [row["rank"] for row in result["rows"]] == [1, 2, 3]
+    totals = [row["total"] for row in result["rows"]]
+    assert all(np.isfinite(totals)) and totals == sorted(totals, reverse=True)
+    assert result["scored_cells"] > 0 and result["fixture"] is True
+    assert (Path(scored["out_dir"]) / "comparison.html").is_file()
+    assert result["tracking"]["status"] == "tracked", result["tracking"]  # the parent run, in the stack's MLflow
+    for row in result["rows"]:
+        if row["name"] != "PCA":  # each model's run is a workflow run's published folder
+            assert (Path(row["run_dir"]) / "manifest.json").is_file()
