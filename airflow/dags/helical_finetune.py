@@ -28,7 +28,7 @@ from airflow.sdk import DAG, Asset, TriggerRule, get_current_context, task
 
 from helical_airflow import finetune_tasks as steps
 from helical_airflow import settings
-from helical_airflow.dag_params import finetune_form
+from helical_airflow.dag_params import finetune_form, task_defaults
 from helical_airflow.models import MODELS, registry
 from helical_airflow.spec import DEFAULT_MODEL
 
@@ -46,14 +46,7 @@ def _train_task_id(queue: str) -> str:
     return "train" if queue == "default" else f"train_{queue}"
 
 
-default_args: dict[str, Any] = {
-    "owner": "helical-airflow",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,
-    "max_retry_delay": timedelta(minutes=10),
-    "execution_timeout": timedelta(minutes=30),
-}
+default_args = task_defaults()
 
 with DAG(
     dag_id=DAG_ID,

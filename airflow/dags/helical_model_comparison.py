@@ -26,7 +26,7 @@ from airflow.sdk import DAG, task
 
 from helical_airflow import airflow_tasks as steps
 from helical_airflow import settings
-from helical_airflow.dag_params import comparison_params
+from helical_airflow.dag_params import comparison_params, task_defaults
 from helical_airflow.launchers.base import LAUNCHERS
 from helical_airflow.models import MODELS
 
@@ -46,14 +46,7 @@ with DAG(
     start_date=datetime(2025, 1, 1),
     catchup=False,
     params=params,
-    default_args={
-        "owner": "helical-airflow",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": timedelta(minutes=30),
-    },
+    default_args=task_defaults(),
     tags=["helical", "compare", "single-cell"],
     max_active_runs=2,
     dagrun_timeout=timedelta(hours=48),

@@ -31,7 +31,7 @@ from airflow.sdk import DAG, Asset, TriggerRule, get_current_context, task
 
 from helical_airflow import airflow_tasks as steps
 from helical_airflow import settings
-from helical_airflow.dag_params import workflow_params
+from helical_airflow.dag_params import task_defaults, workflow_params
 from helical_airflow.launchers.base import LAUNCHERS
 from helical_airflow.launchers.lifecycle import embed_task
 from helical_airflow.models import MODELS
@@ -54,16 +54,8 @@ ROUTES = sorted({(spec.profile.queue, spec.profile.pool) for spec in MODELS.valu
 #: table, the launchers, the modalities' input suffixes): helical_airflow/dag_params.py
 params = workflow_params(DATA_DIR, list(MODELS), list(LAUNCHERS), settings.get().launcher)
 
-default_args: dict[str, Any] = {
-    "owner": "helical-airflow",
-    # a failed run of a file the watcher claimed parks it in incoming/failed/ with the error beside it
-    "on_failure_callback": move_failed_input,
-    "retries": 2,
-    "retry_delay": timedelta(seconds=20),
-    "retry_exponential_backoff": 2.0,  # 20 s, 40 s, ...
-    "max_retry_delay": timedelta(minutes=10),
-    "execution_timeout": timedelta(minutes=30),
-}
+# a failed run of a file the watcher claimed parks it in incoming/failed/ with the error beside it
+default_args = task_defaults(on_failure_callback=move_failed_input)
 
 with DAG(
     dag_id=DAG_ID,

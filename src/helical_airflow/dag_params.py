@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from .annotate import AnnotateParams
@@ -26,6 +27,21 @@ from .modality import suffixes
 from .models.profiles import ModelOption
 from .models.sequence import SEQUENCE_OPTIONS
 from .spec import DEFAULT_MODEL, schema_of
+
+
+def task_defaults(**extra: Any) -> dict[str, Any]:
+    """default_args of the job DAGs (workflow, fine-tuning, comparison): two retries 20 s, 40 s apart (at most 10
+    min), 30 min per task unless the task says otherwise; `extra` adds or overrides (e.g. a failure callback)."""
+    return {
+        "owner": "helical-airflow",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": 2.0,  # 20 s, 40 s, ...
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(minutes=30),
+        **extra,
+    }
+
 
 #: the DAG Param holding the model options (RunParams.options)
 MODEL_OPTIONS_PARAM = "model_options"
