@@ -371,6 +371,9 @@ def test_finetune_killed_mid_epoch_resumes_registers_and_annotates_through_the_d
     tis = {t["task_id"]: t for t in client.task_instances(FINETUNE_DAG, run_id) if t["map_index"] in (-1, None)}
     assert run["state"] == "success", [(t["task_id"], t["state"]) for t in tis.values()]
     assert tis["train"]["try_number"] >= 2, tis["train"]  # the kill cost one try; the retry finished
+    logs = cfg.airflow_home / "logs" / f"dag_id={FINETUNE_DAG}" / f"run_id={run_id}" / "task_id=train"
+    retried = "".join(p.read_text() for p in logs.glob("**/attempt=[2-9]*.log"))
+    assert "resuming fine-tuning after epoch" in retried, retried[-3000:]  # resumed, not started over
     record = client.get(f"/dags/{FINETUNE_DAG}/dagRuns/{run_id}/taskInstances/register/xcomEntries/return_value"
                         "?deserialize=true")["value"]  # fmt: skip
     assert record["status"] == "registered" and record["name"] == "helical-geneformer-cell_type", record
