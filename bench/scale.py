@@ -186,12 +186,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="helical-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.cache_dir is None:
-        from helical_airflow.models import get_model
-
         args.cache_dir = str(work / "fixture_cache")
-        if not Path(args.cache_dir, "FIXTURE.json").is_file():
-            subprocess.run(cli() + ["models", "fixture", "--out", args.cache_dir, "--model",
-                                    get_model(args.model).helical_model_name], check=True)  # fmt: skip
+        if not Path(args.cache_dir, "FIXTURE.json").is_file():  # --model takes the registry's name (genept)
+            subprocess.run(cli() + ["models", "fixture", "--out", args.cache_dir, "--model", args.model], check=True)
     results_file = work / "scale.json"
     figures = json.loads(results_file.read_text()) if results_file.is_file() else {}
     sizes = {"both": (args.small, args.large), "small": (args.small,), "large": (args.large,)}[args.sizes]

@@ -38,6 +38,7 @@ def read_elem(elem: Any) -> Any:
 MatrixFormat = Literal["csr", "csc", "dense"]
 BLOCK_ELEMENTS = 1 << 22  # entries read at once when scanning (4M: ~32 MB for int32 data + indices)
 HASH_CHUNK = 1 << 20
+GATHER_ROWS = 1 << 16  # rows of one obs column read at once when only some are wanted (read_obs_column_rows)
 
 
 class MatrixNotFoundError(LookupError):
@@ -191,20 +192,27 @@ def read_var(path: str | Path | h5py.File) -> pd.DataFrame:
 
 
 def read_obs(
-    path: str | Path, start: int | None = None, stop: int | None = None, columns: list[str] | None = None
-) -> pd.DataFrame:
+    path: str | Path, start: int | None = None, stop: int | None = None, columns: list[str] | None = None,
+    names: bool = True,
+) -> pd.DataFrame:  # fmt: skip
     """The cell table, or only rows [start, stop) of it, read column by column without the rest; `columns`: only
-    those (an empty list: the cell names alone)."""
+    those (an empty list: the cell names alone); `names=False`: not the cell names (a RangeIndex from `start`).
+    Why that: a million names are a million Python strings (~100 MB), which a label column does not need."""
     with h5py.File(path, "r") as h5:
         group = h5["obs"]
-        if start is None and stop is None and columns is None:
+        if start is None and stop is None and columns is None and names:
             return _as_frame(read_elem(group))
         rows = slice(start, stop)
         if group.attrs.get("encoding-type") != "dataframe" or group.attrs.get("encoding-version") != "0.2.0":
             whole = _as_frame(read_elem(group)).iloc[rows]  # old layouts: read whole, then slice
-            return whole if columns is None else whole[columns]
+            whole = whole if columns is None else whole[columns]
+            return whole if names else whole.set_axis(pd.RangeIndex(rows.start or 0, (rows.start or 0) + len(whole)))
         index_key = str(group.attrs["_index"])
-        index = pd.Index(_read_column(group[index_key], rows), name=index_key if index_key != "_index" else None)
+        if names:
+            index = pd.Index(_read_column(group[index_key], rows), name=index_key if index_key != "_index" else None)
+        else:
+            first, last, _ = rows.indices(int(group[index_key].shape[0]))
+            index = pd.RangeIndex(first, max(first, last))
         if columns is None:
             columns = [str(c) for c in group.attrs.get("column-order", [])]
         data = {name: _read_column(group[name], rows) for name in columns}
@@ -226,6 +234,44 @@ def _read_column(elem: Any, rows: slice) -> Any:
         )
     # nullable arrays and anything rarer: read the one column whole (one value per cell), then slice
     return read_elem(elem)[rows]
+
+
+def read_obs_column_rows(path: str | Path, key: str, rows: np.ndarray) -> np.ndarray | None:
+    """Column obs[key] at the sorted positions `rows` (an object array, missing values as NaN, as
+    `read_obs(path)[key].to_numpy()[rows]` gives them), without the cell names or the other columns; None when
+    the file's obs is not anndata's current dataframe encoding or has no such column (read the table then).
+
+    A categorical reads its codes (1-2 bytes a cell) and categories; strings and numbers are read in row blocks,
+    keeping the wanted rows. Why: the report needs the label of 20,000 pictured cells, and the whole obs table of
+    1,000,000 cells (names as Python strings) was most of its memory growth (docs/benchmarks.md)."""
+    with h5py.File(path, "r") as h5:
+        group = h5.get("obs")
+        if not isinstance(group, h5py.Group) or group.attrs.get("encoding-type") != "dataframe" \
+                or group.attrs.get("encoding-version") != "0.2.0" or key not in group:  # fmt: skip
+            return None
+        elem = group[key]
+        encoding = elem.attrs.get("encoding-type")
+        if encoding == "categorical":
+            categories = np.asarray(read_elem(elem["categories"]), dtype=object)
+            codes = _gather(elem["codes"], rows)
+            values = np.full(len(rows), np.nan, dtype=object)
+            present = codes >= 0
+            values[present] = categories[codes[present]]
+            return values
+        if isinstance(elem, h5py.Dataset) and encoding in ("string-array", "array"):
+            return np.asarray(_gather(elem.asstr() if encoding == "string-array" else elem, rows), dtype=object)
+        return np.asarray(read_elem(elem), dtype=object)[rows]  # nullable arrays and rarer: one column whole
+
+
+def _gather(dataset: Any, rows: np.ndarray) -> np.ndarray:
+    """dataset[rows] for sorted `rows`, reading only the GATHER_ROWS-row blocks that hold one (h5py's point
+    selection of thousands of rows is slower than reading the blocks)."""
+    block, parts = GATHER_ROWS, []
+    for lo in np.unique(rows // block).tolist():
+        start, stop = lo * block, min((lo + 1) * block, len(dataset))
+        hit = rows[(rows >= start) & (rows < stop)]
+        parts.append(np.asarray(dataset[start:stop])[hit - start])
+    return np.concatenate(parts) if parts else np.asarray(dataset[0:0])
 
 
 def _as_frame(value: Any) -> pd.DataFrame:

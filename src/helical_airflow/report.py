@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from natsort import natsorted
 
-from . import figures, modality, scores, settings
+from . import figures, h5io, modality, scores, settings
 from .quality import load_qc
 from .spec import Manifest, Plan, QualityReport, ShardResult
 from .store import ShardedEmbeddings, load_manifest, write_text
@@ -336,11 +336,20 @@ def render(
 def _labels(
     plan: Plan, q: QualityReport | None, rows: np.ndarray, kind: modality.Modality
 ) -> tuple[np.ndarray | None, str | None]:
-    obs = kind.metadata(plan.input)
-    key = q.label_key if q and q.label_key in obs.columns else scores.choose_label(kind.label_columns(obs), None).key
-    if key is None:
+    if q is not None and q.label_key is None:  # the gate guessed from the same columns and found none
         return None, None
-    values = obs[key].to_numpy()[rows]
+    key = q.label_key if q is not None else None
+    values = None
+    if key is not None and kind.name == "cells":  # the gate's column, only the pictured rows
+        values = h5io.read_obs_column_rows(plan.input.path, key, rows)
+    if values is None:  # no gate result, or not an .h5ad: the whole table (the gate's choice, else a guess)
+        obs = kind.metadata(plan.input)
+        key = (
+            q.label_key if q and q.label_key in obs.columns else scores.choose_label(kind.label_columns(obs), None).key
+        )
+        if key is None:
+            return None, None
+        values = obs[key].to_numpy()[rows]
     return np.where(pd.notna(values), values.astype(str), MISSING_LABEL), key
 
 

@@ -125,6 +125,30 @@ def test_obs_slices_equal_the_whole_table_sliced(tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(h5io.read_obs(path, start, stop), whole.iloc[start:stop])
 
 
+def test_obs_column_rows_equal_the_whole_column_at_those_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's label read (only the pictured rows of one column) equals the whole table's column at those
+    rows, for every encoding, across several read blocks; a file or column it cannot read that way says None."""
+    adata = _random_adata(3)
+    adata.obs["cell_type"] = adata.obs["cell_type"].cat.add_categories(["DC"])
+    adata.obs.loc[adata.obs.index[[2, 40]], "cell_type"] = None  # missing values (code -1)
+    adata.obs["name"] = [f"unique-{i}" for i in range(adata.n_obs)]  # stays a string array
+    path = _write(adata, tmp_path / "x.h5ad", "csr")
+    monkeypatch.setattr(h5io, "GATHER_ROWS", 8)  # 57 rows in 8 blocks; some blocks hold no wanted row
+    whole = h5io.read_obs(path)
+    rows = np.array([0, 2, 3, 9, 10, 11, 33, 40, 56])
+    for key in ["cell_type", "score", "label", "flag", "depth", "name"]:
+        got = h5io.read_obs_column_rows(path, key, rows)
+        assert got is not None, key
+        want = whole[key].to_numpy()[rows]
+        assert len(got) == len(rows)
+        assert [str(v) for v in got] == [str(v) for v in want], key
+        assert list(pd.isna(got)) == list(pd.isna(want)), key
+    assert h5io.read_obs_column_rows(path, "no_such_column", rows) is None
+    # the label table (modality cells.label_table, the gate's): every column, no cell names
+    pd.testing.assert_frame_equal(h5io.read_obs(path, names=False), whole.reset_index(drop=True))
+    pd.testing.assert_frame_equal(h5io.read_obs(path, 5, 9, names=False), whole.iloc[5:9].set_axis(range(5, 9)))
+
+
 def test_read_shard_is_the_same_cells_as_anndata_reads(tmp_path: Path, sample_h5ad: Path) -> None:
     full = ad.read_h5ad(sample_h5ad)
     shard = h5io.read_shard(sample_h5ad, 123, 321)

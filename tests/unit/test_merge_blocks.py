@@ -107,3 +107,38 @@ def test_rows_gathered_by_index_and_streamed_gate_statistics(
     for field in ("mean_norm", "min_std_over_dims", "mean_pairwise_cosine", "distinct_fraction"):
         assert getattr(streamed, field) == pytest.approx(getattr(whole, field), rel=1e-12), field
     assert streamed.cosine_sample_cells == whole.cosine_sample_cells == 23
+
+
+def test_merge_copies_the_input_obs_as_anndata_reads_it(tmp_path: Path, embeddings: np.ndarray) -> None:
+    """merge copies an .h5ad input's obs group with HDF5 (store.copyable_obs): the merged file must read with
+    anndata exactly as the input's obs does, whatever the columns' encodings (categorical with a missing value,
+    plain strings, nullable integers and booleans, floats), the index name and the input's compression."""
+    plan = _plan(tmp_path, embeddings)
+    n = len(embeddings)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(["T", "B", None, "NK"] * 5 + ["T", "B", "B"], categories=["NK", "T", "B"]),
+            "donor": [f"d{i % 4}-{i}" for i in range(n)],  # unique strings: anndata keeps them a string array
+            "n_genes": pd.array([i if i % 5 else None for i in range(n)], dtype="Int64"),
+            "doublet": pd.array([bool(i % 2) if i % 7 else None for i in range(n)], dtype="boolean"),
+            "score": np.linspace(0, 1, n, dtype=np.float32),
+        },
+        index=pd.Index([f"AAAC-{i}" for i in range(n)], name="barcode"),
+    )
+    ad.AnnData(obs=obs, var=pd.DataFrame(index=["G1", "G2"])).write_h5ad(plan.input.path, compression="gzip")
+    assert store.copyable_obs(plan.input.path) == Path(plan.input.path)
+    store.merge(plan)
+    merged, source = ad.read_h5ad(plan.out_path / "embeddings.h5ad"), ad.read_h5ad(plan.input.path)
+    pd.testing.assert_frame_equal(merged.obs, source.obs)
+    assert merged.obs.index.name == "barcode" and merged.obs["donor"].dtype == object
+    np.testing.assert_array_equal(merged.obsm["X_geneformer"], embeddings)
+    assert merged.shape == (n, 0) and merged.uns["helical_airflow"]["run_key"] == plan.run_key
+
+
+def test_merge_refuses_shards_that_disagree_with_the_copied_obs(tmp_path: Path, embeddings: np.ndarray) -> None:
+    plan = _plan(tmp_path, embeddings)
+    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(5)]), var=pd.DataFrame(index=["G1"])).write_h5ad(
+        plan.input.path
+    )
+    with pytest.raises(store.ShardError, match="23 embedding rows for 5 rows of metadata"):
+        store.merge(plan)

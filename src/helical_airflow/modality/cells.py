@@ -60,8 +60,9 @@ class Cells:
         return h5io.read_obs(summary.path)
 
     def label_table(self, path: str | Path) -> pd.DataFrame | None:
-        """The columns a label is checked against before anything is embedded (the file is not validated yet)."""
-        return h5io.read_obs(path)
+        """The columns a label is checked against (before anything is embedded: the file is not validated yet; and
+        by the quality gate): without the cell names, which a label does not need (a million Python strings)."""
+        return h5io.read_obs(path, names=False)
 
     def label_columns(self, table: pd.DataFrame) -> pd.DataFrame:
         return table
