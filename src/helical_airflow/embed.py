@@ -18,10 +18,11 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from . import agreement, modality, objstore, settings, shardlock, telemetry
+from . import agreement, gpus, modality, objstore, settings, shardlock, telemetry
 from .errors import ConfigError, HelicalAirflowError, ShardError
 from .logs import log_context
 from .models import ModelRunner, cache, get_model, registry
+from .plan import weights_checksum
 from .spec import Plan, Precision, ShardResult
 from .store import batch_size, finished_result, save_npy, write_json
 
@@ -51,7 +52,8 @@ def use_cache_dir(cache_dir: str | None) -> None:
 def shard_cache_dir(plan: Plan) -> str | None:
     """Where this process reads the plan's weights: the worker's own cache (HELICAL_AIRFLOW_WORKER_CACHE_DIR: workers
     that share no disk, each with its weights) when set, else the cache the plan was made with. The worker's cache
-    must hold every weights file the plan lists (E532); their checksum is the plan's (weights_checksum)."""
+    must hold every weights file the plan lists (E532), each with the plan's sha256 (E533: the same names can hold
+    other weights). A worker reads each file once for that: cache.file_sha256 remembers its digest."""
     own = settings.get().worker_cache_dir
     if own is None or os.path.abspath(own) == os.path.abspath(plan.params.cache_dir or os.sep):
         return plan.params.cache_dir
@@ -60,11 +62,35 @@ def shard_cache_dir(plan: Plan) -> str | None:
     if missing:
         raise ConfigError(
             "E532",
-            f"this worker's weights cache {own} lacks {len(missing)} file(s) of the plan's model (first: {missing[0]})",
+            f"the weights cache {own} of this worker lacks {len(missing)} file(s) of the plan (first: {missing[0]})",
             f"put the weights there on this worker (helical-airflow models download --cache-dir {own}, or models "
             "fixture for tests), or unset HELICAL_AIRFLOW_WORKER_CACHE_DIR to read the plan's cache",
         )
+    differ = _other_weights(plan, own)
+    if differ:
+        name, planned, found = differ[0]
+        raise ConfigError(
+            "E533",
+            f"the weights cache {own} of this worker holds other weights than the plan in {len(differ)} file(s) "
+            f"(first: {name}, sha256 {found[:12]} where the plan has {planned[:12]})",
+            f"replace them with the plan's weights on this worker (delete {cache.models_dir(own) / name} and run "
+            f"helical-airflow models download --cache-dir {own}, or build the plan's fixture for tests), or unset "
+            "HELICAL_AIRFLOW_WORKER_CACHE_DIR to read the plan's cache",
+        )
     return own
+
+
+def _other_weights(plan: Plan, own: str) -> list[tuple[str, str, str]]:
+    """(file, the plan's sha256, this cache's) for each weights file of the plan whose bytes differ here. A plan
+    written before per-file checksums (2026-12-01) is compared by its one checksum over every file."""
+    root = cache.models_dir(own)
+    if plan.weights_files:
+        found = {name: cache.file_sha256(root, name) for name in sorted(plan.weights_files)}
+        return [(name, plan.weights_files[name], digest) for name, digest in found.items()
+                if digest != plan.weights_files[name]]  # fmt: skip
+    files = registry.weights_files(get_model(plan.params.model), plan.params.options, own)
+    whole, _ = weights_checksum(files, root)
+    return [] if whole == plan.weights_checksum else [("(all files)", plan.weights_checksum, whole)]
 
 
 def resolve_device(requested: str, gpu_policy: str, fixture: bool = False) -> str:
@@ -273,13 +299,22 @@ def _reset_peak_gpu(device: str) -> None:
 
 
 def _gpu_id(device: str) -> str | None:
-    """The physical id of the GPU this process computes on: CUDA_VISIBLE_DEVICES maps torch's index to it."""
+    """The machine's id (as `nvidia-smi -L` numbers it) of the GPU this process computes on: the one its launcher
+    leased (HELICAL_AIRFLOW_GPU_ID; in a container torch numbers its one GPU 0 whatever the host's id); else the one
+    the NVIDIA runtime gave the container (NVIDIA_VISIBLE_DEVICES: a Kubernetes pod's device plugin pick), None when
+    it gave several (their order inside is not theirs); else torch's index mapped through CUDA_VISIBLE_DEVICES."""
     if device != "cuda":
         return None
+    leased = settings.get().env("HELICAL_AIRFLOW_GPU_ID").strip()
+    if leased:
+        return leased
+    given = [d.strip() for d in settings.get().env("NVIDIA_VISIBLE_DEVICES").split(",") if d.strip()]
+    if given and given[0] not in ("all", "none", "void"):
+        return given[0] if len(given) == 1 else None
     import torch
 
     index = torch.cuda.current_device()
-    visible = [d.strip() for d in settings.get().cuda_visible_devices.split(",") if d.strip()]
+    visible = gpus.visible_devices() or ()
     return visible[index] if index < len(visible) else str(index)
 
 

@@ -1,9 +1,12 @@
 """One shard group per GPU: which GPUs this worker has, and a lease on one of them for the duration of a launch.
 
 The GPUs are HELICAL_AIRFLOW_GPUS: `auto` (the default) finds them without importing torch (at DAG parse time or
-in a Celery worker that must stay light): CUDA_VISIBLE_DEVICES when the worker is already restricted to some,
-else one per line of `nvidia-smi -L`, else none. A number N means devices 0..N-1, a list (`0,2,5`) those ids, `0`
-none (no pinning: the shard process sees what the worker sees, as before).
+in a Celery worker that must stay light): CUDA_VISIBLE_DEVICES when the worker is already restricted to some
+(read as CUDA reads it: the ids up to the first invalid one or `-1`; set but empty is no GPU), else one per line
+of `nvidia-smi -L`, else none. A number N means the first N of those (devices 0..N-1 on an unrestricted
+worker), a list (`0,2,5`) those ids, `0` none (no pinning: the shard process sees what the worker sees, as
+before). Ids are the machine's (`nvidia-smi -L`'s): a group's process gets CUDA_VISIBLE_DEVICES=<its id>, which
+replaces the worker's, and HELICAL_AIRFLOW_GPU_ID=<its id>, which its manifest records (embed._gpu_id).
 
 A lease is `fcntl.flock` on `<lock dir>/gpu<id>.lock` (HELICAL_AIRFLOW_GPU_LOCK_DIR; machine-local, so every
 worker and container launcher on the machine shares the same set), like shardlock.py: the kernel releases it when
@@ -42,20 +45,31 @@ _GPU_LINE = re.compile(r"^GPU (\d+):", re.MULTILINE)
 _DEVICE_ID = re.compile(r"\d+|(GPU|MIG)-[\w-]+")
 
 
-def parse_gpus(raw: str) -> tuple[str, ...]:
-    """The device ids HELICAL_AIRFLOW_GPUS names (`auto` is resolved by `devices()`); E531 when it is not one."""
+def parse_gpus(raw: str, visible: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The device ids HELICAL_AIRFLOW_GPUS names (`auto` is resolved by `devices()`); E531 when it is not one.
+    `visible`: the worker's CUDA_VISIBLE_DEVICES (`visible_devices()`), which a count takes its ids from."""
     raw = raw.strip()
-    if re.fullmatch(r"\d+", raw):
-        return tuple(str(i) for i in range(int(raw)))
-    ids = tuple(part.strip() for part in raw.split(","))
-    if raw and all(_DEVICE_ID.fullmatch(part) for part in ids) and len(set(ids)) == len(ids):
-        return ids
-    raise ConfigError(
-        "E531",
-        f"HELICAL_AIRFLOW_GPUS={raw!r} is not a GPU count or a list of device ids",
-        "set it to auto (detect them), a count (e.g. 4), or distinct ids as nvidia-smi -L lists them (e.g. 0,2,5 "
-        "or GPU-<uuid>,...)",
-    )
+    if not re.fullmatch(r"\d+", raw):
+        ids = tuple(part.strip() for part in raw.split(","))
+        if raw and all(_DEVICE_ID.fullmatch(part) for part in ids) and len(set(ids)) == len(ids):
+            return ids
+        raise ConfigError(
+            "E531",
+            f"HELICAL_AIRFLOW_GPUS={raw!r} is not a GPU count or a list of device ids",
+            "set it to auto (detect them), a count (e.g. 4), or distinct ids as nvidia-smi -L lists them (e.g. "
+            "0,2,5 or GPU-<uuid>,...)",
+        )
+    n = int(raw)
+    if visible is None:
+        return tuple(str(i) for i in range(n))
+    if n > len(visible):  # "2" on a worker restricted to GPU 3 would pin a group to GPU 1: not the worker's
+        raise ConfigError(
+            "E531",
+            f"HELICAL_AIRFLOW_GPUS={raw} asks for more GPUs than this worker's CUDA_VISIBLE_DEVICES="
+            f"{','.join(visible) or '(none)'} lets it use",
+            f"set HELICAL_AIRFLOW_GPUS to auto or at most {len(visible)}, or widen CUDA_VISIBLE_DEVICES",
+        )
+    return visible[:n]
 
 
 def nvidia_smi_count() -> int:
@@ -71,17 +85,36 @@ def nvidia_smi_count() -> int:
     return len(_GPU_LINE.findall(out.stdout)) if out.returncode == 0 else 0
 
 
-def _detected(visible: str) -> tuple[str, ...]:
-    if visible.strip():
-        return tuple(part.strip() for part in visible.split(",") if part.strip() and part.strip() != "-1")
-    return tuple(str(i) for i in range(nvidia_smi_count()))
+def parse_visible(value: str | None) -> tuple[str, ...] | None:
+    """The GPU ids a CUDA_VISIBLE_DEVICES value lets a process see, as the CUDA runtime reads it (and torch's
+    _parse_visible_devices): None when unset (every GPU); else the ids up to the first that is not one (`-1`,
+    `none`, a UUID after an index), so "" and "-1" are no GPU and "0,-1,1" is GPU 0 alone; a repeated id hides
+    every GPU."""
+    if value is None:
+        return None
+    ids: list[str] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not _DEVICE_ID.fullmatch(part) or (ids and part.isdigit() != ids[0].isdigit()):
+            break
+        part = str(int(part)) if part.isdigit() else part  # CUDA reads "02" as device 2
+        if part in ids:
+            return ()
+        ids.append(part)
+    return tuple(ids)
+
+
+def visible_devices() -> tuple[str, ...] | None:
+    """This process's CUDA_VISIBLE_DEVICES, read as CUDA reads it (`parse_visible`); None: unset, every GPU."""
+    return parse_visible(settings.get().raw.get("CUDA_VISIBLE_DEVICES"))
 
 
 def devices() -> tuple[str, ...]:
     """This worker's GPU ids, one lease each (empty: no GPU, nothing is pinned)."""
     raw = settings.get().gpus
-    visible = settings.get().cuda_visible_devices
-    return _detected(visible) if raw.strip().lower() == "auto" else parse_gpus(raw)
+    visible = visible_devices()
+    if raw.strip().lower() != "auto":
+        return parse_gpus(raw, visible)
+    return visible if visible is not None else tuple(str(i) for i in range(nvidia_smi_count()))
 
 
 def count() -> int:

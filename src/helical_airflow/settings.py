@@ -97,12 +97,19 @@ VARIABLES: tuple[Variable, ...] = (
              "processes the local launcher shares the worker's cores among", "runner"),
     Variable("HELICAL_AIRFLOW_GPUS", "auto",
              "this worker's GPUs, one shard group each (gpus.py): auto (CUDA_VISIBLE_DEVICES, else `nvidia-smi -L`), "
-             "a count, or device ids (`0,2,5`); 0: pin nothing (E531 when invalid)", "runner"),
+             "a count (the first N of CUDA_VISIBLE_DEVICES when that restricts the worker), or device ids "
+             "(`0,2,5`); 0: pin nothing (E531 when invalid)", "runner"),
     Variable("HELICAL_AIRFLOW_GPU_LOCK_DIR", "<temp dir>/helical-airflow-gpu-leases",
              "where the per-GPU leases live (machine-local: every worker of the machine must use the same one)",
              "runner"),
     Variable("CUDA_VISIBLE_DEVICES", "unset", "the GPUs the worker may use (`HELICAL_AIRFLOW_GPUS=auto` leases "
              "those); the local launcher sets it for each embed process to its leased GPU", "runner"),
+    Variable("HELICAL_AIRFLOW_GPU_ID", "unset", "set by the local and docker launchers for an embed process: "
+             "the machine's id of the GPU leased for it, which its manifest records as the shard's `gpu` (inside a "
+             "container that GPU is device 0)", "runner"),
+    Variable("NVIDIA_VISIBLE_DEVICES", "unset", "set by the NVIDIA container runtime (Docker, a Kubernetes device "
+             "plugin): the GPU(s) given to the container; a pod's one GPU is recorded as its shards' `gpu`",
+             "runner"),
     Variable("HELICAL_AIRFLOW_WORKER_CACHE_DIR", "unset: the plan's cache",
              "this worker's own weights cache: its embed processes read the plan's weights from here, not from "
              "the planning worker's cache (E532 when a file is missing); the local stack sets it per worker",

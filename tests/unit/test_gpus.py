@@ -5,6 +5,7 @@ The real pinning on a GPU machine is bench/gpu_check.sh."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -38,6 +39,8 @@ def test_the_gpus_are_detected_or_set(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")  # a worker restricted to some GPUs leases only those
     assert gpus.devices() == ("3", "1")
     monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "2")
+    assert gpus.devices() == ("3", "1")  # a count on a restricted worker: the first N of its own
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert gpus.devices() == ("0", "1")
     monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "0,2,5")
     assert gpus.devices() == ("0", "2", "5")
@@ -48,6 +51,62 @@ def test_the_gpus_are_detected_or_set(monkeypatch: pytest.MonkeyPatch, tmp_path:
         with pytest.raises(ConfigError) as err:
             gpus.devices()
         assert err.value.code == "E531" and bad in err.value.message
+
+
+def test_a_worker_restricted_by_cuda_visible_devices_leases_only_its_gpus(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """CUDA_VISIBLE_DEVICES read as CUDA reads it, on a machine whose nvidia-smi lists 8 GPUs: the GPU count, the
+    leased ids and the pool size agree with what torch would see under it."""
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "bin", 8))
+    monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "auto")
+    cases = {
+        "2,3": ("2", "3"),
+        "3,02": ("3", "2"),  # a leading zero, as CUDA takes it
+        "GPU-aa11-bb22,GPU-cc33": ("GPU-aa11-bb22", "GPU-cc33"),
+        "MIG-0d5f-11aa": ("MIG-0d5f-11aa",),
+        "": (),  # set but empty: no GPU (not every GPU)
+        "-1": (),
+        "4,-1,5": ("4",),  # CUDA stops at the first invalid id
+        "6,GPU-aa11": ("6",),  # ...and at a UUID after an index
+        "1,1": (),  # a repeated id hides them all
+    }
+    from torch.cuda import _parse_visible_devices  # what torch.cuda.device_count() counts under it
+
+    for visible, expected in cases.items():
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert tuple(map(str, _parse_visible_devices())) == expected, visible
+        assert (gpus.devices(), gpus.count()) == (expected, len(expected)), visible
+        assert gpus.default_pool_slots() == max(1, len(expected)), visible
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    leased = []
+    with gpus.lease(lock_dir=tmp_path / "leases") as first, gpus.lease(lock_dir=tmp_path / "leases") as second:
+        leased = [first, second]
+    assert leased == ["2", "3"]  # the worker's own two, never 0 or 1
+    monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "1")  # a count takes the first N the worker may use
+    assert gpus.devices() == ("2",)
+    monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "3")
+    with pytest.raises(ConfigError) as err:
+        gpus.devices()
+    assert err.value.code == "E531" and "CUDA_VISIBLE_DEVICES=2,3" in err.value.message
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpus.devices() == ("0", "1", "2")
+
+
+def test_the_shard_records_the_gpu_its_launcher_leased(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest's `gpu`: the launcher's id (a container sees its GPU as device 0), else the device plugin's one
+    GPU of a pod, nothing for several (their order inside the pod is not known) or on a CPU."""
+    from helical_airflow.embed import _gpu_id
+
+    monkeypatch.setenv("HELICAL_AIRFLOW_GPU_ID", "5")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")  # a CUDA image's default
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert (_gpu_id("cuda"), _gpu_id("cpu")) == ("5", None)
+    monkeypatch.delenv("HELICAL_AIRFLOW_GPU_ID")
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-0f3c2a")  # a pod: the device plugin's pick
+    assert _gpu_id("cuda") == "GPU-0f3c2a"
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "GPU-0f3c2a,GPU-77ab01")
+    assert _gpu_id("cuda") is None
 
 
 def test_concurrent_leases_get_different_gpus_and_a_crash_frees_its_gpu(tmp_path: Path) -> None:
@@ -90,21 +149,26 @@ def _plan(tmp_path: Path, device: str, model: str = "geneformer", weights: dict[
 def test_the_local_launcher_pins_each_concurrent_group_to_its_own_gpu(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Two groups launched at once by a worker with 4 GPUs: each embed process sees one GPU, not the same one; a CPU
-    plan is pinned to none. The embed process is a stand-in that records what it was given and exits."""
+    """Two groups launched at once by a worker restricted to GPUs 5 and 2 of an 8-GPU machine: each embed process
+    sees one of those two (not 0 or 1: its CUDA_VISIBLE_DEVICES holds the machine's id), not the same one, and is told
+    that id for its manifest; a CPU plan is pinned to none. The embed process is a stand-in that records what it was
+    given and exits."""
     from helical_airflow.launchers.base import LaunchError
     from helical_airflow.launchers.local import run_local
 
-    monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "4")
+    monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "auto")
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "bin", 8))
     monkeypatch.setenv("HELICAL_AIRFLOW_GPU_LOCK_DIR", str(tmp_path / "leases"))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,2")
     env = tmp_path / "env" / "bin"
     env.mkdir(parents=True)
     (env / "python").write_text("")
     seen = tmp_path / "seen"
     seen.mkdir()
     runner = env / "helical-airflow"  # runner_program() runs this script of the runner environment
-    runner.write_text(f'#!/bin/sh\necho "${{CUDA_VISIBLE_DEVICES-unset}}" > {seen}/$$\nsleep 1\n')
+    runner.write_text(
+        f'#!/bin/sh\necho "${{CUDA_VISIBLE_DEVICES-unset}} ${{HELICAL_AIRFLOW_GPU_ID-unset}}" > {seen}/$$\nsleep 1\n'
+    )
     runner.chmod(0o755)
 
     def launch(plan: str) -> None:
@@ -116,12 +180,12 @@ def test_the_local_launcher_pins_each_concurrent_group_to_its_own_gpu(
         group.start()
     for group in groups:
         group.join(timeout=60)
-    pinned = sorted(p.read_text().strip() for p in seen.iterdir())
-    assert len(pinned) == 2 and len(set(pinned)) == 2 and set(pinned) <= {"0", "1", "2", "3"}, pinned
+    pinned = sorted(p.read_text().split() for p in seen.iterdir())
+    assert pinned == [["2", "2"], ["5", "5"]], pinned  # (CUDA_VISIBLE_DEVICES, HELICAL_AIRFLOW_GPU_ID) per group
     for p in seen.iterdir():
         p.unlink()
     launch(_plan(tmp_path, "cpu"))
-    assert [p.read_text().strip() for p in seen.iterdir()] == ["unset"]
+    assert [p.read_text().split() for p in seen.iterdir()] == [["5,2", "unset"]]  # the worker's own, untouched
 
 
 def test_the_docker_launcher_asks_for_the_leased_gpu_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -132,8 +196,10 @@ def test_the_docker_launcher_asks_for_the_leased_gpu_only(monkeypatch: pytest.Mo
     op = docker.docker_operator(_plan(tmp_path, "cuda"), [0], cfg, gpu_device="2")
     assert [(r["DeviceIDs"], r["Count"]) for r in op.device_requests] == [(["2"], 0)]  # as `docker run --gpus device=2`
     assert op.device_requests[0]["Capabilities"] == [["gpu"]]
+    assert op.environment["HELICAL_AIRFLOW_GPU_ID"] == "2"  # inside, that GPU is device 0: the manifest records 2
     everything = docker.docker_operator(_plan(tmp_path, "cuda"), [0], cfg)  # no lease (no GPU detected): all
     assert [r["Count"] for r in everything.device_requests] == [-1]
+    assert "HELICAL_AIRFLOW_GPU_ID" not in everything.environment
 
     monkeypatch.setenv("HELICAL_AIRFLOW_GPUS", "2")
     monkeypatch.setenv("HELICAL_AIRFLOW_GPU_LOCK_DIR", str(tmp_path / "leases"))
@@ -194,7 +260,7 @@ def test_an_embed_process_reads_the_weights_from_its_workers_own_cache(
     from helical_airflow.models.cache import models_dir
     from helical_airflow.plan import load_plan
 
-    plan = load_plan(_plan(tmp_path, "cpu", weights={"geneformer/model.safetensors": "0" * 64}))
+    plan = load_plan(_plan(tmp_path, "cpu", weights={"geneformer/model.safetensors": hashlib.sha256(b"w").hexdigest()}))
     monkeypatch.delenv("HELICAL_AIRFLOW_WORKER_CACHE_DIR", raising=False)
     assert shard_cache_dir(plan) == plan.params.cache_dir  # no cache of its own: the plan's
     own = tmp_path / "worker2-cache"

@@ -115,6 +115,8 @@ def docker_operator(
             "HELICAL_AIRFLOW_OUTPUT_DIR": str(settings.output_dir()),
             "PYTHONUNBUFFERED": "1",
             **settings.container_env(),
+            # the container numbers its one GPU 0: the host's id of it is what the manifest records (embed._gpu_id)
+            **({"HELICAL_AIRFLOW_GPU_ID": gpu_device} if gpu and gpu_device is not None else {}),
         },
         device_requests=device_requests(gpu, gpu_device),
         mem_limit=f"{plan.params.memory_cap_gb:g}g",  # a hard cap: the kernel's OOM kill there is E305

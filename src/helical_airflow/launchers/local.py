@@ -76,7 +76,8 @@ def run_local(
     """Embed the shards; returns their ShardResults (dicts) from the store. Raises LaunchError on failure."""
     emit = emit or log.info
     with gpu_lease(plan_path, emit) as gpu:
-        pinned = {**(env or {}), "CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else env
+        # the process sees one GPU (as cuda:0) and records the machine's id of it (embed._gpu_id)
+        pinned = {**(env or {}), "CUDA_VISIBLE_DEVICES": gpu, "HELICAL_AIRFLOW_GPU_ID": gpu} if gpu is not None else env
         return run_until_done(plan_path, shards, lambda todo: _run_process(plan_path, todo, python, pinned, emit), emit)
 
 
