@@ -4,7 +4,8 @@ Writes synthetic inputs (bench/synth.py, sparse draw: the fixture genes, ~50 gen
 label) and runs every step of the pipeline on each, in a fresh process per step, with the smallest fixture
 model: validate, plan, embed (all shards, one model load; relaunched for the shards left when the runner asks
 to be recycled, as every launcher does), merge, quality gate, report. For each step it prints the wall time and
-the peak RSS the kernel reports for that process (ru_maxrss from wait4), beside the same at the small size.
+the peak RSS the kernel reports for that process (ru_maxrss from wait4, in a small launcher: see LAUNCHER),
+beside the same at the small size.
 
 Targets (issue 20): at the large size, every step but embed takes at most 10% of the embed step's time, and
 every step's peak memory at the large size is at most 1.2x its peak at the small size. Exits 1 when a target is
@@ -52,36 +53,63 @@ MAX_MEMORY_RATIO = 1.2
 RECYCLE_EXIT = 75  # embed-shard: "start a fresh process for the shards left" (cli.RECYCLE_EXIT)
 
 
+# The step runs as the child of this small launcher (python -S, ~10 MB), which reports the step's ru_maxrss on
+# stderr. Why not wait4 on the step directly: Linux counts the RSS a process had before exec in its ru_maxrss (the
+# parent's, at fork), so every step read at least this bench's own RSS (measured: /bin/true read 333 MB from a
+# 300 MB parent, 33 MB from a small one); the 1,000,000-cell input written in this process made that ~450 MB.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\n{sys.argv[1]} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+PEAK_MARK = "scale-peak-rss-kib"
+
+
 def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(wall seconds, peak RSS MB from the kernel, stdout) of one child process; exit code 75 is allowed."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, PEAK_MARK]  # the launcher's sys.argv[1]; the step: [2:]
+        child = subprocess.Popen([*launcher, *command], stdout=stdout, stderr=stderr, text=True, env=env)
+        code = child.wait()
         seconds = time.perf_counter() - started
         stdout.seek(0)
         stderr.seek(0)
+        errors = stderr.read()
         if code not in (0, RECYCLE_EXIT):
-            raise SystemExit(f"{' '.join(command[:4])} ... failed ({code}):\n{stderr.read()[-3000:]}")
-        return seconds, usage.ru_maxrss / 1024, stdout.read()  # Linux reports ru_maxrss in KiB
+            raise SystemExit(f"{' '.join(command[:4])} ... failed ({code}):\n{errors[-3000:]}")
+        peak_kib = [line.split()[1] for line in errors.splitlines() if line.startswith(PEAK_MARK + " ")][-1]
+        return seconds, int(peak_kib) / 1024, stdout.read()  # Linux reports ru_maxrss in KiB
 
 
 def step_child(step: str, plan_file: str, args: argparse.Namespace) -> None:
-    """plan or a step after embed, in this (fresh) process: the library functions the CLI and the DAG call."""
+    """plan or a step after embed, in this (fresh) process: the library functions the CLI and the DAG call, each
+    step importing only its own module (importing all of them made each step pay for the others' imports)."""
     from helical_airflow.plan import load_plan, make_plan
-    from helical_airflow.quality import quality_gate
-    from helical_airflow.report import write_report
-    from helical_airflow.spec import InputSummary, RunParams
-    from helical_airflow.store import merge
 
     if step == "plan":  # as the DAG's plan task: from validate's summary (`helical-airflow plan` validates again)
+        from helical_airflow.spec import InputSummary, RunParams
+
         summary = InputSummary.model_validate_json(Path(plan_file).read_text())
         params = RunParams(model=args.model, shard_size=args.shard_size, cache_dir=args.cache_dir, device="cpu")
         print(make_plan(summary, params, args.work / "outputs").plan_file)
         return
     plan = load_plan(plan_file)
-    {"merge": merge, "quality": quality_gate, "report": write_report}[step](plan)
+    if step == "merge":
+        from helical_airflow.store import merge
+
+        merge(plan)
+    elif step == "quality":
+        from helical_airflow.quality import quality_gate
+
+        quality_gate(plan)
+    else:
+        from helical_airflow.report import write_report
+
+        write_report(plan)
 
 
 def run_steps(work: Path, n_cells: int, phase: str, args: argparse.Namespace, figures: dict) -> None:
