@@ -372,6 +372,19 @@ def main_dashboard() -> dash.Dashboard:
         )
     )
 
+    d = d.with_row(dash.Row("Model comparison (helical_model_comparison DAG, helical-airflow compare)"))
+    d = d.with_panel(
+        tbl(
+            "Model comparison: scores per model",
+            "Per comparison (comparison_key) and model (PCA: the baseline): the scIB aggregates (bio_conservation, "
+            "batch_correction with a batch key, total) and rank (1: best), with every scib-metrics metric. Fixture "
+            "weights carry no biology: the ranking only tests the job (comparison.html says so). Kept 7 days.",
+            "max by (dataset, comparison_key, model, score) "
+            f"(last_over_time(helical_compare_score{{{MODEL}}}[7d]))",
+            24,
+        )
+    )
+
     d = d.with_row(dash.Row("Containers (cAdvisor, Docker stack)"))
     d = d.with_panel(
         ts(
