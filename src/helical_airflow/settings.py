@@ -385,10 +385,6 @@ class Settings:
         return self.env("HELICAL_AIRFLOW_GPUS", "auto") or "auto"
 
     @property
-    def cuda_visible_devices(self) -> str:
-        return self.env("CUDA_VISIBLE_DEVICES")
-
-    @property
     def gpu_lock_dir(self) -> Path:
         configured = self.env("HELICAL_AIRFLOW_GPU_LOCK_DIR")
         return Path(configured) if configured else Path(tempfile.gettempdir()) / "helical-airflow-gpu-leases"
