@@ -8,9 +8,11 @@ a process, container or pod of its own through the chosen launcher, loading the 
 checkpointing every shard) -> `merge` -> `quality_gate` -> `publish`.
 
 Annotation, when asked for (otherwise these tasks skip): -> `plan_annotation` -> `predict_shards` (one mapped task
-per group of shards, with a fine-tuned model: `annotate_classifier` = models:/NAME@ALIAS or a model folder) ->
-`annotate` (merges the predictions; or, with `annotate_reference` and `label_key`, fits a kNN classifier on the
-reference's embeddings): annotations.h5ad, annotation.json and annotation.html in the run folder.
+per group of shards, with a fine-tuned model: `annotate_classifier` = models:/NAME@ALIAS or a model folder; its
+predict process, container or pod through the chosen launcher, on the model's queue and pool like the embed task:
+`predict_shards` or `predict_shards_gpu`, the other skipped by `route_to_queue`) -> `annotate` (merges the
+predictions; or, with `annotate_reference` and `label_key`, fits a kNN classifier on the reference's embeddings):
+annotations.h5ad, annotation.json and annotation.html in the run folder.
 
 Shards run on the Celery queue and pool of the model's resource profile: `route_to_queue` follows
 `embed_shard` (queue `default`) or `embed_shard_gpu` (queue `gpu`, pool `gpu_pool`); the other is skipped.
@@ -45,6 +47,10 @@ EMBEDDINGS = Asset(name="helical_embeddings", uri=f"file://{settings.output_dir(
 
 def _embed_task_id(queue: str) -> str:
     return "embed_shard" if queue == "default" else f"embed_shard_{queue}"
+
+
+def _predict_task_id(queue: str) -> str:
+    return "predict_shards" if queue == "default" else f"predict_shards_{queue}"
 
 
 #: (queue, pool) pairs the model table uses: one mapped embed task each
@@ -87,9 +93,9 @@ with DAG(
         return [{"plan_path": plan["plan_path"], "shards": group} for group in plan["groups"]]
 
     @task.branch(execution_timeout=timedelta(minutes=5))
-    def route_to_queue(queue: str) -> str:
-        """Follow the embed task on the Celery queue (and pool) of the model's resource profile."""
-        return _embed_task_id(queue)
+    def route_to_queue(queue: str) -> list[str]:
+        """Follow the embed and predict tasks on the Celery queue (and pool) of the model's resource profile."""
+        return [_embed_task_id(queue), _predict_task_id(queue)]
 
     planned = plan_shards(validate_input())
     routed = route_to_queue(planned["queue"])
@@ -133,11 +139,23 @@ with DAG(
         """The query's shard groups to predict with a fine-tuned model; none for a reference or no annotation."""
         return steps.plan_annotation(dict(context["params"]), plan_path)
 
-    @task(execution_timeout=timedelta(hours=4), map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=32)
-    def predict_shards(plan_path: str, shards: list[int], classifier: str, **context: Any) -> list[dict[str, Any]]:
-        label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
-        get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
-        return steps.predict_shards(dict(context["params"]), plan_path, shards, classifier)
+    predicted = []
+    for queue, pool in ROUTES:
+        # like embed_group: the predict process, container or pod runs through the launcher, on the model's queue
+        @embed_task(
+            task_id=_predict_task_id(queue),
+            queue=queue,
+            pool=pool,
+            execution_timeout=timedelta(hours=4),
+            map_index_template="{{ shard_label }}",
+            max_active_tis_per_dagrun=32,
+        )
+        def predict_group(plan_path: str, shards: list[int], classifier: str, **context: Any) -> list[dict[str, Any]]:
+            label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
+            get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+            return steps.predict_shards(dict(context["params"]), plan_path, shards, classifier)
+
+        predicted.append(predict_group)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=timedelta(hours=2))
     def annotate(plan_path: str, groups: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
@@ -150,5 +168,7 @@ with DAG(
     merged >> quality_gate(planned["plan_path"]) >> published
     groups = plan_annotation(planned["plan_path"])
     published >> groups
-    predicted = predict_shards.expand_kwargs(groups)
-    predicted >> annotate(planned["plan_path"], groups)
+    annotated = annotate(planned["plan_path"], groups)
+    for predict_group in predicted:
+        mapped = predict_group.expand_kwargs(groups)
+        routed >> mapped >> annotated

@@ -23,6 +23,7 @@ from .bounded import die_with_parent
 from .dag_params import COMPARE_SHARED, MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
 from .launchers import launch
+from .launchers import predict as predict_job
 from .models import get_model, registry
 from .pipeline import publish as publish_run
 from .plan import load_plan, make_plan, task_groups
@@ -252,8 +253,10 @@ def score_comparison(plan_path: str) -> dict[str, Any]:
 #   task (reused by its run key like any run), reuses the query's published run, fits the classifier (kNN) and
 #   writes annotations.h5ad, annotation.json and annotation.html in the query's run folder;
 # - a fine-tuned model (`annotate_classifier`: models:/NAME@ALIAS, models:/NAME/VERSION or a model folder under the
-#   output folder): predict_shards predicts each group of the query's shards (one model load a group, each shard
-#   saved atomically: a retry redoes only the missing ones), annotate merges them into the same three files.
+#   output folder): predict_shards predicts each group of the query's shards through the run's launcher (the
+#   `predict` job: `helical-airflow predict-shard` in a process, container or pod of its own, one model load a
+#   group, each shard saved atomically: a retry redoes only the missing ones), on the queue and pool of the model's
+#   profile like the embed task; annotate merges them into the same three files.
 
 
 def annotation_mode(params: dict[str, Any]) -> str:
@@ -314,17 +317,17 @@ def plan_annotation(params: dict[str, Any], plan_path: str) -> list[dict[str, An
 def predict_shards(
     params: dict[str, Any], plan_path: str, shards: list[int], classifier: str | None = None
 ) -> list[dict[str, Any]]:
-    """Predict a group of the query's shards with the fine-tuned model (loaded once for the group); `classifier` is
-    the source plan_annotation pinned (the Param's, when not given)."""
-    plan = load_plan(plan_path)
+    """Predict a group of the query's shards with the fine-tuned model through the launcher the user picked (the
+    `predict` job: one process, container or pod, one model load for the group); `classifier` is the source
+    plan_annotation pinned (the Param's, when not given). Its output streams into the task log; the results come
+    from the run folder (E512: the process exited 0 without one, retried)."""
+    launcher = params.get("launcher") or "local"
     resolved = annotate_finetuned.resolve(classifier or classifier_source(params))
-    model = annotate_finetuned.load(resolved, plan)
-    done = []
-    for index in shards:
-        path, reused = annotate_finetuned.predict_shard(plan, index, model)
-        log.info("shard %d: %s %s", index, "reused" if reused else "predicted", path)
-        done.append({"index": index, "path": str(path), "reused": reused})
-    return done
+    job = predict_job(annotate_finetuned.job_source(resolved, launcher), resolved.result.finetune_key)
+    done = launch(launcher, plan_path, shards, job=job)
+    for result in done:
+        log.info("shard %d: %s %s", result["index"], "reused" if result["reused"] else "predicted", result["path"])
+    return [{"index": r["index"], "path": r["path"], "reused": r["reused"]} for r in done]
 
 
 @fail_fast_on_user_errors

@@ -2,14 +2,16 @@
 
     the model folder (or the registry's copy, downloaded) --checks: same base model (E830), same base weights
     (E831), same gene vocabulary (E832)--> the query's embedding run (pipeline: validate -> plan -> embed shards
-    -> merge -> gate -> report, reused by its run key; its embeddings draw the report's UMAP) --> predict_shard for
-    every shard of the query's plan (probabilities to predictions/<finetune_key>/<shard>.npy, atomic: a killed
-    annotation redoes only the missing shards) --> merge_predictions: annotations.h5ad, annotation.json,
-    annotation.html, the same files and columns as the reference path (annotate.py)
+    -> merge -> gate -> report, reused by its run key; its embeddings draw the report's UMAP) --> the `predict`
+    job through a launcher (`helical-airflow predict-shard --plan P --classifier SOURCE --shard I ...`, which
+    calls predict_shards: one model load for the group, probabilities to predictions/<finetune_key>/<shard>.npy,
+    atomic: a killed annotation redoes only the missing shards) --> merge_predictions: annotations.h5ad,
+    annotation.json, annotation.html, the same files and columns as the reference path (annotate.py)
 
-Shards are predicted one after another in this process, one model load for all of them: not through the
-launchers (no per-shard process, memory cap or recycling). The DAG maps predict_shard over the plan's shards,
-one task each, and calls merge_predictions after them.
+Predictions run like embeddings: in a process, container or pod of their own (launchers/jobs.py), under the
+plan's memory cap, on a leased GPU, recycled past the runner's memory bound. The CLI launches one group of
+every shard (default: the local launcher); the DAG maps its predict task over the plan's task groups on the
+model's queue and pool, and calls merge_predictions after them.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import psutil
 
 from . import annotate, finetune, finetune_registry, modality, pipeline, scores
 from .annotate import AnnotateParams, AnnotationResult, FineTunedRef, Prediction
-from .embed import resolve_device, use_cache_dir
+from .embed import Recycle, resolve_device, use_cache_dir
 from .errors import ConfigError
 from .finetune_spec import FineTuneResult
+from .launchers import launch
+from .launchers import predict as predict_job
+from .launchers.jobs import PREDICTIONS, prediction_file
 from .models import get_model, registry
 from .models import runner as model_runner
 from .models.cache import models_dir
@@ -37,8 +43,6 @@ from .spec import Plan, RunParams, ShardResult
 from .store import embeddings_key, save_npy
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS = "predictions"  # <query run folder>/predictions/<finetune_key>/<shard:05d>.npy
 
 
 class Resolved(NamedTuple):
@@ -140,7 +144,7 @@ def predict_shard(plan: Plan, index: int, classifier: finetune.Classifier) -> tu
     whether it was reused (a finished shard is not predicted again)."""
     if not 0 <= index < len(plan.shards):
         raise ConfigError("E208", f"shard {index} is not in this plan (0..{len(plan.shards) - 1})", "check --shard")
-    target = predictions_dir(plan, classifier.result.finetune_key) / f"{index:05d}.npy"
+    target = prediction_file(plan, classifier.result.finetune_key, index)
     shard = plan.shards[index]
     if target.is_file() and np.load(target, mmap_mode="r").shape == (shard.cells, len(classifier.labels)):
         return target, True
@@ -150,6 +154,55 @@ def predict_shard(plan: Plan, index: int, classifier: finetune.Classifier) -> tu
     save_npy(target, probabilities)
     log.info("shard %d: %d cells predicted by fine-tuned model %s", index, shard.cells, classifier.result.finetune_key)
     return target, False
+
+
+def predict_shards(
+    plan: Plan, resolved: Resolved, indices: list[int], recycle: Recycle = Recycle()
+) -> tuple[list[tuple[Path, bool]], list[int]]:
+    """What `helical-airflow predict-shard` does: predict these shards, loading the model once and only if one of
+    them needs it (finished shards are reused). Like embed_shards, stops after a shard when `recycle` says so and
+    returns the indices left for a fresh process. Returns ((file, reused) per shard done, left)."""
+    done: list[tuple[Path, bool]] = []
+    classifier: finetune.Classifier | None = None
+    predicted = 0
+    for position, index in enumerate(indices):
+        target = prediction_file(plan, resolved.result.finetune_key, index)
+        if classifier is None and (
+            not 0 <= index < len(plan.shards) or not _finished(target, plan.shards[index].cells)
+        ):
+            classifier = load(resolved, plan)
+        if classifier is None:  # finished and no model loaded yet: nothing to load it for
+            done.append((target, True))
+            continue
+        path, reused = predict_shard(plan, index, classifier)
+        done.append((path, reused))
+        predicted += not reused
+        rss_mb = psutil.Process().memory_info().rss / 2**20
+        left = list(indices[position + 1 :])
+        over = (bool(recycle.max_rss_mb) and rss_mb > recycle.max_rss_mb) or (
+            bool(recycle.max_shards) and predicted >= recycle.max_shards
+        )
+        if left and not reused and over:
+            log.info("recycling the predict process after %d shard(s) (RSS %.0f MB; %d shard(s) left)", predicted,
+                     rss_mb, len(left))  # fmt: skip
+            return done, left
+    return done, []
+
+
+def _finished(target: Path, cells: int) -> bool:
+    try:
+        return target.is_file() and np.load(target, mmap_mode="r").shape[0] == cells
+    except (ValueError, OSError):
+        return False
+
+
+def job_source(resolved: Resolved, launcher: str, tracking_uri: str | None = None) -> str:
+    """What the launched predict process is told to load: the folder itself where it shares this machine's files
+    (local launcher; a registry copy is then downloaded once), the pinned models:/NAME/VERSION for a container or
+    pod (it downloads its own copy; MLFLOW_TRACKING_URI is passed on), a folder under the output folder as it is."""
+    if launcher != "local" and resolved.source.startswith("models:/"):
+        return finetune_registry.pin(resolved.source, tracking_uri)
+    return str(resolved.folder)
 
 
 def annotation_key(plan: Plan, result: FineTuneResult, params: AnnotateParams) -> str:
@@ -269,9 +322,11 @@ def annotate_with_classifier(
     tracking_uri: str | None = None,
     on_plan: Callable[[str, Plan], None] | None = None,
     on_shard: Callable[[Plan, ShardResult], None] | None = None,
+    launcher: str = "local",
 ) -> AnnotationResult:
     """Predict QUERY with a fine-tuned model (a folder or models:/...): checks first (nothing is embedded for a
-    model that cannot read this run), then the query's embedding run, then every shard, then the outputs."""
+    model that cannot read this run), then the query's embedding run, then every shard through the launcher (one
+    process, container or pod for the group, one model load), then the outputs."""
     resolved = source if isinstance(source, Resolved) else resolve(source, tracking_uri)
     check_model(resolved.result, run_params.model, resolved.source)
     plan = pipeline.prepare(query, run_params, out_root)
@@ -294,8 +349,9 @@ def annotate_with_classifier(
     if existing is not None and not tally[False]:
         log.info("annotation %s is current in %s", key, plan.out_dir)
         return existing
-    classifier = load(resolved, plan)
-    predicted = sum(not predict_shard(plan, i, classifier)[1] for i in range(len(plan.shards)))
-    log.info("fine-tuned model %s: %d shards predicted, %d reused", resolved.result.finetune_key, predicted,
-             len(plan.shards) - predicted)  # fmt: skip
+    job = predict_job(job_source(resolved, launcher, tracking_uri), resolved.result.finetune_key)
+    done = launch(launcher, str(plan.plan_file), list(range(len(plan.shards))), job=job)
+    predicted = sum(not r["reused"] for r in done)
+    log.info("fine-tuned model %s: %d shards predicted, %d reused (%s launcher)", resolved.result.finetune_key,
+             predicted, len(plan.shards) - predicted, launcher)  # fmt: skip
     return merge_predictions(plan, resolved, params, shards_embedded=tally[False])

@@ -32,6 +32,8 @@ from . import compare as compare_job
 from . import finetune as finetune_job
 from .embed import FIXTURE_WARNING, Recycle, embed_shards
 from .errors import RECYCLE_EXIT, ConfigError, HelicalAirflowError
+from .launchers import LAUNCHERS
+from .launchers.base import unknown_launcher
 from .logs import RunLogFile, json_handler, wanted_format
 from .models import FAMILIES, MODELS, get_model
 from .models.download import download_model
@@ -508,6 +510,37 @@ def embed_shard_command(
         raise typer.Exit(RECYCLE_EXIT)
 
 
+@app.command("predict-shard")
+@friendly_errors
+def predict_shard_command(
+    plan_path: Annotated[Path, typer.Option("--plan", help="the query's plan.json (its run embedded or not)")],
+    classifier: Annotated[
+        str, typer.Option(help="the fine-tuned model: its folder or models:/NAME/VERSION (MLFLOW_TRACKING_URI)")
+    ],
+    shard: Annotated[
+        list[int], typer.Option(help="shard index (0-based); repeat it to predict several with one model load", min=0)
+    ],
+) -> None:
+    """Predict shards of a plan with a fine-tuned model, loaded once (what the launchers run for `annotate
+    --classifier` and the workflow DAG's predict task).
+
+    Each shard's class probabilities are written atomically to predictions/<finetune_key>/<i>.npy in the run
+    folder (where launchers read the result); a finished shard is reused. Exits 75 after a shard when the process
+    should be recycled, like embed-shard.
+    """
+    loaded = load_plan(plan_path)
+    resolved = annotate_finetuned.resolve(classifier)
+    annotate_finetuned.check_model(resolved.result, loaded.params.model, resolved.source)  # E830
+    bound = Recycle(*settings.recycle_bounds(loaded.params.memory_cap_gb))
+    done, left = annotate_finetuned.predict_shards(loaded, resolved, shard, bound)
+    say = logging.getLogger("helical_airflow").info
+    for path, reused in done:
+        say("%s %s", "reused" if reused else "predicted", path)
+    if left:
+        say("%d shard(s) left for a fresh process: %s", len(left), left)
+        raise typer.Exit(RECYCLE_EXIT)
+
+
 @app.command()
 @friendly_errors
 def merge(
@@ -569,6 +602,13 @@ def annotate(
     ] = 5,
     out: OutOpt = DEFAULT_OUT,
     tracking_uri: TrackingOpt = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help=f"with a fine-tuned --classifier: where its predict process runs ({', '.join(LAUNCHERS)}: a "
+            "subprocess, a container, a pod; docs/annotate.md)",
+        ),  # fmt: skip
+    ] = "local",
 ) -> None:
     """Annotate QUERY from a labelled REFERENCE: embed both with MODEL (finished runs are reused by their run key,
     so a second call embeds nothing), fit a classifier on the reference's embeddings, predict the query.
@@ -579,11 +619,14 @@ def annotate(
     and annotation.html. docs/annotate.md has the details.
 
     With --classifier FOLDER|models:/NAME@ALIAS a fine-tuned model (helical-airflow finetune) predicts instead,
-    shard by shard over the query's plan, into the same files (docs/annotate.md).
+    shard by shard over the query's plan through --launcher (`predict-shard` in a process of its own, one model
+    load), into the same files (docs/annotate.md).
 
     Example: helical-airflow annotate query.h5ad --reference atlas.h5ad --label-key cell_type --model geneformer
     """
     annotate_finetuned.check_sources(reference, classifier)
+    if launcher not in LAUNCHERS:
+        raise unknown_launcher(launcher)  # E510, before anything is embedded
     resolved = None
     if annotate_finetuned.is_model_source(classifier):
         resolved = annotate_finetuned.resolve(classifier, tracking_uri)
@@ -610,8 +653,9 @@ def annotate(
     ):
         if resolved is not None:
             result = annotate_finetuned.annotate_with_classifier(
-                query, resolved, params, out.resolve(), label_key, confidence_threshold, tracking_uri, on_plan=on_plan
-            )
+                query, resolved, params, out.resolve(), label_key, confidence_threshold, tracking_uri,
+                on_plan=on_plan, launcher=launcher,
+            )  # fmt: skip
         else:
             assert reference is not None and label_key is not None  # check_sources, E708
             aparams = annotate_job.AnnotateParams(

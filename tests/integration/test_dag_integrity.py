@@ -95,6 +95,31 @@ def test_each_models_queue_and_pool_has_an_embed_task(dagbag: DagBag) -> None:
     assert dag.get_task("embed_shard").queue == "default"
 
 
+def test_predictions_follow_the_models_queue_and_pool_like_the_embed_task(dagbag: DagBag) -> None:
+    """One predict task per (queue, pool) of the model table, each behind route_to_queue (which follows the embed
+    and predict tasks of the model's route, skipping the others) and before annotate; a GPU model's predictions run
+    on the gpu queue, with the on_kill that stops what they launched."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from helical_airflow.launchers.lifecycle import EmbedShardOperator
+    from helical_airflow.models import MODELS
+
+    dag = dagbag.dags["helical_model_workflow"]
+    predict = {t.task_id: t for t in dag.tasks if t.task_id.startswith("predict_shards")}
+    routes = {(spec.profile.queue, spec.profile.pool) for spec in MODELS.values()}
+    assert {(t.queue, t.pool) for t in predict.values()} == routes and len(predict) == len(routes)
+    assert (predict["predict_shards"].queue, predict["predict_shards_gpu"].queue) == ("default", "gpu")
+    assert predict["predict_shards_gpu"].pool == "gpu_pool"
+    route = dag.get_task("route_to_queue")
+    for task in predict.values():
+        assert isinstance(task, MappedOperator) and issubclass(task.operator_class, EmbedShardOperator)
+        assert task.task_id in route.downstream_task_ids and "plan_annotation" in task.upstream_task_ids
+        assert task.downstream_task_ids == {"annotate"}
+    # the branch names the embed and predict task of the model's route (what it returns is what runs)
+    chosen = route.python_callable("gpu")  # type: ignore[attr-defined]
+    assert chosen == ["embed_shard_gpu", "predict_shards_gpu"] and set(chosen) <= set(dag.task_ids)
+
+
 def _valid(dag, **conf: object) -> None:  # type: ignore[no-untyped-def]
     """What a trigger does with its conf: set each value on a copy of the DAG's Params, then validate all."""
     params = copy.deepcopy(dag.params)

@@ -102,6 +102,24 @@ def test_a_cpu_models_pod_asks_for_no_gpu(folders: None, tmp_path: Path) -> None
     assert cuda["resources"]["limits"]["nvidia.com/gpu"] == "1" and cuda["image"].endswith("-cuda")
 
 
+def test_a_predict_job_runs_predict_shard_in_the_same_pod(folders: None, tmp_path: Path) -> None:
+    """The predict job's pod: the embed pod's resources, GPU and volumes, predict-shard as its command, its own name
+    (an embed pod of the same shard may still be terminating) and a job label."""
+    from helical_airflow.launchers import predict
+
+    path = _plan(tmp_path, GPU_MODEL)
+    job = predict("models:/helical-tf-cell_type/3", "k1")
+    pod = _validated(shard_pod(load_plan(path), path, [3], get_model(GPU_MODEL).profile, _deployment(), job))
+    embed = _pod(tmp_path, GPU_MODEL, shard=3)
+    (container,), (embedded,) = pod["spec"]["containers"], embed["spec"]["containers"]
+    assert container["args"] == ["predict-shard", "--plan", path, "--classifier", "models:/helical-tf-cell_type/3",
+                                 "--shard", "3"]  # fmt: skip
+    assert embedded["args"][0] == "embed-shard"
+    assert {k: v for k, v in container.items() if k != "args"} == {k: v for k, v in embedded.items() if k != "args"}
+    assert pod["metadata"]["name"] != embed["metadata"]["name"] and "predict3" in pod["metadata"]["name"]
+    assert pod["metadata"]["labels"]["helical-airflow/job"] == "predict"
+
+
 def test_inputs_are_read_only_and_the_plans_paths_resolve_in_the_pod(folders: None, tmp_path: Path) -> None:
     pod = _pod(tmp_path, CPU_MODEL)
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}

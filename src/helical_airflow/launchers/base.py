@@ -1,9 +1,10 @@
 """What every launcher shares: the command line, reading the shards' results from the store, and turning a failure
 into an error.
 
-A launcher runs `helical-airflow embed-shard --plan P --shard I [--shard J ...]`: one process (or container, or
-pod) embeds a group of shards with one model load, checkpointing each. The results are then read from the run
-folder (shards/<i>.json, the same records resume trusts), never from the process's output.
+A launcher runs a job's command (jobs.py: `helical-airflow embed-shard --plan P --shard I [--shard J ...]`, or
+`predict-shard` with a fine-tuned model): one process (or container, or pod) works through a group of shards with
+one model load, checkpointing each. The results are then read from the run folder (shards/<i>.json, the same
+records resume trusts; predictions/<finetune_key>/<i>.npy), never from the process's output.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from .. import telemetry
 from ..errors import RECYCLE_EXIT, HelicalAirflowError
 from ..plan import load_plan
-from ..store import finished_result, halve_batch_size
+from ..store import halve_batch_size
+from .jobs import EMBED, Job
 
 log = logging.getLogger(__name__)
 
@@ -116,52 +118,60 @@ def task_killed(stopped: Sequence[str], started: bool = True) -> TaskKilled:
     )
 
 
-def shard_command(plan_path: str, shards: Sequence[int], program: str = "helical-airflow") -> list[str]:
-    """THE command every launcher runs: embed these shards of the plan, loading the model once."""
-    return [program, "embed-shard", "--plan", str(plan_path), *(a for i in shards for a in ("--shard", str(i)))]
+def shard_command(
+    plan_path: str, shards: Sequence[int], program: str = "helical-airflow", job: Job = EMBED
+) -> list[str]:
+    """THE command a launcher runs for a job (default: embed) over these shards of the plan, one model load."""
+    return job.command(plan_path, shards, program)
 
 
-def read_results(plan_path: str, shards: Sequence[int]) -> list[dict]:
-    """The shards' ShardResults from the run folder; E512 when the process exited 0 but one is missing."""
+def read_results(plan_path: str, shards: Sequence[int], job: Job = EMBED) -> list[dict]:
+    """The shards' results (embed: ShardResults) from the run folder; E512 when the process exited 0 but one is
+    missing (retryable: the retry redoes only the missing shards)."""
     plan = load_plan(plan_path)
-    results = {i: finished_result(plan, i) for i in shards}
+    results = {i: job.result(plan, i) for i in shards}
     missing = [i for i, r in results.items() if r is None]
     if missing:
         raise LaunchError(
             "E512",
-            f"the embed process exited normally but shard(s) {missing} have no finished result in {plan.out_dir}",
+            f"the {job.name} process exited normally but shard(s) {missing} have no {job.kind.result_name} in "
+            f"{plan.out_dir}",
             "check that the runner has the same helical-airflow version and sees the same output folder",
             0,
             retryable=True,
         )
-    return [r.model_dump() for r in results.values() if r is not None]
+    return [r for r in results.values() if r is not None]
 
 
 def run_until_done(
-    plan_path: str, shards: Sequence[int], run_once: Callable[[list[int]], int], emit: Callable[[str], None]
+    plan_path: str,
+    shards: Sequence[int],
+    run_once: Callable[[list[int]], int],
+    emit: Callable[[str], None],
+    job: Job = EMBED,
 ) -> list[dict]:
-    """What every launcher does with a group: run one embed process (container, pod) over the shards, and while it
-    exits RECYCLE_EXIT having made progress, another over the shards left; then read the results from the store.
-    `run_once` returns the exit code (0 or RECYCLE_EXIT) or raises LaunchError."""
+    """What every launcher does with a group: run one process (container, pod) of the job over the shards, and
+    while it exits RECYCLE_EXIT having made progress, another over the shards left; then read the results from the
+    store. `run_once` returns the exit code (0 or RECYCLE_EXIT) or raises LaunchError."""
     try:
-        already = set(shards) - set(left_to_do(plan_path, shards))  # reused, not embedded by this launch
-    except HelicalAirflowError:  # e.g. no plan: the embed process reports it in its own words (and exit code)
+        already = set(shards) - set(left_to_do(plan_path, shards, job))  # reused, not redone by this launch
+    except HelicalAirflowError:  # e.g. no plan: the launched process reports it in its own words (and exit code)
         already = set()
     todo = list(shards)
     while True:
         code = run_once(todo)
-        left = left_to_do(plan_path, shards)
+        left = left_to_do(plan_path, shards, job)
         if code != RECYCLE_EXIT or not left or left == todo:  # no progress: the results say what is missing
             break
-        emit(f"embed process recycled; a fresh one takes the {len(left)} shard(s) left")
+        emit(f"{job.name} process recycled; a fresh one takes the {len(left)} shard(s) left")
         todo = left
-    return [{**r, "reused": r["index"] in already} for r in read_results(plan_path, shards)]
+    return [{**r, "reused": r["index"] in already} for r in read_results(plan_path, shards, job)]
 
 
-def left_to_do(plan_path: str, shards: Sequence[int]) -> list[int]:
+def left_to_do(plan_path: str, shards: Sequence[int], job: Job = EMBED) -> list[int]:
     """The shards of the group without a finished result (what a recycled process leaves for the next one)."""
     plan = load_plan(plan_path)
-    return [i for i in shards if finished_result(plan, i) is None]
+    return [i for i in shards if job.result(plan, i) is None]
 
 
 def failure(where: str, exit_code: int | None, lines: list[str]) -> LaunchError:
@@ -187,17 +197,21 @@ def failure(where: str, exit_code: int | None, lines: list[str]) -> LaunchError:
     )
 
 
-def memory_cap_exceeded(plan_path: str, shards: Sequence[int], used: str) -> LaunchError:
-    """E305 for an embed process stopped at the plan's memory cap (`used`: what was seen, e.g. "2301 MB RSS"), with
-    half the batch size written to the run folder for the retry (store.batch_size); not retryable once at 1."""
+def memory_cap_exceeded(plan_path: str, shards: Sequence[int], used: str, job: Job = EMBED) -> LaunchError:
+    """E305 for a process stopped at the plan's memory cap (`used`: what was seen, e.g. "2301 MB RSS"), with half
+    the batch size written to the run folder for the retry (store.batch_size); not retryable once at 1, nor for a
+    job whose memory the batch size does not bound (jobs.JobKind.adapts_batch: predict)."""
     plan = load_plan(plan_path)
     cap = plan.params.memory_cap_gb
     error = LaunchError("E305", f"memory cap exceeded: shard(s) {list(shards)} used {used}, over the cap of {cap:g} GB",
                         "", None, retryable=True)  # fmt: skip
 
-    telemetry.emit_failure(plan, "E305")  # the embed process was killed before it could count its own failure
-    old, new = halve_batch_size(plan, error.message)
+    telemetry.emit_failure(plan, "E305")  # the process was killed before it could count its own failure
     fix = "or lower shard_size, or raise memory_cap_gb (the machine permitting)"
+    if not job.kind.adapts_batch:
+        error.hint, error.retryable = f"the {job.name} job's memory does not follow the batch size: {fix[3:]}", False
+        return error
+    old, new = halve_batch_size(plan, error.message)
     error.hint = f"the retry runs with batch size {new} (was {old}), {fix}" if new < old else f"batch size is 1: {fix}"
     error.retryable = new < old
     return error

@@ -1,6 +1,7 @@
 """The `docker` launcher: the shard runs in a container through Airflow's DockerOperator.
 
-The container runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I`.
+The container runs the runner image's entrypoint (`helical-airflow`) with the job's command (jobs.py): `embed-shard
+--plan P --shard I`, or `predict-shard --plan P --classifier SOURCE --shard I`.
 It sees the data folder read-only at /opt/data, the output folder writable at the worker's output path (its
 own mount) and the weights cache at /opt/helical-cache (a named volume or a host folder, so weights are
 downloaded once). plan.json holds the worker's absolute paths; when the worker's folders are not the
@@ -28,7 +29,8 @@ from ..models import get_model
 from ..plan import load_plan
 from ..settings import DEFAULT_DOCKER_IMAGE as DEFAULT_IMAGE
 from ..settings import DockerSettings
-from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
+from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, task_killed
+from .jobs import EMBED, Job
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,10 @@ def docker_operator(
     cfg: DockerSettings | None = None,
     task_id: str | None = None,
     gpu_device: str | None = None,
+    job: Job = EMBED,
 ) -> Any:
-    """The DockerOperator that embeds a group of shards (built at run time: the plan decides cache, GPU, memory);
-    `gpu_device`: the GPU leased for it (None: every GPU, for a GPU shard)."""
+    """The DockerOperator that runs the job (default: embed) over a group of shards (built at run time: the plan
+    decides cache, GPU, memory); `gpu_device`: the GPU leased for it (None: every GPU, for a GPU shard)."""
     from airflow.providers.docker.operators.docker import DockerOperator
 
     cfg = cfg or DockerSettings.from_env()
@@ -105,9 +108,9 @@ def docker_operator(
     profile = get_model(plan.params.model).profile
     gpu = wants_gpu(profile.gpu, plan.params.device, cfg)
     return DockerOperator(
-        task_id=task_id or f"embed_shard_{shards[0]}_container",
+        task_id=task_id or f"{job.kind.subcommand.replace('-', '_')}_{shards[0]}_container",
         image=image_for(gpu, cfg),
-        command=shard_command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
+        command=job.command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
         docker_url=cfg.docker_url,
         mounts=container_mounts(cfg, plan.params.cache_dir),
         environment={
@@ -122,8 +125,12 @@ def docker_operator(
         mem_limit=f"{plan.params.memory_cap_gb:g}g",  # a hard cap: the kernel's OOM kill there is E305
         network_mode=cfg.network,
         user=cfg.user,
-        container_name=f"helical-{plan.run_key}-shard{shards[0]}-{uuid.uuid4().hex[:6]}",
-        labels={"helical_airflow.run_key": plan.run_key, "helical_airflow.shards": ",".join(map(str, shards))},
+        container_name=f"helical-{plan.run_key}-{job.kind.label}{shards[0]}-{uuid.uuid4().hex[:6]}",
+        labels={
+            "helical_airflow.run_key": plan.run_key,
+            "helical_airflow.shards": ",".join(map(str, shards)),
+            "helical_airflow.job": job.name,
+        },  # fmt: skip
         auto_remove="never",  # run_docker reads the exit status through the Docker API, then removes it
         mount_tmp_dir=False,  # nothing to share through /tmp; also works with a remote engine
         do_xcom_push=False,  # the results are read from the run folder
@@ -131,13 +138,20 @@ def docker_operator(
 
 
 def run_docker(
-    plan_path: str, shards: list[int], cfg: DockerSettings | None = None, emit: Callable[[str], None] | None = None
+    plan_path: str,
+    shards: list[int],
+    cfg: DockerSettings | None = None,
+    emit: Callable[[str], None] | None = None,
+    job: Job = EMBED,
 ) -> list[dict]:
-    """Embed the shards in a container (a fresh one after a recycle); returns their ShardResults from the run folder.
-    Logs stream into the task log; the exit status comes from the Docker API, never from the error's text."""
+    """Run the job (default: embed) over the shards in a container (a fresh one after a recycle); returns their
+    results from the run folder. Logs stream into the task log; the exit status comes from the Docker API, never
+    from the error's text."""
     emit = emit or log.info
     with _gpu_lease(plan_path, cfg or DockerSettings.from_env(), emit) as device:
-        return run_until_done(plan_path, shards, lambda todo: _run_container(plan_path, todo, cfg, emit, device), emit)
+        return run_until_done(
+            plan_path, shards, lambda todo: _run_container(plan_path, todo, cfg, emit, device, job), emit, job
+        )
 
 
 @contextlib.contextmanager
@@ -164,10 +178,11 @@ def _run_container(
     cfg: DockerSettings | None,
     emit: Callable[[str], None],
     gpu_device: str | None = None,
+    job: Job = EMBED,
 ) -> int:
     from airflow.providers.docker.exceptions import DockerContainerFailedException
 
-    operator = docker_operator(plan_path, shards, cfg, gpu_device=gpu_device)
+    operator = docker_operator(plan_path, shards, cfg, gpu_device=gpu_device, job=job)
     emit(f"launching container {operator.container_name} from {operator.image}: {operator.command}")
     logs: list[str] = []
     what = f"container {operator.container_name}"
@@ -190,7 +205,9 @@ def _run_container(
     if tracked.killed:
         raise task_killed([what])
     if oom_killed:
-        raise memory_cap_exceeded(plan_path, shards, "its container's memory limit (the kernel's OOM killer ended it)")
+        raise memory_cap_exceeded(
+            plan_path, shards, "its container's memory limit (the kernel's OOM killer ended it)", job
+        )
     if code not in (0, RECYCLE_EXIT):
         raise failure(f"container of shard(s) {shards}", code, logs)
     return code

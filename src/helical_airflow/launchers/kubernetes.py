@@ -1,8 +1,8 @@
 """The `kubernetes` launcher: the shard runs in its own pod through Airflow's KubernetesPodOperator.
 
-The pod runs the runner image's entrypoint (`helical-airflow`) with `embed-shard --plan P --shard I [--shard J
-...]`, the same command as every launcher (a group of shards, one model load). `shard_pod` builds the whole pod
-from the model's ResourceProfile and the
+The pod runs the runner image's entrypoint (`helical-airflow`) with the job's command (jobs.py: `embed-shard --plan
+P --shard I [--shard J ...]`, or `predict-shard` with `--classifier SOURCE`), the same command as every launcher (a
+group of shards, one model load). `shard_pod` builds the whole pod from the model's ResourceProfile and the
 deployment's settings (settings.py, HELICAL_AIRFLOW_K8S_*), as a plain function so it can be checked without a
 cluster:
 - resources: memory request = limit = the profile's `memory_cap_gb`; a CPU request; GPU shards (profile
@@ -27,7 +27,8 @@ from ..errors import RECYCLE_EXIT
 from ..models import get_model
 from ..plan import load_plan
 from ..settings import KubernetesSettings
-from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
+from .base import TaskKilled, failure, launched, memory_cap_exceeded, run_until_done, task_killed
+from .jobs import EMBED, Job
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ def wants_gpu(gpu_policy: str, device: str) -> bool:
     return gpu_policy == "required" or device == "cuda"
 
 
-def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: KubernetesSettings) -> Any:
-    """The V1Pod that embeds a group of shards (kubernetes client models; nothing is sent anywhere)."""
+def shard_pod(
+    plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: KubernetesSettings, job: Job = EMBED
+) -> Any:
+    """The V1Pod that runs the job (default: embed) over a group of shards (kubernetes client models; nothing is
+    sent anywhere)."""
     shard = shards[0]
     from kubernetes.client import models as k8s
 
@@ -92,7 +96,7 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
     container = k8s.V1Container(
         name=CONTAINER,
         image=cfg.gpu_image if gpu else cfg.image,
-        args=shard_command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
+        args=job.command(plan_path, shards)[1:],  # the image's ENTRYPOINT is helical-airflow
         env=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         resources=k8s.V1ResourceRequirements(requests=requests, limits=limits),
         volume_mounts=mounts,
@@ -107,6 +111,7 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
         "app.kubernetes.io/component": "shard",
         "helical-airflow/run-key": _label(plan.run_key),
         "helical-airflow/shard": str(shard),
+        "helical-airflow/job": job.name,
         "helical-airflow/model": _label(plan.params.model),
         "helical-airflow/queue": profile.queue,
     }
@@ -114,7 +119,9 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
         api_version="v1",
         kind="Pod",
         metadata=k8s.V1ObjectMeta(
-            name=_label(f"helical-{plan.run_key[:12]}-shard{shard}").lower(), namespace=cfg.namespace, labels=labels
+            name=_label(f"helical-{plan.run_key[:12]}-{job.kind.label}{shard}").lower(),
+            namespace=cfg.namespace,
+            labels=labels,
         ),
         spec=k8s.V1PodSpec(
             restart_policy="Never",  # Airflow's task retries decide, not the kubelet
@@ -137,16 +144,20 @@ def shard_pod(plan: Any, plan_path: str, shards: list[int], profile: Any, cfg: K
 
 
 def pod_operator(
-    plan_path: str, shards: list[int], cfg: KubernetesSettings | None = None, task_id: str | None = None
+    plan_path: str,
+    shards: list[int],
+    cfg: KubernetesSettings | None = None,
+    task_id: str | None = None,
+    job: Job = EMBED,
 ) -> Any:
     """The KubernetesPodOperator for a group of shards (built at run time: the plan decides image, GPU, memory)."""
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     cfg = cfg or settings.kubernetes_settings()
     plan = load_plan(plan_path)
-    pod = shard_pod(plan, plan_path, shards, get_model(plan.params.model).profile, cfg)
+    pod = shard_pod(plan, plan_path, shards, get_model(plan.params.model).profile, cfg, job)
     return KubernetesPodOperator(
-        task_id=task_id or f"embed_shard_{shards[0]}_pod",
+        task_id=task_id or f"{job.kind.subcommand.replace('-', '_')}_{shards[0]}_pod",
         full_pod_spec=pod,
         name=pod.metadata.name,
         namespace=cfg.namespace,
@@ -161,16 +172,22 @@ def pod_operator(
 
 
 def run_kubernetes(
-    plan_path: str, shards: list[int], cfg: KubernetesSettings | None = None, emit: Callable[[str], None] | None = None
+    plan_path: str,
+    shards: list[int],
+    cfg: KubernetesSettings | None = None,
+    emit: Callable[[str], None] | None = None,
+    job: Job = EMBED,
 ) -> list[dict]:
-    """Embed the shards in a pod (a fresh one after a recycle); returns their ShardResults from shards/<i>.json on
-    the shared outputs volume."""
+    """Run the job (default: embed) over the shards in a pod (a fresh one after a recycle); returns their results
+    from the shared outputs volume (shards/<i>.json, predictions/<finetune_key>/<i>.npy)."""
     emit = emit or log.info
-    return run_until_done(plan_path, shards, lambda todo: _run_pod(plan_path, todo, cfg, emit), emit)
+    return run_until_done(plan_path, shards, lambda todo: _run_pod(plan_path, todo, cfg, emit, job), emit, job)
 
 
-def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, emit: Callable[[str], None]) -> int:
-    operator = pod_operator(plan_path, shards, cfg)
+def _run_pod(
+    plan_path: str, shards: list[int], cfg: KubernetesSettings | None, emit: Callable[[str], None], job: Job = EMBED
+) -> int:
+    operator = pod_operator(plan_path, shards, cfg, job=job)
     emit(f"launching pod {operator.name} in {operator.namespace}")
     what = f"pod {operator.namespace}/{operator.name}"
     try:
@@ -187,7 +204,7 @@ def _run_pod(plan_path: str, shards: list[int], cfg: KubernetesSettings | None, 
         if code == RECYCLE_EXIT:
             return code
         if "OOMKilled" in str(exc):  # the container's terminated reason: it reached its memory limit
-            raise memory_cap_exceeded(plan_path, shards, "its pod's memory limit (OOMKilled)") from exc
+            raise memory_cap_exceeded(plan_path, shards, "its pod's memory limit (OOMKilled)", job) from exc
         raise failure(f"pod of shard(s) {shards}", code, str(exc).splitlines()) from exc
     except BaseException:  # AirflowTaskTimeout (execution_timeout), before the pod operator has read back the pod it
         operator.on_kill()  # created: its own clean-up skips a pod it has not read, so delete it here

@@ -1,5 +1,6 @@
-"""The embed task inside Airflow's task lifecycle: a killed task stops the process group, container or pod it
-launched.
+"""The embed and predict tasks inside Airflow's task lifecycle: a killed task stops the process group, container
+or pod it launched (any job, launchers/jobs.py: the workflow DAG's embed_shard* and predict_shards* tasks are both
+`embed_task`s).
 
 The launchers start their DockerOperator / KubernetesPodOperator (or subprocess) from inside the embed task, so
 Airflow only knows the task's own operator and calls *its* `on_kill`. What Airflow 3.3's task SDK does

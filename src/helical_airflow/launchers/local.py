@@ -1,6 +1,7 @@
-"""The `local` launcher: `helical-airflow embed-shard` as a subprocess of the configured Python environment.
+"""The `local` launcher: a job's command (`helical-airflow embed-shard`, or `predict-shard`: jobs.py) as a
+subprocess of the configured Python environment.
 
-One process embeds the task's group of shards with one model load. Its output is streamed line by line into the
+One process works through the task's group of shards with one model load. Its output is streamed line by line into the
 caller's log (the Airflow task log); the process gets its own process group, so a killed or timed-out task also
 kills the shards and nothing is left running (a killed task: its on_kill, launchers/lifecycle.py; a timed-out one:
 the AirflowTaskTimeout passing through here). The process tree's memory is watched against the plan's memory cap
@@ -30,7 +31,8 @@ from .. import gpus, settings
 from ..bounded import parent_death_preexec
 from ..errors import RECYCLE_EXIT
 from ..plan import load_plan, task_groups
-from .base import failure, launched, memory_cap_exceeded, run_until_done, shard_command, task_killed
+from .base import failure, launched, memory_cap_exceeded, run_until_done, task_killed
+from .jobs import EMBED, Job
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +74,17 @@ def run_local(
     python: str | None = None,
     env: dict[str, str] | None = None,
     emit: Callable[[str], None] | None = None,
+    job: Job = EMBED,
 ) -> list[dict]:
-    """Embed the shards; returns their ShardResults (dicts) from the store. Raises LaunchError on failure."""
+    """Run the job (default: embed) over the shards; returns their results (dicts) from the store. Raises
+    LaunchError on failure."""
     emit = emit or log.info
     with gpu_lease(plan_path, emit) as gpu:
         # the process sees one GPU (as cuda:0) and records the machine's id of it (embed._gpu_id)
         pinned = {**(env or {}), "CUDA_VISIBLE_DEVICES": gpu, "HELICAL_AIRFLOW_GPU_ID": gpu} if gpu is not None else env
-        return run_until_done(plan_path, shards, lambda todo: _run_process(plan_path, todo, python, pinned, emit), emit)
+        return run_until_done(
+            plan_path, shards, lambda todo: _run_process(plan_path, todo, python, pinned, emit, job), emit, job
+        )
 
 
 @contextlib.contextmanager
@@ -102,10 +108,15 @@ def may_use_gpu(plan_path: str) -> bool:
 
 
 def _run_process(
-    plan_path: str, shards: list[int], python: str | None, env: dict[str, str] | None, emit: Callable[[str], None]
+    plan_path: str,
+    shards: list[int],
+    python: str | None,
+    env: dict[str, str] | None,
+    emit: Callable[[str], None],
+    job: Job = EMBED,
 ) -> int:
-    """One embed process over `shards`; its exit code (0 or RECYCLE_EXIT), LaunchError for any other."""
-    argv = [*runner_program(python), *shard_command(plan_path, shards)[1:]]
+    """One process of the job over `shards`; its exit code (0 or RECYCLE_EXIT), LaunchError for any other."""
+    argv = [*runner_program(python), *job.command(plan_path, shards)[1:]]
     emit("launching: " + " ".join(argv))
     proc = subprocess.Popen(
         argv,
@@ -120,7 +131,7 @@ def _run_process(
     )
     lines: list[str] = []
     watch = MemoryWatch(proc, memory_cap_mb(plan_path))
-    what = f"embed process {proc.pid} (its process group)"
+    what = f"{job.name} process {proc.pid} (its process group)"
     try:
         # on_kill (Airflow's SIGTERM handler, in this thread) stops the group at once: the supervisor SIGKILLs
         # this process 5 s after its SIGTERM, and the shard's own children would outlive it
@@ -138,7 +149,7 @@ def _run_process(
     if tracked.killed:  # stopped by on_kill after its last line: not a failure of the shard
         raise task_killed([what])
     if watch.exceeded_mb:
-        raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB peak RSS (process tree)")
+        raise memory_cap_exceeded(plan_path, shards, f"{watch.exceeded_mb:.0f} MB peak RSS (process tree)", job)
     if code not in (0, RECYCLE_EXIT):
         raise failure(f"shard(s) {shards} (pid {proc.pid})", code, lines)
     return code
