@@ -85,9 +85,14 @@ def sample_h5ad() -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An offline weights cache of tiny random models, built once per test session; its root as str."""
+    """An offline weights cache of tiny random models, built once per test session; its root as str.
+    HELICAL_AIRFLOW_TEST_FIXTURE_CACHE names one built before (`helical-airflow models fixture --out DIR`) to reuse
+    while iterating on a single test (building it takes 1-7 minutes on a loaded 2-core machine); CI never sets it."""
     from helical_airflow.models.fixture import build_fixture
 
+    given = os.environ.get("HELICAL_AIRFLOW_TEST_FIXTURE_CACHE")
+    if given and Path(given).is_dir():
+        return given
     out = tmp_path_factory.mktemp("fixture_cache")
     build_fixture(out)
     return str(out)

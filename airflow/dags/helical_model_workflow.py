@@ -18,7 +18,9 @@ Shards run on the Celery queue and pool of the model's resource profile: `route_
 `embed_shard` (queue `default`) or `embed_shard_gpu` (queue `gpu`, pool `gpu_pool`); the other is skipped.
 Outputs: `<output dir>/<dataset>/<run_key>/` (embeddings.h5ad, manifest.json, report.html);
 `<dataset>/latest` points at the newest published run. Triggering the same input and parameters
-again reuses every finished shard.
+again reuses every finished shard. With the `output` Param an object storage URL (s3://BUCKET/PREFIX), the run
+goes to `<URL>/<dataset>/<run_key>/` (`<dataset>/latest.json` names the newest): each task works in its own
+worker's work folder and hands on the plan's URL, so any worker can take any step.
 
 This file is wiring only: the steps live in `helical_airflow.airflow_tasks`, and nothing imported
 here loads helical or torch.

@@ -29,7 +29,7 @@ from .pipeline import publish as publish_run
 from .plan import load_plan, make_plan, task_groups
 from .quality import check_label_key, require_passed
 from .quality import quality_gate as assess
-from .spec import InputSummary, RunParams
+from .spec import InputSummary, Plan, RunParams
 from .store import merge as merge_shards
 from .validate import validate_input as validate
 
@@ -98,6 +98,7 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
             "E908", f"the {params['launcher']} launcher cannot read an object storage input ({objstore.redact(url)})",
             "use launcher local for s3:// inputs, or copy the object into the data folder and pass its path",
         )  # fmt: skip
+    check_output(params)
     path = url or resolve_input(params["input_path"])
     local = objstore.local_input(str(path))
     check_label_key(local, params.get("label_key") or None)  # before anything is embedded
@@ -108,10 +109,40 @@ def validate_input(params: dict[str, Any]) -> dict[str, Any]:
     return summary.model_dump()
 
 
+def check_output(params: dict[str, Any]) -> str:
+    """The run's output location (objstore.output_location: the `output` Param, else the worker's setting); an
+    object storage output takes the local launcher only (E910: containers and pods neither mount the worker's work
+    folder nor get the storage credentials) and no annotation (E911: the annotation steps read a local run folder)."""
+    out, launcher = objstore.output_location(params.get("output")), params.get("launcher") or "local"
+    if objstore.is_url(out) and launcher != "local":
+        raise ConfigError(
+            "E910", f"the {launcher} launcher cannot write to object storage ({out})",
+            "use launcher local with an object storage output, or leave the output Param empty",
+        )  # fmt: skip
+    if objstore.is_url(out) and (params.get("annotate_reference") or params.get("annotate_classifier")):
+        raise ConfigError(
+            "E911", f"annotation is not done for runs written to object storage ({out})",
+            "leave the output Param empty (the worker's output folder) to annotate, or run without annotate_*",
+        )  # fmt: skip
+    return out
+
+
+def open_run(plan_path: str, merged: bool = False) -> tuple[Plan, str | None]:
+    """A task's plan on this worker and the output URL: a local plan.json as it is (None), or the plan's URL made
+    local here, with the run's state pulled from the store (objstore.open_plan)."""
+    return objstore.open_plan(plan_path, merged) if objstore.is_url(plan_path) else (load_plan(plan_path), None)
+
+
 @fail_fast_on_user_errors
 def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    """Write plan.json; returns where it is, the shard indices to map over and the queue to run them on."""
-    plan = make_plan(InputSummary(**summary), run_params(params), settings.output_dir())
+    """Write plan.json; returns where it is, the shard indices to map over and the queue to run them on. With an
+    object storage output: in this worker's work folder, uploaded, and `plan_path` is its URL."""
+    out = check_output(params)
+    store = out if objstore.is_url(out) else None
+    if store is None:
+        plan = make_plan(InputSummary(**summary), run_params(params), settings.output_dir())
+    else:  # validate may have run on another worker: its copy of an s3:// input is staged here when missing
+        plan = make_plan(objstore.input_here(InputSummary(**summary)), run_params(params), objstore.work_root(store))
     groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
     profile = get_model(plan.params.model).profile
     if plan.fixture:
@@ -119,9 +150,9 @@ def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
     log.info("run %s: %d shard(s) of up to %d %s -> %s", plan.run_key, len(plan.shards), plan.params.shard_size,
              plan.input.unit, plan.out_dir)  # fmt: skip
     return {
-        "plan_path": str(plan.plan_file),
+        "plan_path": str(plan.plan_file) if store is None else objstore.push_plan(store, plan.out_path),
         "run_key": plan.run_key,
-        "out_dir": plan.out_dir,
+        "out_dir": objstore.run_outputs(store, plan)["out_dir"],
         "groups": groups,  # one embed task each: a contiguous group of shards, one model load
         "queue": profile.queue,
         "pool": profile.pool,
@@ -132,8 +163,14 @@ def plan_shards(params: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
 def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict[str, Any]]:
     """Embed a task's group of shards through the launcher the user picked (one model load); its output streams
     into the task log; the results come from the run folder."""
-    results = launch(launcher, plan_path, shards)
-    unit = load_plan(plan_path).input.unit
+    if objstore.is_url(plan_path):  # on whichever worker: the plan and the store's shards pulled here, each shard
+        plan, store = objstore.open_plan(plan_path)  # finished here pushed as soon as it is written
+        with objstore.uploading_shards(store, plan, shards):
+            results = launch(launcher, str(plan.plan_file), shards)
+    else:
+        results = launch(launcher, plan_path, shards)
+        plan = load_plan(plan_path)
+    unit = plan.input.unit
     for result in results:
         verb = "reused (already done)" if result.get("reused") else f"embedded in {result.get('seconds', 0):.1f}s"
         log.info("shard %d: %d %s %s on %s", result["index"], result.get("cells", 0), unit, verb, result.get("host"))
@@ -142,8 +179,10 @@ def launch_shards(plan_path: str, shards: list[int], launcher: str) -> list[dict
 
 @fail_fast_on_user_errors
 def merge(plan_path: str) -> dict[str, Any]:
-    plan = load_plan(plan_path)
+    plan, store = open_run(plan_path)
     manifest = merge_shards(plan)
+    if store is not None:  # embeddings.h5ad, then manifest.json (no quality yet: not a finished run for a rerun)
+        objstore.push_outputs(store, plan.out_path, latest=False)
     log.info("merged %d %s from %d shards", manifest.total_cells, plan.input.unit, len(manifest.shards))
     # outputs first: it has a "shards" entry of its own (the shard file pattern), which must not hide the count
     return {**manifest.outputs, "total_cells": manifest.total_cells, "shards": len(manifest.shards)}
@@ -152,25 +191,28 @@ def merge(plan_path: str) -> dict[str, Any]:
 @fail_fast_on_user_errors
 def quality_gate(plan_path: str, label_key: str | None = None) -> dict[str, Any]:
     """Collapse checks and, with a label column (the `label_key` Param, else a guess), scores vs PCA."""
-    report = assess(load_plan(plan_path), label_key or None)
+    plan, store = open_run(plan_path, merged=True)
+    report = assess(plan, label_key or None)
     log.info("quality gate %s: %s", "passed" if report.passed else "FAILED", report.model_dump())
+    if store is not None:  # the manifest with the gate's result, passed or not
+        objstore.push_outputs(store, plan.out_path, latest=False)
     require_passed(report)
     return report.model_dump()
 
 
 @fail_fast_on_user_errors
 def publish(plan_path: str) -> dict[str, Any]:
-    """report.html (+ MLflow when configured), then point `<dataset>/latest` at this run (pipeline.publish)."""
-    plan = load_plan(plan_path)
+    """report.html (+ MLflow when configured), then point `<dataset>/latest` at this run (pipeline.publish). With
+    an object storage output: the outputs uploaded (manifest last, latest.json after a passed gate), then this
+    worker's work copy of the run removed (a rerun or a resume reads the store, open_plan)."""
+    plan, store = open_run(plan_path, merged=True)
     manifest = publish_run(plan)
-    outputs = {
-        "run_key": plan.run_key,
-        "out_dir": plan.out_dir,
-        "embeddings": str(plan.out_path / "embeddings.h5ad"),
-        "manifest": str(plan.out_path / "manifest.json"),
-        "report": str(plan.out_path / "report.html"),
-        "fixture": manifest.fixture,
-    }
+    if store is not None:
+        passed = manifest.quality is None or manifest.quality.passed
+        objstore.push_outputs(store, plan.out_path, latest=passed)
+        if passed:
+            objstore.clear_work(plan.out_path)
+    outputs = {"run_key": plan.run_key, **objstore.run_outputs(store, plan), "fixture": manifest.fixture}
     log.info("published: %s", outputs)
     return outputs
 

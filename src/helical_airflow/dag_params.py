@@ -75,6 +75,11 @@ RUN_PARAM_NAMES = tuple(WORDS)
 SEQUENCE_TITLES = {"sequence_column": "Sequence column", "id_column": "Id column", "too_long": "Too-long sequences"}
 
 
+#: the workflow's `output` Param: empty, or PROTOCOL://BUCKET[/PREFIX] with no user-info (`@`), port-like `:` in the
+#: bucket or query string (objstore.parse refuses those too: E906, E907)
+OUTPUT_PATTERN = r"^$|^[A-Za-z][A-Za-z0-9+.-]*://[^/@:?\s]+(/[^@?\s]*)?$"
+
+
 def regex_literal(text: str) -> str:
     # re.escape would also escape `-` and `/`, which JavaScript's unicode regexes (the UI form) reject
     return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
@@ -150,6 +155,19 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
             errorMessage=f"error E513: input_path must end in .h5ad (or, for sequence models, {sequence_words}) and "
             f"stay inside the data folder {data_dir} (no `..`, no other absolute path); fix: copy the file into the "
             "data folder and give its path relative to it, e.g. sample.h5ad",
+        ),
+        # the run's outputs in object storage (objstore.py); credentials never here: the workers' AWS variables or
+        # files, or the Airflow connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID
+        "output": Param(
+            "",
+            type="string",
+            pattern=OUTPUT_PATTERN,
+            title="Output location",
+            description="Empty: the workers' output folder (HELICAL_AIRFLOW_OUTPUT_DIR). Or an object storage URL, "
+            "e.g. s3://my-bucket/outputs: the run goes to URL/<dataset>/<run key>/, every file uploaded whole as it "
+            "is finished, and any worker can take any step (each works in its own local work folder).",
+            errorMessage="error E909: output must be empty or PROTOCOL://BUCKET/PREFIX without credentials or a "
+            "query (e.g. s3://my-bucket/outputs); fix: give the plain URL, credentials come from the workers",
         ),
         "model": Param(
             DEFAULT_MODEL,

@@ -23,6 +23,7 @@ connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID. They live in the filesystem
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,7 +31,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -38,7 +40,7 @@ from typing import Any
 
 from . import settings
 from .errors import ConfigError, InputValidationError
-from .spec import InputSummary
+from .spec import InputSummary, Plan
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,14 @@ def redact(text: str) -> str:
 
 def connection_options(conn_id: str) -> dict[str, Any]:
     """fsspec options from an Airflow connection (login: access key, password: secret, extra: endpoint_url / region
-    / any s3fs client option); only inside an Airflow worker, where airflow is importable."""
+    / any s3fs client option); only inside an Airflow worker, where airflow is importable. Read once per process
+    and connection id: every filesystem call asks for the options, and a connection read is a round trip to the
+    secrets backend or the metadata database (a shard's upload is 3 calls; a pull lists and downloads per file)."""
+    return dict(_connection_options(conn_id))
+
+
+@cache
+def _connection_options(conn_id: str) -> dict[str, Any]:
     from airflow.sdk.bases.hook import BaseHook
 
     conn = BaseHook.get_connection(conn_id)
@@ -166,6 +175,12 @@ def _filesystem(protocol: str, options_key: str) -> Any:
         ) from exc
 
 
+def reset() -> None:
+    """Forget the cached filesystems and connection options (after credentials changed in this process)."""
+    _filesystem.cache_clear()
+    _connection_options.cache_clear()
+
+
 def filesystem(url: ObjectURL) -> Any:
     """The fsspec filesystem for the URL's protocol (one per protocol and options, reused)."""
     return _filesystem(url.protocol, json.dumps(storage_options(url.protocol), sort_keys=True))
@@ -186,11 +201,13 @@ def coded(exc: BaseException, url: ObjectURL, doing: str) -> Exception:
             "read their own), or name an Airflow connection in HELICAL_AIRFLOW_STORAGE_CONN_ID; the key needs read "
             "(input) and write (output) access to the bucket",
         )  # fmt: skip
-    return ConfigError(
+    unreachable = ConfigError(
         "E904", f"object storage at {url} could not be reached ({doing}: {type(exc).__name__}: {redact(str(exc))})",
         "check the endpoint (AWS_ENDPOINT_URL or HELICAL_AIRFLOW_STORAGE_ENDPOINT_URL for an S3-compatible server) "
         "and the network, then rerun: finished shards are kept in the store",
     )  # fmt: skip
+    unreachable.retryable = True  # type: ignore[attr-defined]  # a DAG task is retried (fail_fast_on_user_errors)
+    return unreachable
 
 
 def _call(url: ObjectURL, doing: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -293,10 +310,15 @@ PULLED = ("manifest.json", "report.html", "batch_size.json", "run.log")
 _PULL_RECORD = ".pulled.json"
 
 
-def pull_run(out_root: str, out_dir: Path) -> int:
+#: what the DAG's gate and publish steps also need, on whichever worker they run: the merged embeddings
+MERGED = ("embeddings.h5ad",)
+
+
+def pull_run(out_root: str, out_dir: Path, merged: bool = False) -> int:
     """Make the local run folder's state what the store holds: local shard files the store lacks are removed (the
-    store is the truth), the store's shards and `PULLED` files downloaded. Returns how many shard records the store
-    had."""
+    store is the truth), the store's shards and `PULLED` files downloaded (with `merged`, also `MERGED`: the DAG's
+    steps after merge). Returns how many shard records the store had."""
+    wanted = PULLED + (MERGED if merged else ())
     url = run_url(out_root, out_dir)
     fs = filesystem(url)
     listing = _call(url, "listing the run folder", fs.find, url.path, detail=True)
@@ -308,7 +330,7 @@ def pull_run(out_root: str, out_dir: Path) -> int:
                 path.unlink()
     pulled: dict[str, list[int]] = {}
     for rel, size in sorted(remote.items()):
-        if not ((rel.startswith("shards/") and _shard_state(rel.removeprefix("shards/"))) or rel in PULLED):
+        if not ((rel.startswith("shards/") and _shard_state(rel.removeprefix("shards/"))) or rel in wanted):
             continue
         local = out_dir / rel
         if not (local.is_file() and local.stat().st_size == size):
@@ -399,3 +421,132 @@ def read_latest(dataset_url: str) -> str:
 def clear_work(out_dir: Path) -> None:
     """Drop a run's local work copy (the store holds it now)."""
     shutil.rmtree(out_dir, ignore_errors=True)
+
+
+# ---- the workflow DAG's runs: the store is the truth, each task works in its own worker's work folder ---------------
+#
+# plan_shards writes plan.json in its worker's work folder and uploads it; every later task (on any worker) gets the
+# plan's URL, brings plan.json into ITS work folder with the run folder and input made local (open_plan), pulls the
+# run's state from the store, does its step and uploads what it made: each embed task its finished shards (array,
+# files beside it, record) while it runs; merge, gate and publish their outputs, manifest.json last, latest.json only
+# from publish after a passed gate. Nothing a task hands on names a worker-local path.
+
+PLAN = "plan.json"
+
+
+def output_location(param: str | None = None) -> str:
+    """Where the workflow DAG writes runs: the `output` Param when given (an object storage URL, E909 otherwise;
+    E906 / E907 for a bad one), else HELICAL_AIRFLOW_OUTPUT_DIR (a folder or a URL), else `<data>/outputs`."""
+    chosen = (param or "").strip()
+    if chosen and not is_url(chosen):
+        raise ConfigError(
+            "E909", f"the output Param {chosen!r} is not an object storage URL",
+            "give PROTOCOL://BUCKET/PREFIX (e.g. s3://my-bucket/outputs), or leave it empty for the worker's output "
+            "folder (HELICAL_AIRFLOW_OUTPUT_DIR); a local folder is the worker's setting, never a Param",
+        )  # fmt: skip
+    chosen = chosen or settings.get().env("HELICAL_AIRFLOW_OUTPUT_DIR").strip()
+    return str(parse(chosen)) if is_url(chosen) else str(settings.output_dir())
+
+
+def plan_url(out_root: str, out_dir: Path) -> str:
+    """The URL of a run's plan.json in the store (what the DAG's tasks hand on)."""
+    return str(run_url(out_root, out_dir).child(PLAN))
+
+
+def _write_private_copy(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def open_plan(plan_ref: str, merged: bool = False) -> tuple[Plan, str]:
+    """The plan a DAG task works on, on this worker, and the output URL, from the plan's URL
+    (`<output>/<dataset>/<run key>/plan.json`): the store's plan.json written into this worker's work folder with
+    its run folder made that folder and its input readable here (ensure_input: staged again on a worker that lacks
+    the copy), then the run's state pulled from the store (pull_run; `merged`: the embeddings too)."""
+    url = parse(plan_ref)
+    parts = url.key.split("/")
+    if len(parts) < 3 or parts[-1] != PLAN:
+        raise ConfigError("E906", f"{url} is not a run's plan URL", "pass <output>/<dataset>/<run key>/plan.json")
+    out_root = str(ObjectURL(url.protocol, url.bucket, "/".join(parts[:-3])))
+    out_dir = work_root(out_root) / parts[-3] / parts[-2]
+    raw = _call(url, "reading the plan", filesystem(url).cat_file, url.path)
+    stored = Plan.model_validate_json(raw)
+    plan = stored.model_copy(update={"out_dir": str(out_dir), "input": input_here(stored.input)})
+    _write_private_copy(out_dir / PLAN, plan.model_dump_json(indent=2) + "\n")
+    pull_run(out_root, out_dir, merged=merged)
+    return plan, out_root
+
+
+def input_here(summary: InputSummary) -> InputSummary:
+    """ensure_input, with an object storage input's copy always this worker's own (its object cache): a path in
+    another worker's cache, even one this machine can read (two workers on one host), is that worker's state."""
+    if summary.source is not None and not Path(summary.path).resolve().is_relative_to(cache_root().resolve()):
+        summary = summary.model_copy(update={"path": str(cache_root() / "inputs" / "not-staged-here")})
+    return ensure_input(summary)
+
+
+def push_plan(out_root: str, out_dir: Path) -> str:
+    """Upload a freshly planned run's plan.json (and any other file the planning step left at the top of the run
+    folder but outputs); returns the plan's URL."""
+    keep = {*FINAL_ORDER, "manifest.json"} - {PLAN}
+    files = [p for p in sorted(out_dir.iterdir()) if p.is_file() and not p.name.startswith(".") and p.name not in keep]
+    push(out_root, out_dir, sorted(files, key=lambda p: p.name == PLAN))  # plan.json last: what the tasks read
+    return plan_url(out_root, out_dir)
+
+
+@contextlib.contextmanager
+def uploading_shards(out_root: str, plan: Plan, shards: list[int], every_s: float = 1.0) -> Iterator[None]:
+    """While the body embeds `shards` (in another process), upload each as soon as its record appears (push_shard:
+    array, files beside it, record), from a thread polling every `every_s`; a last sweep on the way out, also when
+    the body fails (a shard finished before a crash is kept). Shards whose record was there before (pulled from the
+    store) are not uploaded again. Why a thread here rather than the shard process: the launcher's process knows
+    only its local plan, not the store, and a worker killed mid-group then loses at most the shard in progress."""
+    done = {i for i in shards if plan.shard_result_file(i).is_file()}
+    stop = threading.Event()
+
+    def sweep() -> None:
+        for index in shards:
+            if index not in done and plan.shard_result_file(index).is_file():
+                push_shard(out_root, plan.out_path, plan.shard_file(index), plan.shard_result_file(index))
+                done.add(index)
+                log.info("shard %d uploaded to %s", index, run_url(out_root, plan.out_path))
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                sweep()
+            except Exception as exc:  # a failed upload is tried again at the next sweep and at the end
+                log.warning("uploading shards: %s", redact(str(exc)))
+
+    thread = threading.Thread(target=loop, name="shard-uploads", daemon=True)
+    thread.start()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        stop.set()
+        thread.join()
+        try:
+            sweep()
+        except Exception as exc:
+            if not failed:
+                raise
+            log.warning("uploading the finished shards after the failure: %s", redact(str(exc)))
+
+
+def run_outputs(out_root: str | None, plan: Plan) -> dict[str, str]:
+    """Where a run's outputs are for the DAG's XComs: the run folder's paths, or in the store their URLs."""
+    names = {"embeddings": "embeddings.h5ad", "manifest": "manifest.json", "report": "report.html"}
+    if out_root is None:
+        return {"out_dir": plan.out_dir, **{key: str(plan.out_path / name) for key, name in names.items()}}
+    url = run_url(out_root, plan.out_path)
+    return {"out_dir": str(url), **{key: str(url.child(name)) for key, name in names.items()}}

@@ -3,9 +3,11 @@ fail fast instead of retrying, run parameters from the DAG's Params, and claimin
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +95,103 @@ def test_a_file_still_growing_is_not_claimed(data: Path) -> None:
     (incoming / "new.h5ad").write_bytes(b"x")  # modified just now
     assert steps.claim_incoming(min_age_s=30, wait_s=0) == []
     assert (incoming / "new.h5ad").exists()
+
+
+@pytest.mark.slow
+def test_the_task_chain_writes_to_a_bucket_from_two_work_folders(
+    real_s3_server: Any, sample_h5ad: Path, fixture_cache: str, data: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The workflow's tasks with the `output` Param a bucket (real SeaweedFS), each step on one of two "workers"
+    that share only the bucket (each its own HELICAL_AIRFLOW_OBJECT_CACHE_DIR, switched between calls as Celery
+    would land the tasks): embeddings equal a one-process run's, XComs carry URLs, no secret anywhere."""
+    import anndata as ad
+    import numpy as np
+
+    from helical_airflow import objstore
+    from helical_airflow.pipeline import run
+    from helical_airflow.spec import RunParams
+
+    s3 = real_s3_server
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HELICAL_AIRFLOW_CACHE_DIR", fixture_cache)
+    monkeypatch.setenv("HELICAL_AIRFLOW_TASK_SLOTS", "3")  # 3 shards -> 3 embed tasks, spread over both workers
+    cells = tmp_path / "pbmc60.h5ad"
+    ad.read_h5ad(sample_h5ad)[:60].copy().write_h5ad(cells)
+    s3.filesystem().put_file(str(cells), f"{s3.bucket}/dag-in/pbmc60.h5ad")
+    out = f"s3://{s3.bucket}/dag-outputs"
+    params = {"input_path": f"s3://{s3.bucket}/dag-in/pbmc60.h5ad", "model": "geneformer", "shard_size": 20,
+              "device": "cpu", "launcher": "local", "output": out}  # fmt: skip
+
+    def on_worker(n: int) -> Path:
+        folder = tmp_path / f"worker-{n}"
+        monkeypatch.setenv("HELICAL_AIRFLOW_OBJECT_CACHE_DIR", str(folder))
+        objstore.reset()
+        return folder
+
+    caplog.set_level("INFO")
+    xcoms: list[Any] = []
+    on_worker(1)
+    summary = steps.validate_input(params)
+    planned = steps.plan_shards(params, summary)
+    xcoms += [summary, planned]
+    run_url = f"{out}/pbmc60/{planned['run_key']}"
+    assert planned["plan_path"] == f"{run_url}/plan.json" and planned["out_dir"] == run_url
+    assert len(planned["groups"]) == 3
+    for i, group in enumerate(planned["groups"]):  # worker 2 never validated: it stages the input itself
+        on_worker(2 - i % 2)
+        xcoms.append(steps.launch_shards(planned["plan_path"], group, "local"))
+    w2 = on_worker(2)
+    xcoms.append(steps.merge(planned["plan_path"]))
+    on_worker(1)
+    xcoms.append(steps.quality_gate(planned["plan_path"]))
+    on_worker(2)
+    published = steps.publish(planned["plan_path"])
+    xcoms.append(published)
+    assert (
+        published["embeddings"] == f"{run_url}/embeddings.h5ad" and published["manifest"] == f"{run_url}/manifest.json"
+    )
+    assert objstore.read_latest(f"{out}/pbmc60") == planned["run_key"]
+    assert not (w2 / "work").exists() or not any((w2 / "work").rglob(f"{planned['run_key']}/*"))  # cleaned
+    assert any((w2 / "inputs").rglob("pbmc60.h5ad"))  # staged on worker 2 too
+
+    local = run(cells, RunParams(model="geneformer", shard_size=20, device="cpu", cache_dir=fixture_cache),
+                tmp_path / "local")  # fmt: skip
+    assert local.run_key == planned["run_key"]  # the same content and parameters wherever the file and run sit
+    fetched = tmp_path / "fetched.h5ad"
+    fs = s3.filesystem()
+    fs.get_file(f"{run_url.removeprefix('s3://')}/embeddings.h5ad", str(fetched))
+    expected = ad.read_h5ad(tmp_path / "local" / "pbmc60" / local.run_key / "embeddings.h5ad").obsm["X_geneformer"]
+    np.testing.assert_allclose(ad.read_h5ad(fetched).obsm["X_geneformer"], expected, atol=1e-6, rtol=0)
+    names = {p.removeprefix(f"{run_url.removeprefix('s3://')}/") for p in fs.find(run_url.removeprefix("s3://"))}
+    assert {"plan.json", "manifest.json", "report.html", "shards/0.npy", "shards/2.json"} <= names, names
+
+    # no XCom after validate's names a worker-local path (validate's summary names its staged copy beside the URL,
+    # summary.source, which a worker lacking the copy stages again), no secret in any object, XCom, file or log line
+    assert str(tmp_path) not in json.dumps(xcoms[1:]), xcoms[1:]
+    text = json.dumps(xcoms)
+    secret = s3.secret_key
+    leaks = [p for p in fs.find(s3.bucket) if secret.encode() in fs.cat_file(p)]
+    leaks += [str(p) for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    leaks += ["xcom"] if secret in text else []
+    leaks += ["log"] if secret in caplog.text else []
+    assert not leaks, leaks
+
+
+def test_the_output_param_takes_a_url_or_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", str(tmp_path / "out"))
+    assert steps.check_output({}) == str(tmp_path / "out")  # empty: the worker's folder, as before
+    assert steps.check_output({"output": "s3://b/runs/"}) == "s3://b/runs"
+    cases = {"/tmp/elsewhere": "E909", "s3://AKID:secret@b/runs": "E907", "s3://b/runs?X-Amz-Signature=1": "E907",
+             "s3:///runs": "E906"}  # fmt: skip
+    for output, code in cases.items():
+        with pytest.raises(ConfigError) as err:
+            steps.check_output({"output": output})
+        assert err.value.code == code and "secret" not in err.value.render(), err.value.render()
+    with pytest.raises(ConfigError, match="E910"):
+        steps.check_output({"output": "s3://b/runs", "launcher": "docker"})
+    with pytest.raises(ConfigError, match="E911"):
+        steps.check_output({"output": "s3://b/runs", "annotate_classifier": "models:/x@champion"})
+    monkeypatch.setenv("HELICAL_AIRFLOW_OUTPUT_DIR", "s3://b/from-settings")
+    assert steps.check_output({}) == "s3://b/from-settings"

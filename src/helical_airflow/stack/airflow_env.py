@@ -50,8 +50,13 @@ def worker_env(cfg: StackConfig, secrets: dict[str, str], n: int) -> dict[str, s
     """Worker n's environment: the first worker's is airflow_env's; a further one (n >= 2) has its own working
     folder (Airflow home, temp files, sequence indexes), weights cache and log server port, and shares with the
     first only the broker, the metadata DB and the outputs. Task logs go to the stack's one log folder, so the UI
-    reads them as the first worker's (on a cluster: Airflow's remote logging, or each worker's log server)."""
+    reads them as the first worker's (on a cluster: Airflow's remote logging, or each worker's log server). Every
+    worker, the first too, has its own object cache (`<state>/worker-<n>/objects`: staged inputs and the work folders
+    of runs written to object storage), so a run whose output is a bucket shares nothing else between them; storage
+    credentials reach the workers as the standard AWS variables of the environment `stack up` runs in (or the
+    Airflow connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID), never a Param."""
     env = airflow_env(cfg, secrets)
+    env["HELICAL_AIRFLOW_OBJECT_CACHE_DIR"] = str(cfg.worker_dir(n) / "objects")
     if n == 1:
         return env
     home = cfg.worker_dir(n)
