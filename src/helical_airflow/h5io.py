@@ -229,7 +229,7 @@ def _read_column(elem: Any, rows: slice) -> Any:
     if encoding == "categorical":
         return pd.Categorical.from_codes(
             elem["codes"][rows],
-            categories=read_elem(elem["categories"]),
+            categories=_read_small(elem["categories"]),
             ordered=bool(elem.attrs.get("ordered", False)),
         )
     # nullable arrays and anything rarer: read the one column whole (one value per cell), then slice
