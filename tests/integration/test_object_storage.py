@@ -39,7 +39,7 @@ def s3(real_s3_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     for name, value in real_s3_server.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("HELICAL_AIRFLOW_OBJECT_CACHE_DIR", str(tmp_path / "objects"))
-    objstore._filesystem.cache_clear()
+    objstore.reset()
     return real_s3_server
 
 
@@ -122,7 +122,7 @@ def test_refused_credentials_are_a_coded_error_without_the_secret(
     url = upload(s3, cells_h5ad, "denied/pbmc60.h5ad")
     wrong = "WRONG-secret-" + s3.secret_key[:6]
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
-    objstore._filesystem.cache_clear()
+    objstore.reset()
     with pytest.raises(HelicalAirflowError) as caught:
         objstore.local_input(url)
     assert caught.value.code == "E902", caught.value.render()
@@ -163,6 +163,6 @@ def test_an_airflow_connection_gives_the_endpoint_and_credentials(
     }
     monkeypatch.setenv("AIRFLOW_CONN_HELICAL_TEST_S3", json.dumps(conn))
     monkeypatch.setenv("HELICAL_AIRFLOW_STORAGE_CONN_ID", "helical_test_s3")
-    objstore._filesystem.cache_clear()
+    objstore.reset()
     copy = Path(objstore.local_input(url))
     assert copy.read_bytes() == cells_h5ad.read_bytes()
