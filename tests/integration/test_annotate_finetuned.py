@@ -1,18 +1,24 @@
 """`annotate --classifier FOLDER`: a fine-tuned Geneformer (fixture weights, helical's real code) predicts a query
-shard by shard into the reference path's files; the second call (the CLI, --model left out) reuses everything; a
-model that cannot read the run (another model, other weights, another vocabulary) and a classifier given together
-with a reference stop with coded errors before anything is embedded. The fine-tuned folder's report.html shows the
+shard by shard (a `predict-shard` process of the local launcher) into the reference path's files; the second call
+(the CLI, --model left out) reuses everything; a model that cannot read the run (another model, other weights,
+another vocabulary) and a classifier given together with a reference stop with coded errors before anything is
+embedded. The fine-tuned folder's report.html shows the
 training curves and a validation confusion matrix that sums to the validation split."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -22,6 +28,10 @@ from helical_airflow.cli import app
 from helical_airflow.errors import ConfigError
 from helical_airflow.finetune import RESULT_FILE, FineTuneParams, finetune, load_classifier
 from helical_airflow.finetune_report import REPORT_FILE
+from helical_airflow.launchers import LaunchError, launch, predict
+from helical_airflow.launchers.base import read_results
+from helical_airflow.launchers.jobs import prediction_file
+from helical_airflow.pipeline import prepare
 from helical_airflow.spec import RunParams
 
 KEY = "cell_type"
@@ -107,7 +117,7 @@ def test_annotate_with_a_finetuned_folder(tuned: Path, query: Path, fixture_cach
     # the CLI, --model left out (it comes from the folder): everything is current, nothing is rewritten
     written = {p: p.stat().st_mtime_ns for p in [*run_dir.glob("predictions/*/*.npy"), run_dir / ANNOTATIONS]}
     argv = ["annotate", str(query), "--classifier", str(tuned), "--device", "cpu", "--cache-dir", fixture_cache,
-            "--shard-size", "10", "--out", str(tmp_path)]  # fmt: skip
+            "--shard-size", "10", "--out", str(tmp_path), "--launcher", "local"]  # fmt: skip
     done = CliRunner().invoke(app, argv)
     assert done.exit_code == 0, done.output
     assert {p: p.stat().st_mtime_ns for p in written} == written
@@ -160,3 +170,59 @@ def test_classifier_and_reference_together(tuned: Path, query: Path) -> None:
     done = CliRunner().invoke(app, ["annotate", str(query), "--reference", str(query)])
     assert done.exit_code == 2 and "error E708" in done.output, done.output
     assert re.search(r"fix: .*--label-key", done.output)
+
+
+def _predict_processes(plan_file: str) -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True)
+            if "predict-shard" in (cmd := p.cmdline()) and plan_file in cmd]  # fmt: skip
+
+
+def test_predictions_run_through_the_launcher(tuned: Path, query: Path, fixture_cache: str, tmp_path: Path) -> None:
+    """The predict job of the local launcher (a `predict-shard` process, what annotate --classifier and the DAG's
+    predict task launch) writes the probabilities predict_shard gives in this process; a second launch reuses
+    every shard; a killed predict process and a shard missing after exit 0 are retryable errors."""
+    plan = prepare(query, _run(fixture_cache), tmp_path / "out")  # predictions read the input, not the embeddings
+    plan_file = str(plan.plan_file)
+    classifier = load_classifier(tuned, cache_dir=fixture_cache)
+    key = classifier.result.finetune_key
+    job = predict(str(tuned), key)
+    lines: list[str] = []
+    done = launch("local", plan_file, [0, 1, 2], job=job, emit=lines.append)
+    files = [prediction_file(plan, key, i) for i in range(len(plan.shards))]
+    assert [(r["index"], r["reused"], r["path"]) for r in done] == [(i, False, str(f)) for i, f in enumerate(files)]
+    assert sum(line.startswith("launching: ") and "predict-shard" in line for line in lines) == 1, lines[-20:]
+
+    # the same probabilities as the shard predicted in this process (another run folder: nothing reused)
+    here = plan.model_copy(update={"out_dir": str(tmp_path / "here")})
+    for index, launched in enumerate(files):
+        mine, reused = annotate_finetuned.predict_shard(here, index, classifier)
+        assert not reused
+        np.testing.assert_allclose(np.load(launched), np.load(mine), atol=1e-6, equal_nan=True)
+
+    # a second launch: every shard reused, nothing rewritten
+    written = {f: f.stat().st_mtime_ns for f in files}
+    again = launch("local", plan_file, [0, 1, 2], job=job, emit=lambda _: None)
+    assert [r["reused"] for r in again] == [True, True, True] and {f: f.stat().st_mtime_ns for f in files} == written
+
+    # shard 1 gone, its predict process killed (out of memory, a node lost): E511, retried by Airflow
+    files[1].unlink()
+    killer = threading.Thread(target=_kill_first_predict_process, args=(plan_file,), daemon=True)
+    killer.start()
+    with pytest.raises(LaunchError) as killed:
+        launch("local", plan_file, [1], job=job, emit=lambda _: None)
+    killer.join(timeout=60)
+    assert killed.value.code == "E511" and killed.value.retryable and killed.value.process_exit_code == -9
+    # the process exited 0 without writing shard 1 (another output folder, an old runner): E512, retried
+    with pytest.raises(LaunchError) as missing:
+        read_results(plan_file, [0, 1, 2], job)
+    assert missing.value.code == "E512" and missing.value.retryable and "shard(s) [1]" in missing.value.message
+
+
+def _kill_first_predict_process(plan_file: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = _predict_processes(plan_file)
+        if found:
+            os.killpg(found[0].pid, signal.SIGKILL)  # its own process group (the launcher's start_new_session)
+            return
+        time.sleep(0.05)

@@ -12,11 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
-from helical_airflow.launchers import LAUNCHERS, LaunchError, launch, shard_command
+from helical_airflow.errors import HelicalAirflowError
+from helical_airflow.launchers import EMBED, JOBS, LAUNCHERS, Job, LaunchError, launch, predict, shard_command
 from helical_airflow.launchers.base import failure, read_results
+from helical_airflow.launchers.jobs import prediction_file
 from helical_airflow.launchers.local import run_local, runner_program
 
 
@@ -26,6 +29,38 @@ def test_every_launcher_runs_the_same_command() -> None:
     assert set(LAUNCHERS) == {"local", "docker", "kubernetes"}
     with pytest.raises(Exception, match="E510"):
         launch("ssh", "/d/plan.json", [0])
+
+
+def test_each_job_has_its_own_command_and_result_reader(plan_path: str) -> None:
+    """The job registry: embed and predict, each its command line (the launchers add nothing of their own) and where
+    its results are read back; a predict job without its model is refused (E517)."""
+    assert set(JOBS) == {"embed", "predict"}
+    assert EMBED.command("/d/plan.json", [3, 4]) == shard_command("/d/plan.json", [3, 4])
+    job = predict("/out/s/finetune/cell_type/abc", "abc")
+    assert job.command("/d/plan.json", [0, 2], program="x") == [
+        "x", "predict-shard", "--plan", "/d/plan.json", "--classifier", "/out/s/finetune/cell_type/abc",
+        "--shard", "0", "--shard", "2",
+    ]  # fmt: skip
+    assert shard_command("/d/plan.json", [5], job=job)[1:3] == ["predict-shard", "--plan"]
+    for name, fields in (("tokenise", {}), ("predict", {}), ("predict", {"classifier": "/m"})):
+        with pytest.raises(HelicalAirflowError, match="E517"):
+            Job(name, **fields)
+
+    # predictions are read from predictions/<finetune_key>/<i>.npy: finished with one row per cell of the shard
+    from helical_airflow.plan import load_plan
+
+    plan = load_plan(plan_path)
+    job = predict("/unused", "reader-test")
+    with pytest.raises(LaunchError, match="E512") as err:
+        read_results(plan_path, [0, 1], job)  # the process exited 0, nothing written
+    assert err.value.retryable and "[0, 1]" in err.value.message and "predictions" in err.value.message
+    first = prediction_file(plan, "reader-test", 0)
+    first.parent.mkdir(parents=True)
+    np.save(first, np.zeros((plan.shards[0].cells, 3), dtype=np.float32))
+    np.save(prediction_file(plan, "reader-test", 1), np.zeros((plan.shards[1].cells - 1, 3)))  # a short file
+    with pytest.raises(LaunchError, match=r"shard\(s\) \[1\]"):
+        read_results(plan_path, [0, 1], job)
+    assert read_results(plan_path, [0], job) == [{"index": 0, "cells": plan.shards[0].cells, "path": str(first)}]
 
 
 def test_runner_program_uses_the_configured_environment(tmp_path: Path) -> None:
