@@ -36,13 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import figures, modality, pipeline, report, scores
 from .errors import ConfigError
+from .labels import UNKNOWN, check_classes, normalise, read_column
 from .spec import Manifest, Plan, RunParams, ShardResult
 from .store import embeddings_key, write_json, write_text, write_with
 
 log = logging.getLogger(__name__)
 
 ClassifierName = Literal["knn", "logreg", "finetuned"]  # finetuned: a fine-tuned model (annotate_finetuned.py)
-UNKNOWN = "unknown"  # the prediction below the confidence threshold (a reference cell labelled so is unlabelled)
 ANNOTATIONS = "annotations.h5ad"
 ANNOTATION_JSON = "annotation.json"
 ANNOTATION_HTML = "annotation.html"
@@ -167,48 +167,26 @@ class AnnotationResult(BaseModel):
 
 
 def label_values(table: pd.DataFrame, key: str) -> np.ndarray:
-    """obs[key] as strings, with None for a missing label (NaN, empty, or `unknown`, the name the predictions use
-    below the threshold): numbers count as labels too (cluster ids)."""
-    column = table[key]
-    present = column.notna().to_numpy()
-    text = column.astype(str).str.strip().to_numpy(dtype=object)
-    missing = ~present | (text == "") | (np.char.lower(text.astype(str)) == UNKNOWN)
-    text[missing] = None
-    return text
+    """obs[key] as stripped text, None for an unlabelled cell (labels.normalise: NaN, empty, `unknown`, `nan`,
+    `none`; `unknown` is also what a prediction below the threshold is called): numbers count (cluster ids)."""
+    return normalise(table[key])
 
 
 def check_reference_labels(table: pd.DataFrame, key: str, folds: int, where: str = "the reference") -> Counter[str]:
-    """The reference's class counts; a coded error when its KEY column cannot train and cross-validate a
-    classifier: missing (E701), fewer than two classes (E702), a class with fewer cells than folds (E703)."""
-    if key not in table.columns:
-        columns = ", ".join(map(str, table.columns[:30])) or "none"
-        raise ConfigError(
-            "E701", f"{where} has no label column {key!r} (its columns: {columns})",
-            "pass the reference's label column with --label-key (one of the columns listed)",
-        )  # fmt: skip
-    counts = Counter(v for v in label_values(table, key) if v is not None)
-    if len(counts) < 2:
-        only = f"one class only ({next(iter(counts))!r}, {sum(counts.values())} cells)" if counts else "no labels"
-        raise ConfigError(
-            "E702",
-            f"label column {key!r} of {where} has {only}; a classifier needs at least two classes",
-            "give a reference with at least two labelled classes in that column (or another --label-key)",
-        )  # fmt: skip
-    small = sorted((n, name) for name, n in counts.items() if n < folds)
-    if small:
-        listed = ", ".join(f"{name!r} ({n} cells)" for n, name in small[:10])
-        fewest = small[0][0]
-        fix = (
-            f"drop or merge those classes in the reference, or pass --cv-folds {fewest} (the smallest class)"
-            if fewest >= 2
-            else "drop or merge those classes in the reference: a class needs at least 2 cells"
-        )
-        raise ConfigError(
-            "E703",
-            f"class(es) too small for {folds}-fold stratified cross-validation in label column {key!r} of {where}: "
-            f"{listed}; each class needs at least {folds} cells (one per fold)", fix,
-        )  # fmt: skip
-    return counts
+    """The reference's class counts; a coded error (labels.py, the codes fine-tuning gives too) when its KEY column
+    cannot train and cross-validate a classifier: missing (E701), fewer than two classes (E702), a class with fewer
+    cells than folds (E703)."""
+    values = read_column(table, key, where, "pass the reference's label column with --label-key (one of the columns "
+                         "listed)")  # fmt: skip
+    counts = Counter(v for v in values if v is not None)
+    fewest = min(counts.values(), default=0)
+    fix = (
+        f"drop or merge those classes in the reference, or pass --cv-folds {fewest} (the smallest class)"
+        if fewest >= 2
+        else "drop or merge those classes in the reference: a class needs at least 2 cells"
+    )
+    return check_classes(values, key, where, folds, f"{folds}-fold stratified cross-validation (one cell per fold)",
+                         fix)  # fmt: skip
 
 
 # ---- classifier -------------------------------------------------------------------------------------------------

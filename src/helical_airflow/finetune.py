@@ -60,6 +60,7 @@ from .finetune_spec import (
     FineTuneResult,
     SplitRecord,
 )
+from .labels import check_classes, read_column
 from .models import get_model, registry
 from .models import runner as model_runner
 from .models.cache import models_dir
@@ -100,28 +101,13 @@ def family_for(model: str) -> FineTuneFamily:
 
 
 def check_labels(table: pd.DataFrame, key: str) -> pd.Series:
-    """The label column as strings (NaN: unlabelled): E801 missing, E802 fewer than two classes, E803 a class
-    with one cell (a stratified split needs one cell of each class on each side)."""
-    if key not in table.columns:
-        columns = ", ".join(map(str, table.columns[:20])) or "none"
-        raise ConfigError("E801", f"the training data has no label column {key!r} (its columns: {columns})",
-                          "pass --label-key with one of those columns")  # fmt: skip
-    raw = table[key]
-    labels = raw.astype(object).where(raw.notna(), None).map(lambda v: None if v is None else str(v))
-    counts = Counter(v for v in labels if v is not None)
-    if len(counts) < 2:
-        only = f"one class ({next(iter(counts))!r})" if counts else "no labelled cells"
-        raise ConfigError(
-            "E802", f"column {key!r} has {only}; a classifier needs at least two classes",
-            "fine-tune on data with at least two labelled classes, or pick another --label-key",
-        )  # fmt: skip
-    small = sorted(name for name, n in counts.items() if n < 2)
-    if small:
-        raise ConfigError(
-            "E803", f"class(es) with a single cell cannot be split into training and validation: {small[:10]}",
-            "drop or merge those classes (or label more cells of them) before fine-tuning",
-        )  # fmt: skip
-    return labels
+    """The label column as stripped text, None for an unlabelled cell (labels.py: the rule annotation uses too);
+    E701 no such column, E702 fewer than two classes, E703 a class with a single cell (a stratified split needs one
+    cell of each class on each side)."""
+    values = read_column(table, key, "the training data", "pass --label-key with one of those columns")
+    check_classes(values, key, "the training data", 2, "a training/validation split (one cell on each side)",
+                  "drop or merge those classes (or label more cells of them) before fine-tuning")  # fmt: skip
+    return pd.Series(values, index=table.index, dtype=object)
 
 
 def _stratified_cap(rows: np.ndarray, y: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -158,7 +144,7 @@ def split_rows(labels: pd.Series, params: FineTuneParams) -> tuple[np.ndarray, n
     capped = params.max_train_cells is not None and len(train) > params.max_train_cells
     if capped and params.max_train_cells is not None:
         if params.max_train_cells < n_classes:
-            raise ConfigError("E803", f"--max-train-cells {params.max_train_cells} is below the {n_classes} classes",
+            raise ConfigError("E810", f"--max-train-cells {params.max_train_cells} is below the {n_classes} classes",
                               f"pass --max-train-cells {n_classes} or more")  # fmt: skip
         full = labels.to_numpy().astype(str)
         train = _stratified_cap(train, full[train], params.max_train_cells, rng)
@@ -235,7 +221,7 @@ def tokenise_split(fam: FineTuneFamily, model: Any, vocab: Any, plan: Plan, rows
         if record["kept"]:
             parts.append(load_from_disk(str(target / "tokens")))
     if not parts:
-        raise ConfigError("E803", "no cell of this split expresses a gene of the model's vocabulary",
+        raise ConfigError("E811", "no cell of this split expresses a gene of the model's vocabulary",
                           "check the input's gene ids (helical-airflow validate)")  # fmt: skip
     return (parts[0] if len(parts) == 1 else concatenate_datasets(parts)), dropped
 
@@ -352,7 +338,8 @@ def train_model(
     input_path: str | Path, params: FineTuneParams, out_root: Path, on_epoch: EpochCallback | None = None
 ) -> tuple[Path, FineTuneResult]:
     """Fine-tune (or resume from the last finished epoch, or reuse a finished folder) without registering: the
-    training half of `finetune`, which the fine-tuning DAG's train task runs (its register task registers)."""
+    training half of `finetune`, which the fine-tuning DAG's train task runs (its register task registers). The
+    training holds the key's lock (finetune_registry.key_lock): a second one of the same key waits for it."""
 
     fam = family_for(params.model)
     plan = prepare_plan(input_path, params, out_root)
@@ -362,9 +349,13 @@ def train_model(
     root = model_root(out_root.resolve(), plan.dataset, params.label_key)
     folder = root / key
     if not (folder / RESULT_FILE).is_file():
-        _train(fam, plan, params, labels, key, root, on_epoch)
-    else:
-        log.info("fine-tuned model %s is finished already; reusing it", folder)
+        # one training per key: a second one (the CLI twice, a DAG retry while the first attempt's process lives)
+        # would write the same .work-<key>/ tokens and checkpoints; it waits here, then reuses the folder
+        with finetune_registry.key_lock(root, key):
+            if not (folder / RESULT_FILE).is_file():
+                _train(fam, plan, params, labels, key, root, on_epoch)
+                return folder, FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
+    log.info("fine-tuned model %s is finished already; reusing it", folder)
     return folder, FineTuneResult.model_validate_json((folder / RESULT_FILE).read_text())
 
 

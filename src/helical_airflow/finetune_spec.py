@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .spec import Device
 
 #: bump when training, the folder layout or finetune.json change: a new key, so old folders are not reused
-FINETUNE_VERSION = 1
+#: (2: labels.py's rule: stripped text, ""/"unknown"/"nan"/"none" unlabelled, so a messy column has other classes)
+FINETUNE_VERSION = 2
 
 ClassWeighting = Literal["balanced", "none"]
 

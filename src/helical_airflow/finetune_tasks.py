@@ -5,7 +5,7 @@ out, the same steps `helical-airflow finetune` runs (finetune.py), split into Ai
     last finished epoch on retry) -> evaluate -> register (MLflow Model Registry; the DAG emits an asset event)
 
 - validate: the input file inside the data folder, the model's family has a `*FineTuningModel` (E807), the
-  embedding pipeline's validation, the label column (E801-E803), before anything is written.
+  embedding pipeline's validation, the label column (labels.py: E701-E703), before anything is written.
 - plan: the embedding plan of the same input and model (its run key is the model folder's `input_run_key`), the
   finetune key and the model folder; the shards the tokenise task maps over.
 - tokenise: `finetune.tokenise_shard`: one shard's cells of the (seeded, stratified) split tokenised by helical's
@@ -13,8 +13,10 @@ out, the same steps `helical-airflow finetune` runs (finetune.py), split into Ai
   each written to a temp folder and renamed), which the training then finds done and reads memory-mapped.
 - train: `finetune.train_model` in the task's process (the Celery worker forks one per task, so a crash or an
   out-of-memory never takes the worker down): a checkpoint after every epoch, so a retry of a killed task resumes
-  after the last finished epoch and ends with the weights an undisturbed run ends with. Every epoch's metrics go to
-  StatsD (finetune._train calls telemetry.emit_epoch); a failed training counts in helical_finetune_failures_total.
+  after the last finished epoch and ends with the weights an undisturbed run ends with; a retry that starts while
+  the killed attempt's process still lives waits for the key's lock (finetune_registry.key_lock, logged every
+  30 s), so two trainings never write one work folder. Every epoch's metrics go to StatsD (finetune._train calls
+  telemetry.emit_epoch); a failed training counts in helical_finetune_failures_total.
 - evaluate: the best epoch's validation scores against the majority-class rate of the validation split.
 - register: `finetune_registry.register_folder`; a server that is down fails the task with E820, which Airflow
   retries (the folder is complete: nothing is trained again).

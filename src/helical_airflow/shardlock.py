@@ -37,13 +37,19 @@ def lock_file(shard_file: Path) -> Path:
 
 
 @contextlib.contextmanager
-def shard_lock(path: Path, wait_s: float | None = None) -> Iterator[None]:
-    """Hold the lock at `path` (waiting while a live process holds it); TimeoutError after `wait_s` seconds."""
+def shard_lock(
+    path: Path,
+    wait_s: float | None = None,
+    waiting: str = "an earlier attempt of this shard is still running",
+    note_every_s: float = NOTE_EVERY_S,
+) -> Iterator[None]:
+    """Hold the lock at `path` (waiting while a live process holds it); TimeoutError after `wait_s` seconds. While
+    it waits it logs `waiting` and the holder every `note_every_s` seconds (finetune.py's training lock reuses it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         started = time.monotonic()
-        noted = -NOTE_EVERY_S
+        noted = -note_every_s
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -52,8 +58,8 @@ def shard_lock(path: Path, wait_s: float | None = None) -> Iterator[None]:
                 waited = time.monotonic() - started
                 if wait_s is not None and waited >= wait_s:
                     raise TimeoutError(f"{path} is still held after {waited:.0f}s by {holder(path)}") from None
-                if waited - noted >= NOTE_EVERY_S:
-                    log.warning("an earlier attempt of this shard is still running (%s); waiting for it", holder(path))
+                if waited - noted >= note_every_s:
+                    log.warning("%s (%s); waiting for it", waiting, holder(path))
                     noted = waited
                 time.sleep(POLL_S)
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}

@@ -5,6 +5,8 @@ the very same weights, bad labels get coded errors, and the model folder loads b
 from __future__ import annotations
 
 import json
+import os
+from datetime import datetime
 from pathlib import Path
 
 import anndata as ad
@@ -113,13 +115,13 @@ def test_bad_labels_get_coded_errors() -> None:
 
     with pytest.raises(ConfigError) as missing:
         check_labels(pd.DataFrame({"louvain": ["a", "b"]}), "cell_type")
-    assert missing.value.code == "E801" and "louvain" in missing.value.message
+    assert missing.value.code == "E701" and "louvain" in missing.value.message
     with pytest.raises(ConfigError) as one:
-        check_labels(pd.DataFrame({"cell_type": ["T"] * 5 + [None]}), "cell_type")
-    assert one.value.code == "E802"
+        check_labels(pd.DataFrame({"cell_type": ["T"] * 5 + [None, " ", "unknown"]}), "cell_type")
+    assert one.value.code == "E702" and "one class only ('T', 5 cells)" in one.value.message
     with pytest.raises(ConfigError) as small:
         check_labels(pd.DataFrame({"cell_type": ["T"] * 5 + ["B"] * 4 + ["rare"]}), "cell_type")
-    assert small.value.code == "E803" and "rare" in small.value.message
+    assert small.value.code == "E703" and "'rare' (1 cells)" in small.value.message
     labels = check_labels(pd.DataFrame({"cell_type": ["T"] * 50 + ["B"] * 30 + ["NK"] * 2 + [None] * 3}), "cell_type")
     train, val, capped = split_rows(labels, FineTuneParams(model="geneformer", label_key="cell_type",
                                                            validation_fraction=0.25, seed=3))  # fmt: skip
@@ -131,3 +133,101 @@ def test_bad_labels_get_coded_errors() -> None:
     small_val, _, _ = split_rows(labels, FineTuneParams(model="geneformer", label_key="cell_type",
                                                         validation_fraction=0.02))  # fmt: skip
     assert {labels[i] for i in small_val} == {"T", "B", "NK"}  # one cell of each class at least
+    with pytest.raises(ConfigError) as cap:  # fewer training cells than classes: its own code
+        split_rows(labels, FineTuneParams(model="geneformer", label_key="cell_type", max_train_cells=2))
+    assert cap.value.code == "E810" and "--max-train-cells 3" in cap.value.hint
+
+
+def test_cells_expressing_no_gene_of_the_vocabulary_are_e811(
+    sample_h5ad: Path, fixture_cache: str, tmp_path: Path
+) -> None:
+    """Labels fine, genes known, but no cell expresses one: nothing to train on (its own code, not a label one)."""
+    from scipy import sparse
+
+    adata = ad.read_h5ad(sample_h5ad)[:20].copy()
+    adata.X = sparse.csr_matrix(adata.shape, dtype=np.float32)  # every count 0
+    adata.obs["cell_type"] = ["a", "b"] * 10
+    adata.write_h5ad(tmp_path / "silent.h5ad")
+    with pytest.raises(ConfigError) as silent:
+        finetune(tmp_path / "silent.h5ad", _params(fixture_cache, epochs=1), tmp_path / "out")
+    assert silent.value.code == "E811" and "vocabulary" in silent.value.message
+
+
+def test_a_second_training_of_the_same_key_waits_for_the_first_and_reuses_its_folder(
+    sample_h5ad: Path, fixture_cache: str, tmp_path: Path
+) -> None:
+    """The CLI run twice (or a DAG retry while the first attempt's process lives): the second waits on the key's
+    lock, then finds the first one's folder finished and trains nothing. The two trainings are two threads: an
+    flock belongs to an open file, so two open()s of the lock file exclude each other inside one process as between
+    two (and the second does not pay helical's import again, ~35 s of a loaded 2-core machine measured). The first
+    holds its lock after its epoch until the second has said it waits: no race on who is faster."""
+    import logging
+    import threading
+    import time
+
+    from helical_airflow.finetune import finetune_key, prepare_plan, train_model
+
+    params = _params(fixture_cache, epochs=1, max_train_cells=12, validation_fraction=0.3, shard_size=350)
+    out = tmp_path / "out"
+    key = finetune_key(prepare_plan(sample_h5ad, params, out), params)
+    lock = out / "sample" / "finetune" / "cell_type" / f".lock-{key}"
+    second_waits = threading.Event()
+    epoch_ended: list[float] = []
+    failed: list[BaseException] = []
+
+    def after_epoch(metrics: object) -> None:
+        epoch_ended.append(time.time())
+        second_waits.wait(120)  # still holding the key's lock
+
+    def first() -> None:
+        try:
+            train_model(sample_h5ad, params, out, on_epoch=after_epoch)
+        except BaseException as exc:  # noqa: BLE001  (reported by the test below)
+            failed.append(exc)
+
+    training = threading.Thread(target=first)
+    training.start()
+    deadline = time.monotonic() + 180
+    while not _held(lock):  # the first one trains now
+        assert training.is_alive() and time.monotonic() < deadline, f"the first never took the key's lock {failed}"
+        time.sleep(0.1)
+
+    waits: list[str] = []
+
+    class SaysItWaits(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            waits.append(record.getMessage())
+            second_waits.set()  # let the first one finish
+
+    said_it = SaysItWaits(logging.WARNING)
+    logging.getLogger("helical_airflow.shardlock").addHandler(said_it)
+    epochs_here: list[int] = []
+    try:
+        folder, result = train_model(sample_h5ad, params, out, on_epoch=lambda m: epochs_here.append(m.epoch))
+    finally:
+        logging.getLogger("helical_airflow.shardlock").removeHandler(said_it)
+        second_waits.set()
+        training.join(120)
+    assert not failed and len(epoch_ended) == 1, failed
+    assert epochs_here == []  # the second trained nothing: the first one did
+    assert waits and all(f"fine-tuning key {key} is being trained" in w for w in waits), waits  # every 30 s
+    # the second took the lock (its record: pid, since) only after the first's epoch had ended
+    record = json.loads(lock.read_text())
+    assert datetime.fromisoformat(record["since"]).timestamp() > epoch_ended[0]
+    assert result.finetune_key == key and (folder / MODEL_FILE).is_file() and not _held(lock)
+
+
+def _held(lock: Path) -> bool:
+    """Whether someone holds the flock on `lock` (tried from a new open file, which a holder excludes)."""
+    import fcntl
+
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

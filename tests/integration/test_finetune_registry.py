@@ -107,3 +107,60 @@ def test_register_after_a_down_server_then_serve_the_champion(
         annotate_with_classifier(query, f"models:/{name}@no_such_alias", run, tmp_path / "annotated",
                                  tracking_uri=mlflow_server)  # fmt: skip
     assert no_alias.value.code == "E804" and "'no_such_alias'" in no_alias.value.message
+
+
+def test_a_registration_that_stopped_half_way_is_completed_not_repeated(
+    mlflow_server: str, sample_h5ad: Path, fixture_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server goes away after the run (then after the version, before the alias): the next registration
+    completes that run and that version; registering the same folder again gives the same version."""
+    from mlflow.tracking import MlflowClient
+
+    from helical_airflow import settings
+    from helical_airflow.finetune import train_model
+
+    adata = ad.read_h5ad(sample_h5ad)
+    adata.obs["kind"] = adata.obs["cell_type"]  # a label key of its own: a registered name no other test touches
+    adata.write_h5ad(tmp_path / "sample.h5ad")
+    params = FineTuneParams(model="geneformer", label_key="kind", device="cpu", cache_dir=fixture_cache, epochs=1,
+                            max_train_cells=12, validation_fraction=0.3, shard_size=350)  # fmt: skip
+    folder, result = train_model(tmp_path / "sample.h5ad", params, tmp_path / "out")
+    name, key = registered_name("geneformer", "kind"), result.finetune_key
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+
+    def on_server() -> tuple[list, list]:
+        experiment = client.get_experiment_by_name(settings.get().mlflow_experiment + "-finetune")
+        runs = client.search_runs([experiment.experiment_id], f"tags.finetune_key = '{key}'") if experiment else []
+        return runs, client.search_model_versions(f"name = '{name}'")
+
+    class ServerGone(Exception):
+        """What the client raises when the server drops the connection at that step."""
+
+    def gone(*args: object, **kwargs: object) -> None:
+        raise ServerGone("connection reset by the server")
+
+    with monkeypatch.context() as patch:  # 1. the run and its artifacts are there, then no version
+        patch.setattr(MlflowClient, "create_model_version", gone)
+        record = finetune_registry.register_folder(folder, result, mlflow_server)
+    assert record is not None and record["status"] == "unregistered" and "ServerGone" in record["error"]
+    (run,), versions = on_server()
+    assert versions == [] and run.info.status == "FINISHED"
+
+    with monkeypatch.context() as patch:  # 2. the version is there, then no alias
+        patch.setattr(MlflowClient, "set_registered_model_alias", gone)
+        record = finetune_registry.register_folder(folder, result, mlflow_server)
+    assert record is not None and record["status"] == "unregistered"
+    runs, (version,) = on_server()
+    assert [r.info.run_id for r in runs] == [run.info.run_id] and version.run_id == run.info.run_id
+    assert version.tags["finetune_key"] == key and not version.aliases
+
+    record = finetune_registry.register_folder(folder, result, mlflow_server)  # 3. completed: same run, same version
+    assert record is not None and record["status"] == "registered", record
+    assert (record["version"], record["mlflow_run_id"], record["alias"]) == (version.version, run.info.run_id, ALIAS)
+    assert client.get_model_version_by_alias(name, ALIAS).version == version.version
+
+    (folder / REGISTRY_FILE).unlink()  # 4. nothing local to go by: the server's tags say it is registered
+    again = finetune_registry.register_folder(folder, result, mlflow_server)
+    assert again == record
+    runs, versions = on_server()
+    assert len(runs) == 1 and [v.version for v in versions] == [version.version]

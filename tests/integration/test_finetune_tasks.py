@@ -109,7 +109,7 @@ def test_the_dag_steps_train_from_the_mapped_tokens_and_send_epoch_metrics(
     with pytest.raises(AirflowFailException, match="E822"):
         airflow_tasks.validate_input({**wparams, "annotate_classifier": "/etc"})
 
-    with pytest.raises(AirflowFailException, match="E801"):  # a user error: no retry
+    with pytest.raises(AirflowFailException, match="E701"):  # a user error: no retry
         finetune_tasks.validate({**params, "label_key": "no_such_column"})
     with pytest.raises(AirflowFailException, match="E821"):
         finetune_tasks.validate({**params, "epochs": 0})
