@@ -97,7 +97,8 @@ def _run_to_store(
     plan: Plan, store: str, on_shard: ShardCallback | None, label_key: str | None, tracking_uri: str | None
 ) -> Manifest:
     """run_plan with every newly finished shard uploaded at once (a killed run keeps it), then the outputs, manifest
-    last, and the `latest.json` pointer when the gate passed; a failed gate's report is uploaded too."""
+    last, and the `latest.json` pointer when the gate passed; a failed gate's report is uploaded too. A passed run's
+    local work copy is then removed (a rerun or resume reads the store, pull_run; a failed one is kept to look at)."""
 
     def upload(plan: Plan, result: ShardResult) -> None:
         if not result.reused:
@@ -112,7 +113,10 @@ def _run_to_store(
     except QualityGateError:
         objstore.push_outputs(store, plan.out_path, latest=False)
         raise
-    objstore.push_outputs(store, plan.out_path, latest=manifest.quality is None or manifest.quality.passed)
+    passed = manifest.quality is None or manifest.quality.passed
+    objstore.push_outputs(store, plan.out_path, latest=passed)
+    if passed:
+        objstore.clear_work(plan.out_path)
     return manifest
 
 

@@ -69,6 +69,8 @@ def test_s3_round_trip_equals_a_local_run_resumes_and_leaks_no_credential(
                            "--shard-size", str(SHARD), "--device", "cpu"],
                           capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # the run passed and is in the bucket: its local work copy is gone (a resume reads the bucket)
+    assert list((tmp_path / "objects" / "work").rglob("plan.json")) == []
 
     local = run(cells_h5ad, params(fixture_cache), tmp_path / "local")  # the same file from the disk
     run_url = f"{out}/pbmc60/{local.run_key}"  # the run key is the content's: the same wherever the file sits
