@@ -47,7 +47,8 @@ ANNOTATIONS = "annotations.h5ad"
 ANNOTATION_JSON = "annotation.json"
 ANNOTATION_HTML = "annotation.html"
 #: bump when the classifier, its scores or the output layout change: old annotation.json files are then redone
-ANNOTATE_VERSION = "1"
+#: (2: labels.py's rule, shared with fine-tuning: "nan"/"none" texts are unlabelled too)
+ANNOTATE_VERSION = "2"
 #: warn when the query knows less than this fraction of the reference's share of the model's vocabulary: its
 #: embeddings are built from fewer genes and sit off the reference's
 VOCAB_WARN_RATIO = 0.5
