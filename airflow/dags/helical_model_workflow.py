@@ -58,6 +58,20 @@ def _predict_task_id(queue: str) -> str:
 #: (queue, pool) pairs the model table uses: one mapped embed task each
 ROUTES = sorted({(spec.profile.queue, spec.profile.pool) for spec in MODELS.values()})
 
+
+def _shard_task(task_id: str, queue: str, pool: str) -> Any:
+    """A mapped task over groups of shards on this route's queue and pool, with an on_kill (embed_task): a killed or
+    timed-out task stops the process, container or pod it launched; the map index shows the group's shards."""
+    return embed_task(task_id=task_id, queue=queue, pool=pool, execution_timeout=timedelta(hours=4),
+                      map_index_template="{{ shard_label }}", max_active_tis_per_dagrun=32)  # fmt: skip
+
+
+def _label_group(shards: list[int]) -> None:
+    """The map index the UI shows for this task's group of shards."""
+    label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
+    get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+
+
 #: the trigger form, generated from the run's contract (RunParams' schema, the sequence models' options, the model
 #: table, the launchers, the modalities' input suffixes): helical_airflow/dag_params.py
 params = workflow_params(DATA_DIR, list(MODELS), list(LAUNCHERS), settings.get().launcher)
@@ -103,18 +117,10 @@ with DAG(
     routed = route_to_queue(planned["queue"])
     embedded = []
     for queue, pool in ROUTES:
-        # @task with an on_kill: a killed or timed-out task stops its embed process, container or pod
-        @embed_task(
-            task_id=_embed_task_id(queue),
-            queue=queue,
-            pool=pool,
-            execution_timeout=timedelta(hours=4),
-            map_index_template="{{ shard_label }}",
-            max_active_tis_per_dagrun=32,
-        )
+
+        @_shard_task(_embed_task_id(queue), queue, pool)
         def embed_group(plan_path: str, shards: list[int], **context: Any) -> list[dict[str, Any]]:
-            label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
-            get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+            _label_group(shards)
             return steps.launch_shards(plan_path, shards, context["params"]["launcher"])
 
         shards = embed_group.expand_kwargs(planned)
@@ -144,17 +150,9 @@ with DAG(
     predicted = []
     for queue, pool in ROUTES:
         # like embed_group: the predict process, container or pod runs through the launcher, on the model's queue
-        @embed_task(
-            task_id=_predict_task_id(queue),
-            queue=queue,
-            pool=pool,
-            execution_timeout=timedelta(hours=4),
-            map_index_template="{{ shard_label }}",
-            max_active_tis_per_dagrun=32,
-        )
+        @_shard_task(_predict_task_id(queue), queue, pool)
         def predict_group(plan_path: str, shards: list[int], classifier: str, **context: Any) -> list[dict[str, Any]]:
-            label = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]}"
-            get_current_context()["shard_label"] = label  # type: ignore[typeddict-unknown-key]
+            _label_group(shards)
             return steps.predict_shards(dict(context["params"]), plan_path, shards, classifier)
 
         predicted.append(predict_group)
