@@ -158,9 +158,11 @@ def workflow_params(data_dir: str, models: Sequence[str], launchers: Sequence[st
         ),
         # the run's outputs in object storage (objstore.py); credentials never here: the workers' AWS variables or
         # files, or the Airflow connection named by HELICAL_AIRFLOW_STORAGE_CONN_ID
+        # None, not "": Airflow's trigger form marks a "string" Param required and refuses its own empty default
+        # (tests/e2e/test_browser.py); the other optional Params are ["null", "string"] for the same reason
         "output": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             pattern=OUTPUT_PATTERN,
             title="Output location",
             description="Empty: the workers' output folder (HELICAL_AIRFLOW_OUTPUT_DIR). Or an object storage URL, "
