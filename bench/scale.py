@@ -2,16 +2,17 @@
 
 Writes synthetic inputs (bench/synth.py, sparse draw: the fixture genes, ~50 genes per cell, a `cell_type`
 label) and runs every step of the pipeline on each, in a fresh process per step, with the smallest fixture
-model: validate, plan, embed (all shards, one model load; relaunched for the shards left when the runner asks
-to be recycled, as every launcher does), merge, quality gate, report. For each step it prints the wall time and
-the peak RSS the kernel reports for that process (ru_maxrss from wait4, in a small launcher: see LAUNCHER),
+model that computes per cell (Geneformer's; docs/benchmarks.md says why not GenePT's): validate, plan, embed
+(all shards, one model load; relaunched for the shards left when the runner asks to be recycled, as every
+launcher does), merge, quality gate, report. For each step it prints the wall time and the peak RSS the kernel
+reports for that process (ru_maxrss from wait4, in a small launcher: see LAUNCHER),
 beside the same at the small size.
 
 Targets (issue 20): at the large size, every step but embed takes at most 10% of the embed step's time, and
 every step's peak memory at the large size is at most 1.2x its peak at the small size. Exits 1 when a target is
 missed.
 
-    nice -n 10 .venv/bin/python bench/scale.py [--small 100000] [--large 1000000] [--model genept]
+    nice -n 5 .venv/bin/python bench/scale.py [--small 100000] [--large 1000000] [--model geneformer]
                                                [--shard-size 50000] [--work DIR] [--cache-dir DIR]
     .venv/bin/python bench/scale.py --phase embed ...    # validate, plan, embed only (results kept in --work)
     .venv/bin/python bench/scale.py --phase finish ...   # merge, quality gate, report on the embedded shards
@@ -191,7 +192,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=1_000_000)
-    parser.add_argument("--model", default="genept", help="the fastest fixture model on CPU (measured: genept)")
+    parser.add_argument(
+        "--model",
+        default="geneformer",
+        help="fixture model (default geneformer: the smallest fixture that computes per cell; genept's is a "
+        "lookup-average whose embed is nearly all start-up: docs/benchmarks.md)",
+    )
     parser.add_argument("--shard-size", type=int, default=50_000)
     parser.add_argument("--genes-per-cell", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -215,7 +221,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if args.cache_dir is None:
         args.cache_dir = str(work / "fixture_cache")
-        if not Path(args.cache_dir, "FIXTURE.json").is_file():  # --model takes the registry's name (genept)
+        if not Path(args.cache_dir, "FIXTURE.json").is_file():  # --model takes the registry's name (geneformer)
             subprocess.run(cli() + ["models", "fixture", "--out", args.cache_dir, "--model", args.model], check=True)
     results_file = work / "scale.json"
     figures = json.loads(results_file.read_text()) if results_file.is_file() else {}

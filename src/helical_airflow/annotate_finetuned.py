@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import psutil
 
 from . import annotate, finetune, finetune_registry, modality, pipeline, scores
 from .annotate import AnnotateParams, AnnotationResult, FineTunedRef, Prediction
@@ -177,11 +176,8 @@ def predict_shards(
         path, reused = predict_shard(plan, index, classifier)
         done.append((path, reused))
         predicted += not reused
-        rss_mb = psutil.Process().memory_info().rss / 2**20
+        over, rss_mb = recycle.due(predicted)
         left = list(indices[position + 1 :])
-        over = (bool(recycle.max_rss_mb) and rss_mb > recycle.max_rss_mb) or (
-            bool(recycle.max_shards) and predicted >= recycle.max_shards
-        )
         if left and not reused and over:
             log.info("recycling the predict process after %d shard(s) (RSS %.0f MB; %d shard(s) left)", predicted,
                      rss_mb, len(left))  # fmt: skip
