@@ -3,9 +3,10 @@
 Writes two synthetic labelled .h5ad files (default 2,000 and 8,000 cells, the fixture genes, bench/synth.py's five
 cell types with a per-type gene block), runs the real `helical-airflow finetune` on each in a fresh subprocess
 (one epoch, the same shard size, batch size and validation fraction), and prints each child's peak RSS (the
-kernel's ru_maxrss from wait4), its training cells/s (finetune.json: training cells over the epoch's training
-seconds) and the memory ratio large/small. Target: ratio <= 1.2 (tokens live in memory-mapped Arrow files on disk,
-one shard tokenised at a time: only an 8-byte-a-cell index mapping and the label column grow with the set).
+kernel's ru_maxrss, read by memory.LAUNCHER), its training cells/s (finetune.json: training cells over the
+epoch's training seconds) and the memory ratio large/small. Target: ratio <= 1.2 (tokens live in memory-mapped
+Arrow files on disk, one shard tokenised at a time: only an 8-byte-a-cell index mapping and the label column grow
+with the set).
 Exits 1 when the target is missed.
 
     .venv/bin/python bench/finetune.py [--small 2000] [--large 8000] [--model scgpt] [--shard-size 500]
@@ -23,16 +24,14 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import cli, run  # noqa: E402
+from memory import cli, measured_child, run  # noqa: E402
 from synth import fixture_genes, write_synthetic_h5ad  # noqa: E402
 
 TARGET_RATIO = 1.2
@@ -48,21 +47,14 @@ def measure(work: Path, n_cells: int, args: argparse.Namespace, cache_dir: str) 
         "--batch-size", str(args.batch_size), "--shard-size", str(args.shard_size), "--validation-fraction", "0.1",
         "--device", args.device, "--cache-dir", cache_dir, "--out", str(out), "--learning-rate", "1e-3",
     ]  # fmt: skip
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status) != 0:
-            stderr.seek(0)
-            raise SystemExit(f"finetune on {n_cells} cells failed:\n{stderr.read()[-3000:]}")
-        stdout.seek(0)
-        folder = Path(stdout.read().strip().splitlines()[-1])
+    child = measured_child(command)
+    if child.code != 0:
+        raise SystemExit(f"finetune on {n_cells} cells failed:\n{child.stderr[-3000:]}")
+    folder = Path(child.stdout.strip().splitlines()[-1])
     result = json.loads((folder / "finetune.json").read_text())
     epoch = result["history"][0]
-    # ru_maxrss is in kilobytes on Linux
-    return {"cells": n_cells, "train_cells": result["split"]["train_cells"], "peak_rss_mb": usage.ru_maxrss / 1024,
-            "cells_per_second": epoch["train_cells_per_second"], "epoch_s": epoch["seconds"], "wall_s": seconds,
+    return {"cells": n_cells, "train_cells": result["split"]["train_cells"], "peak_rss_mb": child.peak_rss_mb,
+            "cells_per_second": epoch["train_cells_per_second"], "epoch_s": epoch["seconds"], "wall_s": child.seconds,
             "device": result["device"], "precision": result.get("training_precision", "fp32")}  # fmt: skip
 
 

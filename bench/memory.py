@@ -2,8 +2,8 @@
 
 Writes two synthetic .h5ad files (default 10,000 and 200,000 cells, the fixture genes), plans both
 with the same shard size, runs the real `helical-airflow embed-shard` on the middle shard of each in
-a fresh subprocess, and prints each child's peak RSS (the kernel's ru_maxrss from wait4) and the
-ratio large/small. Target: ratio <= 1.2. Exits 1 when the target is missed.
+a fresh subprocess, and prints each child's peak RSS (the kernel's ru_maxrss, read by a small launcher:
+LAUNCHER) and the ratio large/small. Target: ratio <= 1.2. Exits 1 when the target is missed.
 
     .venv/bin/python bench/memory.py [--small 10000] [--large 200000] [--shard-size 1000]
                                      [--model geneformer] [--cache-dir DIR] [--repeats 1]
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -50,20 +50,52 @@ def run(args: list[str]) -> str:
     return done.stdout
 
 
-def peak_rss_of(args: list[str], result_file: Path) -> tuple[float, float, dict[str, object]]:
-    """(peak RSS MB from the kernel, wall seconds, the shard result JSON) of one embed-shard child."""
+# The child runs under this small launcher (python -S, ~10 MB), which reports the child's ru_maxrss on stderr. Why not
+# wait4 on the child directly: Linux counts the RSS a process had before exec in its ru_maxrss (the parent's, at
+# fork), so every child read at least this bench's own RSS (measured: /bin/true read 333 MB from a 300 MB parent,
+# 6 MB via the launcher; tests/unit/test_bench_scale.py). bench/scale.py and bench/finetune.py measure with it too.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\n{sys.argv[1]} {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+PEAK_MARK = "bench-peak-rss-kib"
+
+
+class Measured(NamedTuple):
+    seconds: float
+    peak_rss_mb: float  # the child's own peak RSS, from the kernel
+    stdout: str
+    stderr: str
+    code: int
+
+
+def measured_child(command: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run `command` in a child process under LAUNCHER: its wall seconds, peak RSS, output and exit code."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        child = subprocess.Popen(cli() + args, stdout=stdout, stderr=stderr, text=True)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, PEAK_MARK]  # the launcher's sys.argv[1]; the child: [2:]
+        code = subprocess.Popen([*launcher, *command], stdout=stdout, stderr=stderr, text=True, env=env).wait()
         seconds = time.perf_counter() - started
         stdout.seek(0)
         stderr.seek(0)
-        if child.returncode != 0:
-            raise SystemExit(f"embed-shard {args} failed ({child.returncode}):\n{stderr.read()[-3000:]}")
-        result = json.loads(result_file.read_text())  # the shard's record (embed-shard prints logs only)
-    return usage.ru_maxrss / 1024, seconds, result  # Linux reports ru_maxrss in KiB
+        out, errors = stdout.read(), stderr.read()
+    marks = [line.split()[1] for line in errors.splitlines() if line.startswith(PEAK_MARK + " ")]
+    if not marks:
+        raise SystemExit(f"{' '.join(command[:4])} ... reported no peak RSS ({code}):\n{errors[-3000:]}")
+    return Measured(seconds, int(marks[-1]) / 1024, out, errors, code)  # Linux reports ru_maxrss in KiB
+
+
+def peak_rss_of(args: list[str], result_file: Path) -> tuple[float, float, dict[str, object]]:
+    """(peak RSS MB from the kernel, wall seconds, the shard result JSON) of one embed-shard child."""
+    child = measured_child(cli() + args)
+    if child.code != 0:
+        raise SystemExit(f"embed-shard {args} failed ({child.code}):\n{child.stderr[-3000:]}")
+    result = json.loads(result_file.read_text())  # the shard's record (embed-shard prints logs only)
+    return child.peak_rss_mb, child.seconds, result
 
 
 def write_sequences(path: Path, n: int, seed: int, length: int = 500) -> Path:

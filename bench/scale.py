@@ -5,7 +5,7 @@ label) and runs every step of the pipeline on each, in a fresh process per step,
 model that computes per cell (Geneformer's; docs/benchmarks.md says why not GenePT's): validate, plan, embed
 (all shards, one model load; relaunched for the shards left when the runner asks to be recycled, as every
 launcher does), merge, quality gate, report. For each step it prints the wall time and the peak RSS the kernel
-reports for that process (ru_maxrss from wait4, in a small launcher: see LAUNCHER),
+reports for that process (ru_maxrss from wait4, in a small launcher: memory.LAUNCHER),
 beside the same at the small size.
 
 Targets (issue 20): at the large size, every step but embed takes at most 10% of the embed step's time, and
@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import cli  # noqa: E402
+from memory import cli, measured_child  # noqa: E402
 from synth import fixture_genes, write_synthetic_h5ad  # noqa: E402
 
 STEPS = ("validate", "plan", "embed", "merge", "quality", "report")
@@ -54,36 +54,13 @@ MAX_MEMORY_RATIO = 1.2
 RECYCLE_EXIT = 75  # embed-shard: "start a fresh process for the shards left" (cli.RECYCLE_EXIT)
 
 
-# The step runs as the child of this small launcher (python -S, ~10 MB), which reports the step's ru_maxrss on
-# stderr. Why not wait4 on the step directly: Linux counts the RSS a process had before exec in its ru_maxrss (the
-# parent's, at fork), so every step read at least this bench's own RSS (measured: /bin/true read 333 MB from a
-# 300 MB parent, 33 MB from a small one); the 1,000,000-cell input written in this process made that ~450 MB.
-LAUNCHER = """import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-sys.stderr.write(f"\\n{sys.argv[1]} {usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-PEAK_MARK = "scale-peak-rss-kib"
-
-
 def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB from the kernel, stdout) of one child process; exit code 75 is allowed."""
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        launcher = [sys.executable, "-S", "-c", LAUNCHER, PEAK_MARK]  # the launcher's sys.argv[1]; the step: [2:]
-        child = subprocess.Popen([*launcher, *command], stdout=stdout, stderr=stderr, text=True, env=env)
-        code = child.wait()
-        seconds = time.perf_counter() - started
-        stdout.seek(0)
-        stderr.seek(0)
-        errors = stderr.read()
-        if code not in (0, RECYCLE_EXIT):
-            raise SystemExit(f"{' '.join(command[:4])} ... failed ({code}):\n{errors[-3000:]}")
-        peak_kib = [line.split()[1] for line in errors.splitlines() if line.startswith(PEAK_MARK + " ")][-1]
-        return seconds, int(peak_kib) / 1024, stdout.read()  # Linux reports ru_maxrss in KiB
+    """(wall seconds, peak RSS MB from the kernel, stdout) of one step's process (memory.measured_child: its own
+    peak, not this bench's); exit code 75 (recycling) is allowed."""
+    child = measured_child(command, env)
+    if child.code not in (0, RECYCLE_EXIT):
+        raise SystemExit(f"{' '.join(command[:4])} ... failed ({child.code}):\n{child.stderr[-3000:]}")
+    return child.seconds, child.peak_rss_mb, child.stdout
 
 
 def step_child(step: str, plan_file: str, args: argparse.Namespace) -> None:
