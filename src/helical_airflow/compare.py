@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import figures, modality, pipeline, report, scores, settings, telemetry, tracking
+from . import figures, labels, modality, pipeline, report, scores, settings, telemetry, tracking
 from .errors import ConfigError
 from .models import get_model
 from .plan import load_plan
@@ -44,7 +44,7 @@ COMPARISON_JSON = "comparison.json"
 COMPARISON_HTML = "comparison.html"
 COMPARISON_PLAN = "comparison_plan.json"
 #: bump when the metrics, their aggregation or the outputs change: old comparison.json files are then redone
-COMPARE_VERSION = "1"
+COMPARE_VERSION = "2"  # 2: the label rule of labels.py ('unknown', 'nan', 'none' unlabelled too)
 BASELINE = "PCA"  # the baseline's row: PCA of the log-normalised counts of the same cells (scores.BASELINE)
 #: cells scored at most (a seeded, label-stratified sample above this). scib-metrics' kBET and BRAS run per label
 #: on the CPU: on data/sample.h5ad (700 cells, 2 cores shared with other jobs) kBET took 6-14 s per embedding once
@@ -300,6 +300,15 @@ def _finite_rows(x: ShardedEmbeddings) -> np.ndarray:
     return finite
 
 
+def labelled_cells(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(each cell's label as stripped text, mask of the labelled cells), by the rule annotation and fine-tuning read
+    a label column with (labels.py: missing, empty, 'unknown', 'nan', 'none' are unlabelled), so a comparison never
+    scores 'unknown' as a cell type that a classifier trained on the same column would leave out."""
+    values = labels.normalise(column)
+    labelled = pd.notna(values)
+    return np.where(labelled, values, "").astype(str), labelled
+
+
 def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted row positions: all rows up to `limit`, else each label's share of `limit` (at least one cell of every
     label, so a rare type stays in), drawn with a seeded generator."""
@@ -409,8 +418,7 @@ def score(cplan: ComparisonPlan, tracking_uri: str | None = None) -> ComparisonR
     started = time.monotonic()
     kind = modality.of(plans[0].input)
     table = kind.label_columns(kind.metadata(plans[0].input))
-    label_values = table[cplan.label_key]
-    labelled = (label_values.notna() & (label_values.astype(str).str.strip() != "")).to_numpy()
+    labels_all, labelled = labelled_cells(table[cplan.label_key])
     left_out: dict[str, int] = {"no label": int((~labelled).sum())}
     # each model's embeddings stay on disk: the finite check streams them in blocks, then only the scored rows are
     # read (a million cells x several models never sit in memory at once)
@@ -418,7 +426,6 @@ def score(cplan: ComparisonPlan, tracking_uri: str | None = None) -> ComparisonR
     finite = np.logical_and.reduce([_finite_rows(x) for x in full.values()])
     left_out["an embedding with NaN (no known gene)"] = int((labelled & ~finite).sum())
     candidates = np.flatnonzero(labelled & finite)
-    labels_all = label_values.astype(str).to_numpy()
     picked = stratified_sample(labels_all[candidates], cplan.params.max_cells, cplan.params.seed)
     rows = candidates[picked]
     left_out["sample"] = len(candidates) - len(rows)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 from typer.testing import CliRunner
@@ -152,6 +153,18 @@ def test_stratified_sample_keeps_every_label_and_is_seeded() -> None:
     assert np.array_equal(picked, compare.stratified_sample(labels, 100, seed=3))
     assert not np.array_equal(picked, compare.stratified_sample(labels, 100, seed=4))
     assert np.array_equal(compare.stratified_sample(labels[:50], 100, seed=3), np.arange(50))
+
+
+def test_cells_are_labelled_by_the_rule_annotation_and_fine_tuning_use() -> None:
+    """labels.py's rule: missing, empty, 'unknown', 'nan', 'none' (any case, spaces stripped) are left out; a
+    categorical with a missing value and numbers (cluster ids) are read as text."""
+    column = pd.Series(["B cell", " T cell ", None, "", "Unknown", "nan", "NONE", 3, np.nan], dtype=object)
+    text, labelled = compare.labelled_cells(column)
+    assert labelled.tolist() == [True, True, False, False, False, False, False, True, False]
+    assert text[labelled].tolist() == ["B cell", "T cell", "3"]
+    categories = pd.Series(pd.Categorical(["a", None, "unknown", "b"]))
+    text, labelled = compare.labelled_cells(categories)
+    assert labelled.tolist() == [True, False, False, True] and text[labelled].tolist() == ["a", "b"]
 
 
 def test_the_dags_plan_step_refuses_too_and_plans_the_workflows_own_run_keys(
