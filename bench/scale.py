@@ -1,8 +1,8 @@
 """How do the pipeline's steps grow from 100,000 to 1,000,000 cells?
 
 Writes synthetic inputs (bench/synth.py, sparse draw: the fixture genes, ~50 genes per cell, a `cell_type`
-label) and runs every step of the pipeline on each, in a fresh process per step, with the smallest fixture
-model that computes per cell (Geneformer's; docs/benchmarks.md says why not GenePT's): validate, plan, embed
+label) and runs every step of the pipeline on each, in a fresh process per step, with a small fixture model
+that runs a network per cell (Geneformer's; docs/benchmarks.md says why not GenePT's): validate, plan, embed
 (all shards, one model load; relaunched for the shards left when the runner asks to be recycled, as every
 launcher does), merge, quality gate, report. For each step it prints the wall time and the peak RSS the kernel
 reports for that process (ru_maxrss from wait4, in a small launcher: memory.LAUNCHER),
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default="geneformer",
-        help="fixture model (default geneformer: the smallest fixture that computes per cell; genept's is a "
+        help="fixture model (default geneformer: a small fixture that runs a network per cell; genept's is a "
         "lookup-average whose embed is nearly all start-up: docs/benchmarks.md)",
     )
     parser.add_argument("--shard-size", type=int, default=50_000)
