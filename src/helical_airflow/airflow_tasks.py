@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import annotate as annotate_job
-from . import annotate_finetuned, compare, finetune_registry, modality, objstore, settings, watcher
+from . import annotate_finetuned, compare, modality, objstore, settings, watcher
 from .bounded import die_with_parent
 from .dag_params import COMPARE_SHARED, MODEL_OPTIONS_PARAM, RUN_PARAM_NAMES, SEQUENCE_PARAMS  # the DAG's Param names
 from .errors import ConfigError, HelicalAirflowError
@@ -344,15 +344,13 @@ def plan_annotation(params: dict[str, Any], plan_path: str) -> list[dict[str, An
     if annotation_mode(params) != "classifier":
         return []
     plan = load_plan(plan_path)
-    source = classifier_source(params)
-    # models:/NAME@ALIAS -> models:/NAME/VERSION once, here: every predict task and the merge use that version even
-    # if another training moves the alias during this run
-    source = finetune_registry.pin(source) if source.startswith("models:/") else source
-    resolved = annotate_finetuned.resolve(source)
+    # models:/NAME@ALIAS -> models:/NAME/VERSION once, here (resolve pins it): every predict task and the merge use
+    # that version even if another training moves the alias during this run
+    resolved = annotate_finetuned.resolve(classifier_source(params))
     annotate_finetuned.check_model(resolved.result, plan.params.model, resolved.source)
     annotate_finetuned.check_plan(resolved.result, plan, resolved.source)  # E831 weights, E832 vocabulary
     groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
-    return [{"plan_path": plan_path, "shards": group, "classifier": source} for group in groups]
+    return [{"plan_path": plan_path, "shards": group, "classifier": resolved.source} for group in groups]
 
 
 @fail_fast_on_user_errors

@@ -75,8 +75,14 @@ def check_sources(reference: str | Path | None, classifier: str) -> None:
 
 
 def resolve(source: str | Path, tracking_uri: str | None = None) -> Resolved:
-    """The folder behind `source` (E804: no such registered model, alias or version; E806: not a model folder)."""
+    """The folder behind `source` (E804: no such registered model, alias or version; E806: not a model folder).
+
+    A registry URI is pinned first (models:/NAME@ALIAS -> models:/NAME/VERSION, the version the alias names now)
+    and the result's `source` is the pinned URI: whatever is launched and recorded later (a container's predict
+    job, annotation.json) names the version downloaded here, even if another training moves the alias meanwhile."""
     text = str(source)
+    if text.startswith("models:/"):
+        text = finetune_registry.pin(text, tracking_uri)
     folder = finetune_registry.download(text, tracking_uri) if text.startswith("models:/") else Path(text)
     if not (folder / finetune.RESULT_FILE).is_file() or not (folder / finetune.MODEL_FILE).is_file():
         raise ConfigError("E806", f"{folder} is not a fine-tuned model folder (no {finetune.RESULT_FILE} and "
@@ -192,12 +198,13 @@ def _finished(target: Path, cells: int) -> bool:
         return False
 
 
-def job_source(resolved: Resolved, launcher: str, tracking_uri: str | None = None) -> str:
+def job_source(resolved: Resolved, launcher: str) -> str:
     """What the launched predict process is told to load: the folder itself where it shares this machine's files
-    (local launcher; a registry copy is then downloaded once), the pinned models:/NAME/VERSION for a container or
-    pod (it downloads its own copy; MLFLOW_TRACKING_URI is passed on), a folder under the output folder as it is."""
+    (local launcher; a registry copy is then downloaded once), the pinned models:/NAME/VERSION (`resolve`) for a
+    container or pod (it downloads its own copy; MLFLOW_TRACKING_URI is passed on), a folder under the output
+    folder as it is."""
     if launcher != "local" and resolved.source.startswith("models:/"):
-        return finetune_registry.pin(resolved.source, tracking_uri)
+        return resolved.source
     return str(resolved.folder)
 
 
@@ -345,7 +352,7 @@ def annotate_with_classifier(
     if existing is not None and not tally[False]:
         log.info("annotation %s is current in %s", key, plan.out_dir)
         return existing
-    job = predict_job(job_source(resolved, launcher, tracking_uri), resolved.result.finetune_key)
+    job = predict_job(job_source(resolved, launcher), resolved.result.finetune_key)
     done = launch(launcher, str(plan.plan_file), list(range(len(plan.shards))), job=job)
     predicted = sum(not r["reused"] for r in done)
     log.info("fine-tuned model %s: %d shards predicted, %d reused (%s launcher)", resolved.result.finetune_key,
