@@ -34,7 +34,7 @@ from .errors import ConfigError
 from .finetune_spec import FineTuneResult
 from .launchers import launch
 from .launchers import predict as predict_job
-from .launchers.jobs import PREDICTIONS, prediction_file
+from .launchers.jobs import PREDICTIONS, finished_prediction, prediction_file
 from .models import get_model, registry
 from .models import runner as model_runner
 from .models.cache import models_dir
@@ -171,31 +171,24 @@ def predict_shards(
     classifier: finetune.Classifier | None = None
     predicted = 0
     for position, index in enumerate(indices):
-        target = prediction_file(plan, resolved.result.finetune_key, index)
-        if classifier is None and (
-            not 0 <= index < len(plan.shards) or not _finished(target, plan.shards[index].cells)
-        ):
+        finished = finished_prediction(plan, resolved.result.finetune_key, index)
+        if classifier is None and finished is None:
             classifier = load(resolved, plan)
         if classifier is None:  # finished and no model loaded yet: nothing to load it for
-            done.append((target, True))
+            done.append((prediction_file(plan, resolved.result.finetune_key, index), True))
             continue
         path, reused = predict_shard(plan, index, classifier)
         done.append((path, reused))
-        predicted += not reused
-        over, rss_mb = recycle.due(predicted)
+        if reused:
+            continue
+        predicted += 1
+        over, rss_mb = recycle.due(predicted)  # a reused shard made no garbage to collect and no reason to stop
         left = list(indices[position + 1 :])
-        if left and not reused and over:
+        if left and over:
             log.info("recycling the predict process after %d shard(s) (RSS %.0f MB; %d shard(s) left)", predicted,
                      rss_mb, len(left))  # fmt: skip
             return done, left
     return done, []
-
-
-def _finished(target: Path, cells: int) -> bool:
-    try:
-        return target.is_file() and np.load(target, mmap_mode="r").shape[0] == cells
-    except (ValueError, OSError):
-        return False
 
 
 def job_source(resolved: Resolved, launcher: str) -> str:

@@ -296,10 +296,12 @@ def embed_shards(
         results.append(result)
         if on_shard:
             on_shard(plan, result)
-        embedded += not result.reused
-        stop, rss_mb = recycle.due(embedded)
+        if result.reused:
+            continue
+        embedded += 1
+        stop, rss_mb = recycle.due(embedded)  # a reused shard made no garbage to collect and no reason to stop
         left = list(indices[position + 1 :])
-        if left and not result.reused and stop:
+        if left and stop:
             log.info("recycling the embed process after %d shard(s) (RSS %.0f MB, bound %.0f MB; %d shard(s) left)",
                      embedded, rss_mb, recycle.max_rss_mb, len(left))  # fmt: skip
             return results, left

@@ -84,17 +84,22 @@ def _embedded(plan: Plan, index: int, job: Job) -> dict[str, Any] | None:
     return found.model_dump() if found is not None else None
 
 
-def _predicted(plan: Plan, index: int, job: Job) -> dict[str, Any] | None:
-    """Finished when the file is there with one row per cell of the shard (written atomically: never half)."""
-    path = prediction_file(plan, job.finetune_key, index)
+def finished_prediction(plan: Plan, finetune_key: str, index: int) -> Path | None:
+    """The shard's prediction file when finished: there with one row per cell of the shard (written atomically:
+    never half), else None."""
+    path = prediction_file(plan, finetune_key, index)
     if not 0 <= index < len(plan.shards) or not path.is_file():
         return None
     try:
         rows = np.load(path, mmap_mode="r").shape[0]
     except (ValueError, OSError):
         return None  # a damaged file is predicted again, never trusted
-    cells = plan.shards[index].cells
-    return {"index": index, "cells": cells, "path": str(path)} if rows == cells else None
+    return path if rows == plan.shards[index].cells else None
+
+
+def _predicted(plan: Plan, index: int, job: Job) -> dict[str, Any] | None:
+    path = finished_prediction(plan, job.finetune_key, index)
+    return None if path is None else {"index": index, "cells": plan.shards[index].cells, "path": str(path)}
 
 
 def _no_options(job: Job) -> list[str]:
