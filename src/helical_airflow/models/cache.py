@@ -85,10 +85,8 @@ def file_sha256(root: Path, rel: str) -> str:
             return str(saved["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # none yet, or unreadable: hash the file
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+        digest = hashlib.file_digest(fh, "sha256")
     if _stat_key(path) != key:  # changed while being read: remember nothing
         return digest.hexdigest()
     try:
