@@ -314,17 +314,18 @@ _PULL_RECORD = ".pulled.json"
 MERGED = ("embeddings.h5ad",)
 
 
-def pull_run(out_root: str, out_dir: Path, merged: bool = False) -> int:
+def pull_run(out_root: str, out_dir: Path, merged: bool = False, prune: bool = True) -> int:
     """Make the local run folder's state what the store holds: local shard files the store lacks are removed (the
-    store is the truth), the store's shards and `PULLED` files downloaded (with `merged`, also `MERGED`: the DAG's
-    steps after merge). Returns how many shard records the store had."""
+    store is the truth; `prune` False keeps them: a DAG task, whose worker may run another task of the same run in
+    the same work folder, with finished shards not yet uploaded), the store's shards and `PULLED` files downloaded
+    (with `merged`, also `MERGED`: the DAG's steps after merge). Returns how many shard records the store had."""
     wanted = PULLED + (MERGED if merged else ())
     url = run_url(out_root, out_dir)
     fs = filesystem(url)
     listing = _call(url, "listing the run folder", fs.find, url.path, detail=True)
     remote = {name[len(url.path) + 1 :]: int(info.get("size") or 0) for name, info in listing.items()}
     shards = out_dir / "shards"
-    if shards.is_dir():
+    if prune and shards.is_dir():
         for path in shards.iterdir():
             if _shard_state(path.name) and f"shards/{path.name}" not in remote:
                 path.unlink()
@@ -479,7 +480,10 @@ def open_plan(plan_ref: str, merged: bool = False) -> tuple[Plan, str]:
     stored = Plan.model_validate_json(raw)
     plan = stored.model_copy(update={"out_dir": str(out_dir), "input": input_here(stored.input)})
     _write_private_copy(out_dir / PLAN, plan.model_dump_json(indent=2) + "\n")
-    pull_run(out_root, out_dir, merged=merged)
+    # no pruning: another task of this run on this worker (a GPU worker runs one per GPU) may hold finished shards
+    # its upload thread has not sent yet; a local shard the store lacks is uploaded by its group's task
+    # (uploading_shards), never trusted as stored
+    pull_run(out_root, out_dir, merged=merged, prune=False)
     return plan, out_root
 
 
@@ -504,10 +508,12 @@ def push_plan(out_root: str, out_dir: Path) -> str:
 def uploading_shards(out_root: str, plan: Plan, shards: list[int], every_s: float = 1.0) -> Iterator[None]:
     """While the body embeds `shards` (in another process), upload each as soon as its record appears (push_shard:
     array, files beside it, record), from a thread polling every `every_s`; a last sweep on the way out, also when
-    the body fails (a shard finished before a crash is kept). Shards whose record was there before (pulled from the
-    store) are not uploaded again. Why a thread here rather than the shard process: the launcher's process knows
-    only its local plan, not the store, and a worker killed mid-group then loses at most the shard in progress."""
-    done = {i for i in shards if plan.shard_result_file(i).is_file()}
+    the body fails (a shard finished before a crash is kept). Shards whose record was pulled from the store (and is
+    unchanged since) are not uploaded again; a record left locally by an earlier attempt is uploaded. Why a thread
+    here rather than the shard process: the launcher's process knows only its local plan, not the store, and a
+    worker killed mid-group then loses at most the shard in progress."""
+    stored = _unchanged_since_pull(plan.out_path)
+    done = {i for i in shards if plan.shard_result_file(i).relative_to(plan.out_path).as_posix() in stored}
     stop = threading.Event()
 
     def sweep() -> None:
