@@ -347,10 +347,11 @@ def plan_annotation(params: dict[str, Any], plan_path: str) -> list[dict[str, An
     # models:/NAME@ALIAS -> models:/NAME/VERSION once, here (resolve pins it): every predict task and the merge use
     # that version even if another training moves the alias during this run
     resolved = annotate_finetuned.resolve(classifier_source(params))
-    annotate_finetuned.check_model(resolved.result, plan.params.model, resolved.source)
-    annotate_finetuned.check_plan(resolved.result, plan, resolved.source)  # E831 weights, E832 vocabulary
+    source = resolved.pinned or resolved.source
+    annotate_finetuned.check_model(resolved.result, plan.params.model, source)
+    annotate_finetuned.check_plan(resolved.result, plan, source)  # E831 weights, E832 vocabulary
     groups = task_groups(len(plan.shards), settings.task_slots(), settings.max_shards_per_task())
-    return [{"plan_path": plan_path, "shards": group, "classifier": resolved.source} for group in groups]
+    return [{"plan_path": plan_path, "shards": group, "classifier": source} for group in groups]
 
 
 @fail_fast_on_user_errors

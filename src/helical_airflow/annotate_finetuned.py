@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 class Resolved(NamedTuple):
     """A fine-tuned model's folder on this machine and its finetune.json (the model itself not loaded)."""
 
-    source: str
+    source: str  # as given (recorded in annotation.json)
     folder: Path
     result: FineTuneResult
+    pinned: str | None = None  # a registry source's models:/NAME/VERSION: the version downloaded into `folder`
 
 
 def is_model_source(classifier: str) -> bool:
@@ -78,18 +79,17 @@ def resolve(source: str | Path, tracking_uri: str | None = None) -> Resolved:
     """The folder behind `source` (E804: no such registered model, alias or version; E806: not a model folder).
 
     A registry URI is pinned first (models:/NAME@ALIAS -> models:/NAME/VERSION, the version the alias names now)
-    and the result's `source` is the pinned URI: whatever is launched and recorded later (a container's predict
-    job, annotation.json) names the version downloaded here, even if another training moves the alias meanwhile."""
+    and that version downloaded: a container's predict job is told `pinned`, so it loads the version downloaded
+    and recorded here even if another training moves the alias meanwhile."""
     text = str(source)
-    if text.startswith("models:/"):
-        text = finetune_registry.pin(text, tracking_uri)
-    folder = finetune_registry.download(text, tracking_uri) if text.startswith("models:/") else Path(text)
+    pinned = finetune_registry.pin(text, tracking_uri) if text.startswith("models:/") else None
+    folder = finetune_registry.download(pinned, tracking_uri) if pinned else Path(text)
     if not (folder / finetune.RESULT_FILE).is_file() or not (folder / finetune.MODEL_FILE).is_file():
         raise ConfigError("E806", f"{folder} is not a fine-tuned model folder (no {finetune.RESULT_FILE} and "
                           f"{finetune.MODEL_FILE})", "pass the folder `helical-airflow finetune` printed, or "
                           "models:/NAME@ALIAS")  # fmt: skip
     result = FineTuneResult.model_validate_json((folder / finetune.RESULT_FILE).read_text())
-    return Resolved(text, folder.resolve(), result)
+    return Resolved(text, folder.resolve(), result, pinned)
 
 
 def check_model(result: FineTuneResult, model: str, source: str) -> None:
@@ -196,8 +196,8 @@ def job_source(resolved: Resolved, launcher: str) -> str:
     (local launcher; a registry copy is then downloaded once), the pinned models:/NAME/VERSION (`resolve`) for a
     container or pod (it downloads its own copy; MLFLOW_TRACKING_URI is passed on), a folder under the output
     folder as it is."""
-    if launcher != "local" and resolved.source.startswith("models:/"):
-        return resolved.source
+    if launcher != "local" and resolved.pinned:
+        return resolved.pinned
     return str(resolved.folder)
 
 
